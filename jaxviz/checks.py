@@ -1,0 +1,93 @@
+"""Input validation shared by every analysis: plain-words errors before any tracing.
+
+The rules, the same everywhere:
+- images are batch-first, channels-last (N, H, W, C); (H, W), (H, W, C) and channel-first
+  (N, C, H, W) are refused, never transposed by guessing;
+- uint8 images are converted by one rule, x / 255 -> float32 in [0, 1]; other floats
+  (float64 included, which JAX keeps as float32 without x64) become float32; anything else
+  is refused;
+- NaN or inf pixels are refused, naming how many and the first one;
+- targets may be an int (same class for every image), a list or an array of N ints, and
+  must lie in [0, num_classes): JAX would silently clamp an out-of-range index.
+Checks that need concrete values are skipped for traced arrays (inside a user's jit).
+"""
+from __future__ import annotations
+
+import numpy as np
+import jax
+import jax.numpy as jnp
+
+
+def is_traced(x) -> bool:
+    return isinstance(x, jax.core.Tracer)
+
+
+def as_images(x, name: str = "images", *, expect_hw: tuple[int, int] | None = None,
+              expect_c: int | None = None) -> jax.Array:
+    """Validate and convert a batch of images. Returns (N, H, W, C) float32."""
+    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+        x = np.asarray(x)
+    if x.ndim != 4:
+        raise ValueError(
+            f"{name} must be a batch shaped (N, H, W, C), channels last (one image is a batch "
+            f"of one: x[None]); got shape {tuple(x.shape)}")
+    n, h, w, c = x.shape
+    if c > 4 and x.shape[1] in (1, 3, 4):
+        raise ValueError(
+            f"{name} looks channel-first {tuple(x.shape)}; jaxviz expects channels last "
+            f"(N, H, W, C): pass x.transpose(0, 2, 3, 1)")
+    if expect_c is not None and c != expect_c:
+        raise ValueError(f"{name} must have {expect_c} channel(s) in the last axis "
+                         f"(N, H, W, C); got shape {tuple(x.shape)}")
+    if expect_hw is not None and (h, w) != tuple(expect_hw):
+        raise ValueError(f"{name} must be (N, {expect_hw[0]}, {expect_hw[1]}, C); "
+                         f"got shape {tuple(x.shape)}")
+    if x.dtype == np.uint8:
+        x = jnp.asarray(x, jnp.float32) / 255.0
+    elif jnp.issubdtype(x.dtype, jnp.floating):
+        x = jnp.asarray(x, jnp.float32)
+    else:
+        raise ValueError(f"{name} must be float (any range) or uint8 (0-255, divided by 255); "
+                         f"got dtype {x.dtype}")
+    if not is_traced(x):
+        bad = ~np.isfinite(np.asarray(x))
+        if bad.any():
+            first = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(f"{name} contains {int(bad.sum())} NaN/inf value(s), the first at "
+                             f"index {first} (n, y, x, c)")
+    return x
+
+
+def as_targets(target, n: int, num_classes: int | None, name: str = "target") -> jax.Array:
+    """An int, list or array of class indices -> (N,) int32, range-checked."""
+    if target is None:
+        raise ValueError(f"{name} is required: the class index to explain, an int or one per image")
+    if is_traced(target):
+        t = jnp.asarray(target, jnp.int32)
+        return jnp.broadcast_to(t, (n,)) if t.ndim == 0 else t
+    t = np.asarray(target)
+    if not np.issubdtype(t.dtype, np.integer):
+        raise ValueError(f"{name} must be integer class indices; got dtype {t.dtype}")
+    if t.ndim == 0:
+        t = np.full((n,), int(t))
+    if t.shape != (n,):
+        raise ValueError(f"{name} must be an int or have one entry per image, shape ({n},); "
+                         f"got shape {t.shape}")
+    if num_classes is not None and (t.min() < 0 or t.max() >= num_classes):
+        raise ValueError(f"{name} must lie in [0, {num_classes}); got values "
+                         f"{sorted(set(t[(t < 0) | (t >= num_classes)].tolist()))}")
+    return jnp.asarray(t, jnp.int32)
+
+
+def positive_int(value, name: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
+    return int(value)
+
+
+def pair(value, name: str, minimum: int = 1) -> tuple[int, int]:
+    """An int or a pair of ints, each >= minimum -> (a, b)."""
+    vals = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
+    if len(vals) != 2:
+        raise ValueError(f"{name} must be an int or a pair (h, w); got {value!r}")
+    return tuple(positive_int(v, name, minimum) for v in vals)

@@ -1,0 +1,188 @@
+"""The pure boundary every analysis uses: any Flax model (NNX or Linen) as functions of arrays.
+
+    probe = jaxviz.probe.from_model(model)           # an nnx.Module
+    probe = jaxviz.probe.from_model(module, variables)  # a linen.Module and its variables
+    logits = probe(probe.params, x)                  # apply_fn(params, x) -> logits
+    logits, acts = probe.run(probe.params, x)        # acts: {"conv1": ..., "conv2": ...}
+    logits, acts = probe.run(params, x, edits={"conv2": lambda a: a + delta})
+
+Layers are the model's submodules, named by their attribute path joined with "."
+("conv1", "block.conv", "layers.0"); a layer's activation is the output of its
+`__call__`. `edits` replace a layer's output while the model runs, which is how
+gradients at a layer are taken without editing the model's code. The model always runs in
+inference mode (NNX: `eval()` on a private copy; Linen: pass `apply_kwargs`, e.g.
+`{"train": False}`), so dropout and batch-norm statistics never depend on batching.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+from flax import linen as nn
+from flax import nnx
+
+Edits = Mapping[str, Callable[[jax.Array], jax.Array]]
+
+
+class Probe:
+    """A model as pure functions. Call it as `probe(params, x) -> logits` (an apply_fn).
+
+    run(params, x, edits=None, on_call=None) -> (output, {layer name: activation}).
+    `on_call(name, module, activation)` is called for each layer in call order while tracing.
+    """
+
+    def __init__(self, run_fn, params, *, kind: str, output=None):
+        self._run = run_fn
+        self.params = params
+        self.kind = kind
+        self.output = output
+        self._shape_cache: dict = {}
+
+    def __call__(self, params, x: jax.Array) -> jax.Array:
+        return self.run(params, x)[0]
+
+    def run(self, params, x: jax.Array, edits: Edits | None = None, on_call=None):
+        edits = dict(edits or {})
+        acts: dict[str, jax.Array] = {}
+        out = self._run(params, x, edits, acts, on_call)
+        unknown = sorted(set(edits) - set(acts))
+        if unknown:
+            raise ValueError(f"unknown layer(s) {unknown}; known layers: {list(acts)}")
+        return select_output(out, self.output), acts
+
+    def layer_shapes(self, x_shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+        """{layer name: activation shape} for inputs of x_shape, by tracing (no compute)."""
+        key = tuple(x_shape)
+        if key not in self._shape_cache:
+            x = jax.ShapeDtypeStruct(key, jax.numpy.float32)
+            order: list[str] = []
+            out, acts = jax.eval_shape(
+                lambda p, x: self.run(p, x, on_call=lambda n, m, a: order.append(n)),
+                self.params, x)
+            # eval_shape sorts dict keys; keep the call order, the order users think in.
+            names = list(dict.fromkeys(order))
+            self._shape_cache[key] = (out.shape, {k: _shape(acts[k]) for k in names})
+        return self._shape_cache[key][1]
+
+    def output_shape(self, x_shape: tuple[int, ...]) -> tuple[int, ...]:
+        self.layer_shapes(x_shape)
+        return self._shape_cache[tuple(x_shape)][0]
+
+    def check_layer(self, layer: str, x_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The activation shape of `layer`, or a ValueError listing the known layers."""
+        shapes = self.layer_shapes(x_shape)
+        if layer not in shapes:
+            raise ValueError(f"unknown layer {layer!r}; known layers: {list(shapes)}")
+        return shapes[layer]
+
+
+def _shape(v):
+    return tuple(v.shape) if hasattr(v, "shape") else jax.tree.map(lambda a: tuple(a.shape), v)
+
+
+def select_output(out, output):
+    """Pick the logits out of a model's output; a tuple/dict needs an explicit selector."""
+    if output is None:
+        if isinstance(out, (tuple, list, dict)):
+            raise ValueError(
+                f"the model returns a {type(out).__name__}; say which output to explain "
+                f"with from_model(..., output=KEY_OR_INDEX_OR_CALLABLE)")
+        return out
+    return output(out) if callable(output) else out[output]
+
+
+def from_model(model, variables=None, *, output=None, apply_kwargs: Mapping | None = None,
+               method=None) -> Probe:
+    """Wrap an `nnx.Module`, or a `linen.Module` with its `variables`, as a Probe.
+
+    output: selects the logits when the model returns a tuple or dict (index, key or callable).
+    apply_kwargs: extra keyword arguments for every call (e.g. `{"train": False}` for Linen).
+    """
+    if isinstance(model, Probe):
+        return model
+    if isinstance(model, nnx.Module):
+        if variables is not None:
+            raise ValueError("variables: an nnx.Module carries its own state; pass only the model")
+        return _nnx_probe(model, output, dict(apply_kwargs or {}))
+    if isinstance(model, nn.Module):
+        if variables is None:
+            raise ValueError("variables: a linen.Module needs its variables, e.g. "
+                             "from_model(module, module.init(key, x))")
+        return _linen_probe(model, variables, output, dict(apply_kwargs or {}), method)
+    raise TypeError(f"model must be a flax nnx.Module or linen.Module; got {type(model).__name__}")
+
+
+def _nnx_probe(model: nnx.Module, output, apply_kwargs) -> Probe:
+    graphdef, state = nnx.split(model)
+
+    def run(state, x, edits, acts, on_call):
+        m = nnx.merge(graphdef, state)
+        m.eval()  # a private copy: the user's model keeps its mode
+        names = {id(sub): ".".join(map(str, path)) for path, sub in nnx.iter_modules(m) if path}
+        tapped: dict[type, type] = {}
+
+        def tap_class(cls):
+            if cls not in tapped:
+                def __call__(self, *args, **kwargs):
+                    a = cls.__call__(self, *args, **kwargs)
+                    name = names[id(self)]
+                    if name in edits:
+                        a = edits[name](a)
+                    acts[name] = a
+                    if on_call is not None:
+                        on_call(name, self, a)
+                    return a
+                tapped[cls] = type(cls.__name__, (cls,), {"__call__": __call__})
+            return tapped[cls]
+
+        for path, sub in nnx.iter_modules(m):
+            if path:
+                object.__setattr__(sub, "__class__", tap_class(type(sub)))
+        return m(x, **apply_kwargs)
+
+    return Probe(run, state, kind="nnx", output=output)
+
+
+def _linen_probe(module: nn.Module, variables, output, apply_kwargs, method) -> Probe:
+    def run(variables, x, edits, acts, on_call):
+        def interceptor(next_fun, args, kwargs, context):
+            a = next_fun(*args, **kwargs)
+            path = context.module.path
+            if context.method_name != "__call__" or not path:
+                return a
+            name = ".".join(map(str, path))
+            if name in edits:
+                a = edits[name](a)
+            acts[name] = a
+            if on_call is not None:
+                on_call(name, context.module, a)
+            return a
+
+        with nn.intercept_methods(interceptor):
+            return module.apply(variables, x, method=method, **apply_kwargs)
+
+    return Probe(run, variables, kind="linen", output=output)
+
+
+def layer_params(probe: Probe, params, layer: str) -> Mapping[str, Any]:
+    """The parameter arrays that belong to `layer` ({"kernel": ..., "bias": ...})."""
+    tree = nnx.to_pure_dict(params) if probe.kind == "nnx" else params.get("params", params)
+    node = tree
+    for part in layer.split("."):
+        key = int(part) if isinstance(node, Mapping) and part.isdigit() and int(part) in node else part
+        if not isinstance(node, Mapping) or key not in node:
+            raise ValueError(f"layer {layer!r} has no parameters; layers with parameters: "
+                             f"{_param_layers(tree)}")
+        node = node[key]
+    return node
+
+
+def _param_layers(tree, prefix=()) -> list[str]:
+    out = []
+    for k, v in tree.items():
+        if isinstance(v, Mapping):
+            if any(not isinstance(x, Mapping) for x in v.values()):
+                out.append(".".join(map(str, prefix + (k,))))
+            out.extend(_param_layers(v, prefix + (k,)))
+    return out
