@@ -8,10 +8,12 @@
 
 Layers are the model's submodules, named by their attribute path joined with "."
 ("conv1", "block.conv", "layers.0"); a layer's activation is the output of its
-`__call__`. `edits` replace a layer's output while the model runs, which is how
-gradients at a layer are taken without editing the model's code. The model always runs in
-inference mode (NNX: `eval()` on a private copy; Linen: pass `apply_kwargs`, e.g.
-`{"train": False}`), so dropout and batch-norm statistics never depend on batching.
+`__call__`; the ops it traces run under the name scope `layer_scope(name)`, so a jaxpr
+of the model says which layer each equation belongs to. `edits` replace a layer's output
+while the model runs, which is how gradients at a layer are taken without editing the
+model's code. The model always runs in inference mode (NNX: `eval()` on a private copy;
+Linen: pass `apply_kwargs`, e.g. `{"train": False}`), so dropout and batch-norm
+statistics never depend on batching.
 """
 from __future__ import annotations
 
@@ -23,6 +25,11 @@ from flax import linen as nn
 from flax import nnx
 
 Edits = Mapping[str, Callable[[jax.Array], jax.Array]]
+
+
+def layer_scope(name: str) -> str:
+    """The `jax.named_scope` a layer's own ops are traced under ("jaxviz[conv1]")."""
+    return f"jaxviz[{name}]"
 
 
 class Probe:
@@ -125,8 +132,9 @@ def _nnx_probe(model: nnx.Module, output, apply_kwargs) -> Probe:
         def tap_class(cls):
             if cls not in tapped:
                 def __call__(self, *args, **kwargs):
-                    a = cls.__call__(self, *args, **kwargs)
                     name = names[id(self)]
+                    with jax.named_scope(layer_scope(name)):
+                        a = cls.__call__(self, *args, **kwargs)
                     if name in edits:
                         a = edits[name](a)
                     acts[name] = a
@@ -147,11 +155,12 @@ def _nnx_probe(model: nnx.Module, output, apply_kwargs) -> Probe:
 def _linen_probe(module: nn.Module, variables, output, apply_kwargs, method) -> Probe:
     def run(variables, x, edits, acts, on_call):
         def interceptor(next_fun, args, kwargs, context):
-            a = next_fun(*args, **kwargs)
             path = context.module.path
             if context.method_name != "__call__" or not path:
-                return a
+                return next_fun(*args, **kwargs)
             name = ".".join(map(str, path))
+            with jax.named_scope(layer_scope(name)):
+                a = next_fun(*args, **kwargs)
             if name in edits:
                 a = edits[name](a)
             acts[name] = a

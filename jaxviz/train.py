@@ -7,6 +7,7 @@ derived, so a run resumed after epoch k ends with the same parameters as one nev
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import json
 import math
@@ -65,6 +66,7 @@ def make_model(config: TrainConfig) -> nnx.Module:
     return MnistCNN(rngs=nnx.Rngs(config.seed))
 
 
+@functools.lru_cache(maxsize=16)  # the same object for the same config: the jitted step is reused
 def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> optax.GradientTransformation:
     total = config.epochs * steps_per_epoch
     warmup = min(int(config.warmup_epochs * steps_per_epoch), total - 1)
@@ -217,10 +219,10 @@ def fit(config: TrainConfig, data, run_dir: str | os.PathLike | None = None, *,
                   "val_loss": val_loss, "val_accuracy": val_acc,
                   "seconds": time.perf_counter() - t0}
         metrics.append(record)
-        if log is not None:
-            log(record)
         if store is not None:
             store.save(epoch + 1, params, opt_state, base_key, metrics)
+        if log is not None:
+            log(record)
     final = nnx.merge(trainable.graphdef, params, trainable.rest)
     final.eval()
     return FitResult(final, params, metrics, resumed_from)
@@ -312,17 +314,13 @@ class CheckpointStore:
         expected = {"params": nnx.to_pure_dict(params), "opt_state": opt_state,
                     "key": jax.random.key_data(jax.random.key(0))}
         with self._manager() as mngr:
-            meta = mngr.item_metadata(epoch)
-            check_same_structure(expected["params"], _meta_tree(meta)["params"],
+            raw = mngr.restore(epoch, args=ocp.args.StandardRestore())
+            check_same_structure(expected["params"], raw["params"],
                                  f"checkpoint {self.ckpt_dir / str(epoch)}")
             abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, expected)
             tree = mngr.restore(epoch, args=ocp.args.StandardRestore(abstract))
         nnx.replace_by_pure_dict(params, tree["params"])
         return params, tree["opt_state"]
-
-
-def _meta_tree(meta):
-    return meta.tree if hasattr(meta, "tree") else meta
 
 
 def check_same_structure(expected: dict, saved, where: str) -> None:

@@ -1,0 +1,323 @@
+"""What a model is: a Keras-like summary table and its data-flow graph, read off one trace.
+
+    s = summary(probe, x[:1])        # s.rows, s.total_params, s.total_flops; print(s)
+    g = graph(probe, x[:1])          # g.nodes, g.edges (the real data flow)
+
+Nothing runs: the model is traced once with `jax.make_jaxpr`. Each equation belongs to the
+layer whose name scope it was traced under (`probe.layer_scope`); each layer's output is
+tagged by an identity marker so that layers without ops (dropout in eval mode) still appear.
+FLOPs count convolutions and dot products only, a multiply-add as 2, for the input given
+(pass one example to get per-example numbers). Edges are drawn wherever a value made by one
+node is used by another; ops outside any layer (a residual `+`, a reshape, a pool) become
+small nodes, and a shape-preserving op applied only to one layer's output (its activation)
+is folded into that layer's node; a chain of ops merges into one small node until a
+rank-reducing op (a global pool, a flatten) starts the next.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import re
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+from flax import nnx
+from jax.extend import core as jcore
+
+from jaxviz import probe as probe_lib
+from jaxviz.models import count_params
+
+_LAYER_RE = re.compile(r"jaxviz\[([^\]]*)\]")
+_INLINE = ("jit", "pjit", "closed_call", "core_call")
+_POOL_NAMES = {"reduce_window_max": "max_pool", "reduce_window_sum": "sum_pool",
+               "reduce_window": "pool"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    name: str
+    type: str
+    output_shape: tuple
+    params: int
+    flops: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Summary:
+    """Rows in call order. A nested layer's params and FLOPs are included in its parent's."""
+    rows: tuple[Row, ...]
+    total_params: int
+    total_flops: int
+    outside_flops: int  # FLOPs of ops traced outside every layer
+    input_shape: tuple
+    output_shape: tuple
+
+    def text(self) -> str:
+        cells = [(f"{r.name} ({r.type})", str(r.output_shape), f"{r.params:,}", f"{r.flops:,}")
+                 for r in self.rows]
+        if self.outside_flops:
+            cells.append(("(ops outside layers)", "", "0", f"{self.outside_flops:,}"))
+        head = ("Layer (type)", "Output shape", "Param #", "FLOPs")
+        widths = [max(len(c[i]) for c in [head, *cells]) + 3 for i in range(4)]
+        fmt = lambda c: " " + "".join(  # noqa: E731
+            s.ljust(w) if i < 2 else s.rjust(w) for i, (s, w) in enumerate(zip(c, widths)))
+        rule = "_" * (sum(widths) + 2)
+        lines = [rule, fmt(head), "=" * len(rule), *map(fmt, cells), "=" * len(rule),
+                 f"Total params: {self.total_params:,}",
+                 f"Forward FLOPs: {self.total_flops:,} ({self.total_flops / 1e6:.2f} MFLOP) "
+                 f"for input {self.input_shape}; a multiply-add counts as 2",
+                 f"Output shape: {self.output_shape}", rule]
+        return "\n".join(lines)
+
+    __str__ = text
+
+
+@dataclasses.dataclass
+class Node:
+    """A box of the diagram: the model input, a layer, or ops traced outside any layer."""
+    name: str
+    kind: str  # "input" | "layer" | "op"
+    type: str
+    ops: list[str]  # op nodes: their ops; layer nodes: the folded activation ops
+    in_shapes: list[tuple]
+    out_shape: tuple
+    params: int = 0
+    flops: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Graph:
+    nodes: tuple[Node, ...]
+    edges: tuple[tuple[str, str], ...]
+
+    def node(self, name: str) -> Node:
+        return next(n for n in self.nodes if n.name == name)
+
+    def predecessors(self, name: str) -> list[str]:
+        return [a for a, b in self.edges if b == name]
+
+
+@dataclasses.dataclass
+class _Op:
+    label: str
+    layers: list[str]  # enclosing layer scopes, outermost first
+    ins: list[int]
+    outs: list[tuple[int, tuple]]
+    flops: int
+
+
+def summary(model, sample_input, params=None) -> Summary:
+    """The summary table of a Probe, an nnx.Module, or a linen.Module with `params` (its variables).
+
+    sample_input: an array or jax.ShapeDtypeStruct, e.g. (1, 28, 28, 1); only its shape is used.
+    """
+    return _analyze(model, sample_input, params)[0]
+
+
+def graph(model, sample_input, params=None) -> Graph:
+    """The data-flow graph: nodes in trace order, edges (producer, consumer) by name."""
+    return _analyze(model, sample_input, params)[1]
+
+
+def as_probe(model, params=None, what: str = "model"):
+    """(probe, params) from a Probe, an nnx.Module, or a linen.Module with its variables."""
+    if isinstance(model, probe_lib.Probe):
+        return model, model.params if params is None else params
+    if isinstance(model, nnx.Module):
+        p = probe_lib.from_model(model)
+        return p, p.params if params is None else params
+    if isinstance(model, nn.Module):
+        return probe_lib.from_model(model, params), params
+    raise TypeError(f"{what} must be a jaxviz Probe, an nnx.Module, or a linen.Module with its "
+                    f"variables (layers are needed); got {type(model).__name__}. Wrap a model "
+                    f"with jaxviz.probe.from_model(...)")
+
+
+def _analyze(model, sample_input, params):
+    probe, params = as_probe(model, params)
+    if not hasattr(sample_input, "shape"):
+        raise ValueError(f"sample_input must be an array or jax.ShapeDtypeStruct; "
+                         f"got {type(sample_input).__name__}")
+    dtype = getattr(sample_input, "dtype", jnp.float32)
+    x = jax.ShapeDtypeStruct(tuple(sample_input.shape),
+                             dtype if jnp.issubdtype(dtype, jnp.floating) else jnp.float32)
+    names = list(probe.layer_shapes(x.shape))
+    types: dict[str, str] = {}
+    acts_shapes: dict[str, tuple] = {}
+
+    def on_call(name, module, a):
+        types.setdefault(name, type(module).__name__)
+        acts_shapes[name] = probe_lib._shape(a)
+
+    def fn(params, x):
+        edits = {n: functools.partial(_mark, n) for n in names}
+        return probe.run(params, x, edits=edits, on_call=on_call)[0]
+
+    closed = jax.make_jaxpr(fn)(params, x)
+    n_params = len(jax.tree.leaves(params))
+    ops, x_ids, out_ids = _flatten(closed, n_params)
+    total_params = count_params(params)
+
+    rows = []
+    for name in names:
+        try:
+            n_par = count_params(probe_lib.layer_params(probe, params, name))
+        except ValueError:
+            n_par = 0
+        flops = sum(op.flops for op in ops if name in op.layers)
+        rows.append(Row(name, types.get(name, "?"), acts_shapes.get(name), n_par, flops))
+    total_flops = sum(op.flops for op in ops)
+    outside = sum(op.flops for op in ops if not op.layers)
+    out_shape = tuple(closed.out_avals[0].shape) if closed.out_avals else ()
+    s = Summary(tuple(rows), total_params, total_flops, outside, x.shape, out_shape)
+    g = _build_graph(ops, x_ids, out_ids, x.shape, {r.name: r for r in rows})
+    return s, g
+
+
+def _mark(name, a):
+    # An identity equation under the layer's scope: marks the layer's output in the jaxpr.
+    with jax.named_scope(probe_lib.layer_scope(name)):
+        return jax.lax.optimization_barrier(a)
+
+
+def _flatten(closed, n_params):
+    """Top-level equations (jit calls inlined) as _Ops over integer value ids."""
+    ops: list[_Op] = []
+    counter = iter(range(1 << 62))
+    invars = closed.jaxpr.invars
+    env = {v: next(counter) for v in invars}
+    x_ids = {env[v] for v in invars[n_params:]}
+    outs = _walk(closed.jaxpr, env, "", ops, counter)
+    return ops, x_ids, [i for i in outs if i is not None]
+
+
+def _walk(jaxpr, env, prefix, ops, counter):
+    read = lambda v: None if isinstance(v, jcore.Literal) else env.get(v)  # noqa: E731
+    for eqn in jaxpr.eqns:
+        stack = prefix + "/" + str(eqn.source_info.name_stack)
+        ins = [read(v) for v in eqn.invars]
+        if eqn.primitive.name in _INLINE and "jaxpr" in eqn.params:
+            sub = eqn.params["jaxpr"]
+            sub_env = dict(zip(sub.jaxpr.invars, ins))
+            res = _walk(sub.jaxpr, sub_env, stack, ops, counter)
+            env.update(zip(eqn.outvars, res))
+            continue
+        outs = []
+        for v in eqn.outvars:
+            env[v] = next(counter)
+            outs.append((env[v], tuple(v.aval.shape)))
+        ops.append(_Op(_label(eqn), _LAYER_RE.findall(stack), [i for i in ins if i is not None],
+                       outs, _eqn_flops(eqn)))
+    return [read(v) for v in jaxpr.outvars]
+
+
+def _label(eqn) -> str:
+    name = eqn.params.get("name")
+    if isinstance(name, str):
+        return name
+    inner = eqn.params.get("call_jaxpr")  # custom_jvp/vjp (relu, gelu...): the wrapped name
+    if inner is not None and len(inner.jaxpr.eqns) == 1:
+        name = inner.jaxpr.eqns[0].params.get("name")
+        if isinstance(name, str):
+            return name
+    return _POOL_NAMES.get(eqn.primitive.name, eqn.primitive.name)
+
+
+def _eqn_flops(eqn) -> int:
+    prim = eqn.primitive.name
+    if prim == "conv_general_dilated":
+        rhs = eqn.invars[1].aval.shape
+        out_features = rhs[eqn.params["dimension_numbers"].rhs_spec[0]]
+        return 2 * math.prod(eqn.outvars[0].aval.shape) * (math.prod(rhs) // out_features)
+    if prim == "dot_general":
+        (lhs_contract, _), _ = eqn.params["dimension_numbers"]
+        lhs = eqn.invars[0].aval.shape
+        return 2 * math.prod(eqn.outvars[0].aval.shape) * math.prod(lhs[d] for d in lhs_contract)
+    subs = [_jaxpr_flops(j) for v in eqn.params.values() for j in _jaxprs(v)]
+    if not subs:
+        return 0
+    if prim == "cond":
+        return max(subs)
+    return sum(subs) * (eqn.params.get("length", 1) if prim == "scan" else 1)
+
+
+def _jaxprs(v):
+    if isinstance(v, jcore.ClosedJaxpr):
+        return [v.jaxpr]
+    if isinstance(v, jcore.Jaxpr):
+        return [v]
+    if isinstance(v, (tuple, list)):
+        return [j for x in v for j in _jaxprs(x)]
+    return []
+
+
+def _jaxpr_flops(jaxpr) -> int:
+    return sum(_eqn_flops(e) for e in jaxpr.eqns)
+
+
+def _build_graph(ops, x_ids, out_ids, x_shape, rows) -> Graph:
+    nodes: dict[str, Node] = {"input": Node("input", "input", "Input", [], [], tuple(x_shape))}
+    producer = {i: "input" for i in x_ids}
+    shapes = {i: tuple(x_shape) for i in x_ids}
+    shapes.update((i, shape) for op in ops for i, shape in op.outs)
+    last_out: dict[str, int] = {}
+    uses: dict[int, int] = {}
+    for op in ops:
+        for i in op.ins:
+            uses[i] = uses.get(i, 0) + 1
+    for i in out_ids:
+        uses[i] = uses.get(i, 0) + 1
+    edges: dict[tuple[str, str], None] = {}
+
+    def attach(node, op, dep):
+        for i in dep:
+            src = producer[i]
+            if src != node.name:
+                edges[(src, node.name)] = None
+                shape = shapes[i]
+                if shape not in node.in_shapes or len(dep) > 1:
+                    node.in_shapes.append(shape)
+        for i, shape in op.outs:
+            producer[i] = node.name
+            last_out[node.name] = i
+            node.out_shape = shape
+        node.flops += op.flops
+
+    for op in ops:
+        dep = list(dict.fromkeys(i for i in op.ins if i in producer))
+        if not dep:
+            continue  # computed from parameters and constants only
+        srcs = list(dict.fromkeys(producer[i] for i in dep))
+        if op.layers:
+            name = op.layers[-1]
+            if name not in nodes:
+                r = rows.get(name)
+                nodes[name] = Node(name, "layer", r.type if r else "?", [], [], (),
+                                   r.params if r else 0)
+            attach(nodes[name], op, dep)
+            continue
+        src = nodes[srcs[0]]
+        unary = len(dep) == 1 and len(op.outs) == 1
+        if (unary and src.kind == "layer" and last_out.get(src.name) == dep[0]
+                and uses.get(dep[0]) == 1 and op.outs[0][1] == shapes[dep[0]]):
+            src.ops.append(op.label)  # the layer's activation
+            attach(src, op, [])
+        elif len(srcs) == 1 and src.kind == "op" and len(op.outs[0][1]) >= len(shapes[dep[0]]):
+            # a rank-reducing op (global pool, flatten) starts a node of its own
+            src.ops.append(op.label)
+            attach(src, op, dep)
+        else:
+            name = _fresh(op.label, nodes, rows)
+            nodes[name] = Node(name, "op", op.label, [op.label], [], ())
+            attach(nodes[name], op, dep)
+    return Graph(tuple(nodes.values()), tuple(edges))
+
+
+def _fresh(label, nodes, rows) -> str:
+    name, k = label, 1
+    while name in nodes or name in rows:
+        k += 1
+        name = f"{label}_{k}"
+    return name

@@ -1,0 +1,142 @@
+"""Class activation maps: Grad-CAM, Grad-CAM++, Score-CAM and Guided Grad-CAM.
+
+`method(probe, params, images, target, *, layer=None, ...) -> (N, H, W)` (or (N, h, w) at
+the layer's resolution with upsample=False). `probe` must be a `jaxviz.probe.Probe`: the
+layer's activation A (N, h, w, K) is read, and its gradient taken, through
+`probe.run(..., edits={layer: lambda a: a + delta})`, so the model is never edited.
+layer=None picks the last layer whose output is (N, h, w, K), like keras-vis' search for
+the penultimate conv/pool layer. Maps are upsampled bilinearly with `jax.image.resize`.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from jaxviz.attribution.gradients import base_map, chunked, prepare
+from jaxviz.probe import Probe
+
+
+def _is_spatial(shape) -> bool:
+    return (isinstance(shape, tuple) and len(shape) == 4
+            and all(isinstance(d, int) for d in shape))
+
+
+def spatial_layers(probe: Probe, x_shape) -> list[str]:
+    """Layers whose output is (N, h, w, K), in call order."""
+    return [k for k, s in probe.layer_shapes(tuple(x_shape)).items() if _is_spatial(s)]
+
+
+def resolve_layer(fn, layer: str | None, x_shape, method: str = "Grad-CAM") -> str:
+    """Check `fn` is a Probe and `layer` a spatial layer of it; None -> the last spatial one."""
+    if not isinstance(fn, Probe):
+        raise ValueError(f"{method} needs a layer's activations: pass a jaxviz.probe.Probe "
+                         f"(jaxviz.probe.from_model(model)) as fn; got {type(fn).__name__}")
+    spatial = spatial_layers(fn, x_shape)
+    if layer is None:
+        if not spatial:
+            raise ValueError(f"{method}: the model has no layer with a spatial (N, h, w, K) "
+                             f"output; layers: {fn.layer_shapes(tuple(x_shape))}")
+        return spatial[-1]
+    shape = fn.check_layer(layer, tuple(x_shape))
+    if not _is_spatial(shape):
+        raise ValueError(f"layer {layer!r} has output shape {shape}, not (N, h, w, K): "
+                         f"{method} needs a spatial layer; spatial layers: {spatial}")
+    return layer
+
+
+def _score(logits, t):
+    return jnp.take_along_axis(logits, t[:, None], axis=1)[:, 0]
+
+
+def layer_grad(probe, params, x, t, layer):
+    """(A, dscore/dA): the layer's activation and the target score's gradient there."""
+    def score(delta):
+        logits, acts = probe.run(params, x, edits={layer: lambda a: a + delta})
+        return _score(logits, t).sum(), acts[layer]
+    shape = probe.check_layer(layer, x.shape)
+    g, a = jax.grad(score, has_aux=True)(jnp.zeros(shape, x.dtype))
+    return a, g
+
+
+def _finish(cam, x, relu, upsample):
+    if relu:
+        cam = jnp.maximum(cam, 0)
+    if upsample:
+        cam = jax.image.resize(cam, (cam.shape[0],) + x.shape[1:3], "bilinear")
+    return cam
+
+
+def _grad_cam_maps(probe, params, x, t, layer, plus_plus):
+    a, g = layer_grad(probe, params, x, t, layer)
+    if plus_plus:  # Chattopadhay et al. 2018, closed form for an exp(score) output
+        g2 = g ** 2
+        denom = 2 * g2 + a.sum(axis=(1, 2), keepdims=True) * g2 * g
+        alpha = jnp.where(denom != 0, g2 / jnp.where(denom != 0, denom, 1), 0)
+        weights = (alpha * jnp.maximum(g, 0)).sum(axis=(1, 2))
+    else:
+        weights = g.mean(axis=(1, 2))
+    return jnp.einsum("nhwk,nk->nhw", a, weights)
+
+
+@functools.partial(jax.jit, static_argnames=("probe", "layer", "kind", "relu", "upsample"))
+def _cam(probe, params, x, t, layer, kind, relu, upsample):
+    cam = _finish(_grad_cam_maps(probe, params, x, t, layer, kind == "gradcam++"), x,
+                  relu, upsample)
+    if kind == "guided":
+        return cam[..., None] * base_map("guided_backprop", probe, params, x, t)
+    return cam
+
+
+def grad_cam(fn, params, images, target, *, layer: str | None = None, relu: bool = True,
+             upsample: bool = True) -> jax.Array:
+    """Grad-CAM (Selvaraju et al. 2017): relu(sum_k mean_hw(dS/dA_k) A_k). -> (N, H, W)."""
+    x, t = prepare(fn, params, images, target)
+    return _cam(fn, params, x, t, resolve_layer(fn, layer, x.shape), "gradcam",
+                bool(relu), bool(upsample))
+
+
+def grad_cam_plus_plus(fn, params, images, target, *, layer: str | None = None,
+                       relu: bool = True, upsample: bool = True) -> jax.Array:
+    """Grad-CAM++: channel weights sum_hw alpha_hw relu(dS/dA_hw). -> (N, H, W)."""
+    x, t = prepare(fn, params, images, target)
+    return _cam(fn, params, x, t, resolve_layer(fn, layer, x.shape, "Grad-CAM++"),
+                "gradcam++", bool(relu), bool(upsample))
+
+
+def guided_grad_cam(fn, params, images, target, *, layer: str | None = None) -> jax.Array:
+    """Upsampled Grad-CAM times guided backprop. -> (N, H, W, C), signed."""
+    x, t = prepare(fn, params, images, target)
+    return _cam(fn, params, x, t, resolve_layer(fn, layer, x.shape, "Guided Grad-CAM"),
+                "guided", True, True)
+
+
+@functools.partial(jax.jit, static_argnames=("probe", "layer", "relu", "upsample",
+                                             "batch_size"))
+def _score_cam(probe, params, x, t, layer, relu, upsample, batch_size):
+    a = probe.run(params, x)[1][layer]
+    n, h, w, _ = x.shape
+    up = jax.image.resize(a, (n, h, w, a.shape[-1]), "bilinear")
+    lo, hi = up.min(axis=(1, 2), keepdims=True), up.max(axis=(1, 2), keepdims=True)
+    masks = jnp.where(hi > lo, (up - lo) / jnp.where(hi > lo, hi - lo, 1), 0)
+    masks = jnp.moveaxis(masks, -1, 0)[..., None]  # (K, N, H, W, 1)
+    probs = chunked(lambda m: _score(jax.nn.softmax(probe(params, x * m)), t), masks,
+                    batch_size)  # (K, N)
+    return _finish(jnp.einsum("nhwk,kn->nhw", a, probs), x, relu, upsample)
+
+
+def score_cam(fn, params, images, target, *, layer: str | None = None, relu: bool = True,
+              upsample: bool = True, batch_size: int | None = 16) -> jax.Array:
+    """Score-CAM (Wang et al. 2020), gradient-free. -> (N, H, W).
+
+    Channel k's weight is the target's softmax probability for the input masked by channel
+    k's activation, upsampled and min-max scaled to [0, 1] (a constant channel masks all).
+    batch_size: channels (masked copies of the whole batch) run at once; None = all.
+    """
+    x, t = prepare(fn, params, images, target)
+    layer = resolve_layer(fn, layer, x.shape, "Score-CAM")
+    if batch_size is not None:
+        from jaxviz.checks import positive_int
+        batch_size = positive_int(batch_size, "batch_size")
+    return _score_cam(fn, params, x, t, layer, bool(relu), bool(upsample), batch_size)

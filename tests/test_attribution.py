@@ -1,0 +1,294 @@
+"""Attribution: one table of checks over every method x {NNX MnistCNN, Linen ResidualCNN},
+then behaviour (linear model, completeness, guided ReLU rule, hand-computed Grad-CAM),
+the randomization sanity check and bad input."""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from jaxviz import attribution as A
+from jaxviz import probe as probe_lib
+from jaxviz.attribution import cam, gradients, integrated, sanity
+
+KEY = jax.random.key(42)
+
+# name -> (function, options, needs a key). Small options: the table checks plumbing.
+TABLE = {
+    "saliency": (A.saliency, {}, False),
+    "gradient_x_input": (A.gradient_x_input, {}, False),
+    "guided_backprop": (A.guided_backprop, {}, False),
+    "deconvnet": (A.deconvnet, {}, False),
+    "smoothgrad": (A.smoothgrad, dict(n_samples=3, sigma=0.1, batch_size=2), True),
+    "integrated_gradients": (A.integrated_gradients, dict(n_steps=4, internal_batch_size=3),
+                             False),
+    "grad_cam": (A.grad_cam, {}, False),
+    "grad_cam_plus_plus": (A.grad_cam_plus_plus, {}, False),
+    "score_cam": (A.score_cam, dict(batch_size=32), False),
+    "guided_grad_cam": (A.guided_grad_cam, {}, False),
+}
+JITTED = (gradients._map, gradients._noise_tunnel, integrated._ig, cam._cam, cam._score_cam)
+
+
+def _cache_sizes():
+    return sum(f._cache_size() for f in JITTED)
+
+
+@pytest.mark.parametrize("model", ["cnn_random", "resnet_random"])
+@pytest.mark.parametrize("name", list(TABLE))
+def test_shared_table(name, model, request, digits):
+    """Shape, finite, jit(vmap(one image)) == batched call, deterministic, no retrace."""
+    probe = request.getfixturevalue(model)
+    fn, opts, keyed = TABLE[name]
+    x, t = jnp.asarray(digits[0][:2]), jnp.asarray(digits[1][:2])
+    keys = jax.random.split(KEY, 2)
+
+    def call(xs, ts, ks):
+        return fn(probe, probe.params, xs, ts, **opts, **({"key": ks} if keyed else {}))
+
+    out = call(x, t, keys)
+    cam_like = name in ("grad_cam", "grad_cam_plus_plus", "score_cam")
+    assert out.shape == ((2, 28, 28) if cam_like else (2, 28, 28, 1))
+    assert out.dtype == jnp.float32 and bool(jnp.isfinite(out).all())
+    assert float(jnp.abs(out).max()) > 0
+    before = _cache_sizes()
+    again = call(x, t, keys)
+    assert _cache_sizes() == before, "second call with the same shapes retraced"
+    np.testing.assert_array_equal(np.asarray(again), np.asarray(out))
+    single = jax.jit(jax.vmap(lambda xi, ti, ki: call(xi[None], ti, ki[None])[0]))(x, t, keys)
+    scale = float(jnp.abs(out).max())
+    np.testing.assert_allclose(np.asarray(single), np.asarray(out), rtol=1e-4, atol=1e-4 * scale)
+
+
+@pytest.mark.parametrize("name", ["saliency", "guided_backprop", "grad_cam"])
+def test_eager_equals_jit(name, cnn_random, digits):
+    fn, opts, _ = TABLE[name]
+    x, t = digits[0][:1], digits[1][:1]
+    out = fn(cnn_random, cnn_random.params, x, t, **opts)
+    with jax.disable_jit():
+        eager = fn(cnn_random, cnn_random.params, x, t, **opts)
+    np.testing.assert_allclose(np.asarray(eager), np.asarray(out), rtol=1e-4,
+                               atol=1e-5 * float(jnp.abs(out).max()))
+
+
+# ---- behaviour on a linear model: every gradient method has a closed form --------------
+
+def _linear():
+    k1, k2, k3 = jax.random.split(jax.random.key(1), 3)
+    params = {"w": jax.random.normal(k1, (6 * 5 * 2, 3)), "b": jax.random.normal(k2, (3,))}
+    x = jax.random.uniform(k3, (4, 6, 5, 2))
+    return (lambda p, x: x.reshape(x.shape[0], -1) @ p["w"] + p["b"]), params, x
+
+
+def test_linear_model_closed_forms():
+    fn, params, x = _linear()
+    t = jnp.array([0, 1, 2, 1])
+    w = params["w"].T[t].reshape(x.shape)  # the target column of w, per image
+    np.testing.assert_allclose(A.saliency(fn, params, x, t), jnp.abs(w), rtol=1e-5)
+    np.testing.assert_allclose(A.saliency(fn, params, x, t, abs=False), w, rtol=1e-5)
+    np.testing.assert_allclose(A.gradient_x_input(fn, params, x, t), w * x, rtol=1e-5)
+    sg = functools.partial(A.smoothgrad, fn, params, x, t, key=KEY, n_samples=5, sigma=0.3)
+    np.testing.assert_allclose(sg(), jnp.abs(w), rtol=1e-5)
+    np.testing.assert_allclose(sg(nt_type="smoothgrad_sq"), w ** 2, rtol=1e-5)
+    np.testing.assert_allclose(sg(nt_type="vargrad"), 0, atol=1e-6)
+    for method in integrated.METHODS:
+        ig, delta = A.integrated_gradients(fn, params, x, t, n_steps=3, method=method,
+                                           baselines=0.5, return_convergence_delta=True)
+        np.testing.assert_allclose(ig, w * (x - 0.5), rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(delta, 0, atol=1e-4)
+
+
+def test_path_weights_integrate_exactly():
+    for method in integrated.METHODS:
+        a, w = A.path_weights(method, 7)
+        assert a.shape == w.shape == (7,) and np.all((a >= 0) & (a <= 1))
+        np.testing.assert_allclose(w.sum(), 1, rtol=1e-6)
+    a, w = A.path_weights("gausslegendre", 5)  # exact for polynomials of degree <= 9
+    np.testing.assert_allclose((w * a ** 9).sum(), 0.1, rtol=1e-5)
+
+
+def test_smoothgrad_sigma_zero_is_saliency(cnn_random, digits):
+    x, t = digits[0][:2], digits[1][:2]
+    sg = A.smoothgrad(cnn_random, cnn_random.params, x, t, key=KEY, n_samples=2, sigma=0.0)
+    np.testing.assert_allclose(sg, A.saliency(cnn_random, cnn_random.params, x, t),
+                               rtol=1e-5, atol=1e-7)
+
+
+# ---- Integrated Gradients completeness -------------------------------------------------
+
+def _with_random_biases(probe):
+    def f(path, leaf):
+        named = any(getattr(k, "key", None) == "bias" for k in path)
+        return leaf + 0.1 * jax.random.normal(jax.random.key(leaf.size), leaf.shape) if named \
+            else leaf
+    return jax.tree_util.tree_map_with_path(f, probe.params)
+
+
+def _relative_delta(probe, params, x, t, **kw):
+    _, delta = A.integrated_gradients(probe, params, x, t, return_convergence_delta=True, **kw)
+    b = kw.get("baselines")
+    b = jnp.zeros_like(x) if b is None else A.blur_baseline(x)
+    both = probe(params, jnp.concatenate([x, b]))
+    fx, fb = np.split(np.asarray(both)[np.arange(2 * len(t)), np.tile(t, 2)], 2)
+    return np.abs(np.asarray(delta)) / np.abs(fx - fb)
+
+
+def test_ig_completeness_random_biased(resnet_random, digits):
+    """Nonzero biases: the path integral is not trivially exact as for a homogeneous net."""
+    params = _with_random_biases(resnet_random)
+    x, t = digits[0][:4], digits[1][:4]
+    coarse = _relative_delta(resnet_random, params, x, t, n_steps=2, method="riemann_trapezoid")
+    fine = _relative_delta(resnet_random, params, x, t, n_steps=64, method="riemann_trapezoid")
+    gl = _relative_delta(resnet_random, params, x, t, n_steps=64, baselines="blur")
+    assert fine.mean() < coarse.mean()
+    assert gl.max() <= 0.01, gl
+
+
+def test_ig_completeness_trained(trained_mnist):
+    p, params = trained_mnist.probe, trained_mnist.params
+    x, t = trained_mnist.x_val[:8], trained_mnist.y_val[:8]
+    rel = {n: _relative_delta(p, params, x, t, n_steps=n) for n in (4, 64)}
+    assert rel[64].max() <= 0.01, rel[64]
+    assert rel[64].mean() < rel[4].mean()
+
+
+# ---- guided backprop / deconvnet rule ---------------------------------------------------
+
+@pytest.mark.parametrize("rule", ["guided", "deconvnet"])
+def test_no_negative_gradient_through_relu(rule, cnn_random, digits):
+    """Gradients at every ReLU's input (the outputs of conv1, conv2, dense1) are >= 0."""
+    p = cnn_random
+    x, t = jnp.asarray(digits[0][:2]), jnp.asarray(digits[1][:2])
+    layers = ("conv1", "conv2", "dense1")
+    zeros = {k: jnp.zeros(p.check_layer(k, x.shape)) for k in layers}
+
+    def score(params, x, deltas):
+        edits = {k: (lambda a, d=deltas[k]: a + d) for k in layers}
+        logits = p.run(params, x, edits=edits)[0]
+        return jnp.take_along_axis(logits, t[:, None], 1).sum()
+
+    plain = jax.grad(score, argnums=2)(p.params, x, zeros)
+    assert any(float(g.min()) < 0 for g in plain.values())
+    modified = A.with_relu_rule(score, rule)
+    np.testing.assert_allclose(modified(p.params, x, zeros), score(p.params, x, zeros), rtol=1e-6)
+    grads = jax.jit(jax.grad(modified, argnums=2))(p.params, x, zeros)
+    for k, g in grads.items():
+        assert float(g.min()) >= 0, k
+        assert float(g.max()) > 0, k
+
+
+def test_bare_maximum_inside_jit_is_swapped():
+    w = jax.random.normal(jax.random.key(3), (5, 4))
+    inner = jax.jit(lambda h: jnp.maximum(h, 0.0))
+    fn = lambda w, h: (inner(h @ w) * jnp.arange(-2.0, 2.0)).sum()  # noqa: E731
+    h = jax.random.normal(jax.random.key(4), (3, 5))
+    g_plain = jax.grad(fn, argnums=1)(w, h)
+    g_guided = jax.grad(A.with_relu_rule(fn, "guided"), argnums=1)(w, h)
+    assert not np.allclose(g_plain, g_guided)  # the rule changed something
+    expect = ((h @ w > 0) * (jnp.arange(-2.0, 2.0) > 0) * jnp.arange(-2.0, 2.0)) @ w.T
+    np.testing.assert_allclose(g_guided, expect, rtol=1e-5, atol=1e-6)
+
+
+# ---- Grad-CAM by hand ---------------------------------------------------------------------
+
+class _Tiny(nnx.Module):
+    def __init__(self, rngs):
+        self.conv = nnx.Conv(2, 3, (3, 3), padding="SAME", rngs=rngs)
+        self.head = nnx.Linear(3, 4, rngs=rngs)
+
+    def __call__(self, x):
+        return self.head(nnx.relu(self.conv(x)).mean(axis=(1, 2)))
+
+
+def test_grad_cam_matches_hand_computation():
+    p = probe_lib.from_model(_Tiny(nnx.Rngs(5)))
+    x = jax.random.normal(jax.random.key(6), (3, 5, 5, 2))
+    t = np.array([0, 3, 1])
+    a = np.asarray(p.run(p.params, x)[1]["conv"])  # (3, 5, 5, 3)
+    w = np.asarray(probe_lib.layer_params(p, p.params, "head")["kernel"])  # (3, 4)
+    grad = (a > 0) * w[:, t].T[:, None, None, :] / 25  # d mean(relu(A)) w / dA
+    hand = np.einsum("nhwk,nk->nhw", a, grad.mean(axis=(1, 2)))
+    got = A.grad_cam(p, p.params, x, t, layer="conv", relu=False, upsample=False)
+    np.testing.assert_allclose(got, hand, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(A.grad_cam(p, p.params, x, t, layer="conv"),
+                               np.maximum(hand, 0), rtol=1e-5, atol=1e-7)
+
+
+def test_default_cam_layer_is_last_spatial(cnn_random, resnet_random):
+    assert cam.resolve_layer(cnn_random, None, (1, 28, 28, 1)) == "dropout1"
+    assert cam.resolve_layer(resnet_random, None, (1, 28, 28, 1)) == "block2_conv2"
+
+
+# ---- sanity check, normalization, figures -------------------------------------------------
+
+def test_cascading_randomization_trained(trained_mnist):
+    p, params = trained_mnist.probe, trained_mnist.params
+    x, t = trained_mnist.x_val[:8], trained_mnist.y_val[:8]
+    r = sanity.cascading_randomization(p, params, x, t, key=KEY)
+    assert r["layers"] == ["preds", "dense1", "conv2", "conv1"]
+    for m in ("saliency", "grad_cam"):
+        assert r[m].shape == (4,) and np.all(np.abs(r[m]) <= 1)
+        assert r[m][-1] < 0.9 and r[m].min() < 0.8, (m, r[m])
+
+
+def test_rank_correlation():
+    a = np.random.default_rng(0).normal(size=(2, 10))
+    np.testing.assert_allclose(sanity.rank_correlation(a, 3 * a + 1), 1)
+    np.testing.assert_allclose(sanity.rank_correlation(a, -a), -1)
+    np.testing.assert_array_equal(sanity.rank_correlation(a, np.zeros_like(a)), 0)
+
+
+def test_normalization_never_divides_by_zero():
+    z = jnp.zeros((2, 4, 4, 3))
+    for f in (A.unit_range, A.max_abs, A.clip_percentile):
+        out = f(z)
+        assert bool(jnp.isfinite(out).all()) and float(jnp.abs(out).max()) == 0
+    m = jax.random.normal(KEY, (2, 4, 4, 3))
+    u = A.unit_range(m)
+    assert float(u.min()) == 0 and float(u.max()) == 1
+    assert float(jnp.abs(A.max_abs(m)).max()) == pytest.approx(1)
+    assert float(A.clip_percentile(m).max()) == 1
+    assert A.reduce_channels(m, "max").shape == (2, 4, 4)
+
+
+def test_figures_draw():
+    from jaxviz.plot.attribution import comparison_figure, randomization_figure
+    maps = np.random.default_rng(0).normal(size=(2, 6, 6))
+    fig = comparison_figure(np.zeros((2, 6, 6, 1)), {"a": maps, "Grad-CAM": np.abs(maps)},
+                            labels=[3, 4])
+    assert len(fig.axes) == 6
+    fig = randomization_figure({"layers": ["b", "a"], "saliency": np.array([0.5, 0.1])})
+    assert fig.axes
+
+
+# ---- bad input ------------------------------------------------------------------------------
+
+def test_errors(cnn_random, digits):
+    p, params = cnn_random, cnn_random.params
+    x, t = digits[0][:2], digits[1][:2]
+    with pytest.raises(ValueError, match="unknown layer 'nope'.*conv2"):
+        A.grad_cam(p, params, x, t, layer="nope")
+    with pytest.raises(ValueError, match="dense1.*spatial layers.*conv1"):
+        A.grad_cam(p, params, x, t, layer="dense1")
+    with pytest.raises(ValueError, match="Probe"):
+        A.grad_cam(lambda q, x: p(q, x), params, x, t)
+    with pytest.raises(ValueError, match="n_steps must be an integer >= 1; got 0"):
+        A.integrated_gradients(p, params, x, t, n_steps=0)
+    with pytest.raises(ValueError, match="sigma must be a number >= 0"):
+        A.smoothgrad(p, params, x, t, key=KEY, sigma=-0.1)
+    with pytest.raises(ValueError, match="key is required"):
+        A.smoothgrad(p, params, x, t, key=None)
+    with pytest.raises(ValueError, match=r"baselines must have the images' shape \(2, 28, 28, 1\)"):
+        A.integrated_gradients(p, params, x, t, baselines=np.zeros((2, 14, 14, 1)))
+    with pytest.raises(ValueError, match="baselines must be None, 'zeros', 'blur'"):
+        A.integrated_gradients(p, params, x, t, baselines="mean")
+    with pytest.raises(ValueError, match=r"target must lie in \[0, 10\); got values \[10\]"):
+        A.saliency(p, params, x, 10)
+    with pytest.raises(ValueError, match="method must be one of"):
+        A.integrated_gradients(p, params, x, t, method="simpson")
+    with pytest.raises(ValueError, match="nt_type must be one of"):
+        A.smoothgrad(p, params, x, t, key=KEY, nt_type="mean")
+    with pytest.raises(ValueError, match="rule must be one of"):
+        A.with_relu_rule(p, "leaky")
