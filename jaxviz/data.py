@@ -195,3 +195,22 @@ def load(source: str = "bundled", data_dir: str | os.PathLike | None = None,
     elif download_missing:
         download(source, directory)
     return load_idx_dir(directory, source)
+
+
+def adapt_images(x: np.ndarray, input_shape: tuple[int, int, int]) -> np.ndarray:
+    """Fit (N, 28, 28, 1) digits to a model's (H, W, C): centre-pad (or resize down), repeat
+    the gray channel. Used when a user's model takes, e.g., 32x32x3 inputs."""
+    h, w, c = input_shape
+    n, h0, w0, c0 = x.shape
+    if (h, w) != (h0, w0):
+        if h >= h0 and w >= w0:
+            top, left = (h - h0) // 2, (w - w0) // 2
+            x = np.pad(x, ((0, 0), (top, h - h0 - top), (left, w - w0 - left), (0, 0)))
+        else:
+            import jax  # noqa: PLC0415
+            x = np.asarray(jax.image.resize(x, (n, h, w, c0), "linear"))
+    if c != c0:
+        if c0 != 1:
+            raise ValueError(f"cannot adapt {c0}-channel images to {c} channels")
+        x = np.repeat(x, c, axis=-1)
+    return x.astype(np.float32)

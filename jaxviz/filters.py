@@ -1,7 +1,7 @@
 """Filters and feature maps: a conv layer's kernels as images, named layers' activations.
 
     tiles = filter_grid(probe, params, "conv1")                 # (32, 3, 3): input channel 0
-    tiles = filter_grid(probe, params, "conv2", mode="mosaic")  # (32, 16, 3, 3): out x in
+    tiles = filter_grid(probe, params, "conv2", mode="mosaic")  # (16, 16, 3, 3): out x in
     acts = feature_maps(probe, params, x, ["conv1", "conv2"])   # {layer: (N, H, W, C)}
     paths = write_arch_figures(probe, params, x[:3], "out/", labels=y[:3])
 
@@ -69,7 +69,7 @@ def conv_kernel(probe, params, layer: str, *, sample_input=None) -> jax.Array:
 
 
 def filter_grid(probe, params, layer: str, mode: str = "channel", in_channel: int = 0, *,
-                max_out: int = 32, max_in: int = 16, sample_input=None) -> jax.Array:
+                max_out: int = 16, max_in: int = 16, sample_input=None) -> jax.Array:
     """A conv layer's kernels as image tiles.
 
     mode "channel": (out, kh, kw), the kernels seen by input channel `in_channel`;

@@ -26,7 +26,6 @@ import optax
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from jaxviz.models import MnistCNN
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,10 +59,10 @@ class TrainConfig:
 
 
 def make_model(config: TrainConfig) -> nnx.Module:
-    if config.model != "mnist_cnn":
-        raise ValueError(f"unknown model {config.model!r}; built in: 'mnist_cnn' "
-                         f"(bring your own with the CLI's --model package.module:factory)")
-    return MnistCNN(rngs=nnx.Rngs(config.seed))
+    """The model named by config.model ("mnist_cnn" or "package.module:factory")."""
+    from jaxviz.registry import build  # noqa: PLC0415
+
+    return build(config.model, config.seed).model
 
 
 @functools.lru_cache(maxsize=16)  # the same object for the same config: the jitted step is reused

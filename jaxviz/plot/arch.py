@@ -40,7 +40,10 @@ def _shape(s) -> str:
 
 def node_lines(node) -> list[str]:
     """The text of a node's box: name and type, input -> output shapes, params and FLOPs."""
-    ins = ", ".join(_shape(s) for s in node.in_shapes)
+    counts = {}
+    for s in node.in_shapes:
+        counts[s] = counts.get(s, 0) + 1
+    ins = ", ".join((f"{k}x" if k > 1 else "") + _shape(s) for s, k in counts.items())
     if node.kind == "input":
         return ["input", _shape(node.out_shape)]
     if node.kind == "op":
@@ -183,11 +186,12 @@ def _tile_figure(cells, titles=None, *, tile_size: float, suptitle: str,
     nrows, ncols = len(cells), max(map(len, cells))
     top = max(2, round(0.45 * h)) if titles else max(1, h // 6)
     gap = max(1, w // 6)
-    canvas = np.ones((nrows * (h + top), ncols * (w + gap) - gap, 3))
+    head = max(2, h // 2) if col_labels else 0  # a strip for the column labels
+    canvas = np.ones((head + nrows * (h + top), ncols * (w + gap) - gap, 3))
     for r, row in enumerate(cells):
         for c, t in enumerate(row):
             if t is not None:
-                y, x = r * (h + top) + top, c * (w + gap)
+                y, x = head + r * (h + top) + top, c * (w + gap)
                 canvas[y:y + h, x:x + w] = t
     scale = tile_size / w  # inches per tile pixel
     fig = new_figure(canvas.shape[1] * scale, canvas.shape[0] * scale)
@@ -198,12 +202,13 @@ def _tile_figure(cells, titles=None, *, tile_size: float, suptitle: str,
     for r, row in enumerate(titles or []):
         for c, text in enumerate(row):
             if text:
-                ax.text(c * (w + gap) + w / 2, r * (h + top) + top * 0.55, text, ha="center",
-                        va="center", fontsize=size)
+                ax.text(c * (w + gap) + w / 2, head + r * (h + top) + top * 0.55, text,
+                        ha="center", va="center", fontsize=size)
     for r, text in enumerate(row_labels or []):
-        ax.text(-gap, r * (h + top) + top + h / 2, text, ha="right", va="center", fontsize=5)
+        ax.text(-gap, head + r * (h + top) + top + h / 2, text, ha="right", va="center",
+                fontsize=5)
     for c, text in enumerate(col_labels or []):
-        ax.text(c * (w + gap) + w / 2, -1, text, ha="center", va="bottom", fontsize=5)
+        ax.text(c * (w + gap) + w / 2, head * 0.6, text, ha="center", va="center", fontsize=5)
     fig.suptitle(suptitle, fontsize=8, y=1.0, va="bottom")
     return fig
 

@@ -1,0 +1,277 @@
+"""The `jaxviz` command: train, then look inside the trained model one analysis at a time.
+
+    jaxviz train --out runs/cnn
+    jaxviz summary|filters|features|maximize|occlusion|attribute --checkpoint runs/cnn --out figs
+    jaxviz report --checkpoint runs/cnn --out runs/cnn/report   # every analysis + report.html
+
+Errors print one line and exit 1 (2 for bad arguments); --debug shows the traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+SHARED = ("--checkpoint", "--out", "--data", "--data-dir", "--seed", "--quiet")
+
+
+def _common(p: argparse.ArgumentParser, *, checkpoint: bool = True, out_default: str = "figures"):
+    if checkpoint:
+        p.add_argument("--checkpoint", required=True, metavar="DIR",
+                       help="run directory written by `jaxviz train` (config.json + checkpoints/)")
+    p.add_argument("--out", default=out_default, metavar="DIR", help="output directory")
+    p.add_argument("--model", default=None, metavar="SPEC",
+                   help="'mnist_cnn' or 'package.module:factory'; the checkpoint's if omitted")
+    p.add_argument("--data", default="bundled", choices=["bundled", "mnist", "fashion_mnist"],
+                   help="data set: the bundled 5,000 digits (offline) or a full set from IDX files")
+    p.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="directory with the four IDX files ($JAXVIZ_DATA_DIR or the cache if omitted)")
+    p.add_argument("--download", action="store_true",
+                   help="explicitly download the full data set into the cache if missing")
+    p.add_argument("--seed", type=int, default=0, help="PRNG seed")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or info lines")
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jaxviz", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+
+    p = sub.add_parser("train", help="train a model (default: the seed's MNIST CNN)", formatter_class=fmt)
+    _common(p, checkpoint=False, out_default="runs/train")
+    p.add_argument("--epochs", type=int, default=None, help="TrainConfig's if omitted")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--learning-rate", type=float, default=None)
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("summary", help="layer table and architecture diagram", formatter_class=fmt)
+    _common(p)
+    p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("filters", help="kernel grids of every conv layer", formatter_class=fmt)
+    _common(p)
+    p.set_defaults(func=cmd_filters)
+
+    p = sub.add_parser("features", help="feature maps of validation digits", formatter_class=fmt)
+    _common(p)
+    p.add_argument("--layers", default=None, help="comma-separated layer names (default: conv layers)")
+    p.add_argument("--images", type=int, default=4, help="number of validation digits")
+    p.set_defaults(func=cmd_features)
+
+    p = sub.add_parser("maximize", help="activation maximization", formatter_class=fmt)
+    _common(p)
+    p.add_argument("--layer", default=None, help="layer to maximize (default: the output layer)")
+    p.add_argument("--units", default=None, help="e.g. 0-9 or 0,3,5 (default: all)")
+    p.add_argument("--steps", type=int, default=256)
+    p.set_defaults(func=cmd_maximize)
+
+    p = sub.add_parser("occlusion", help="occlusion sensitivity maps", formatter_class=fmt)
+    _common(p)
+    p.add_argument("--window", type=int, default=4)
+    p.add_argument("--stride", type=int, default=2)
+    p.add_argument("--images", type=int, default=8)
+    p.set_defaults(func=cmd_occlusion)
+
+    p = sub.add_parser("attribute", help="gradient attributions (saliency ... Grad-CAM)", formatter_class=fmt)
+    _common(p)
+    p.add_argument("--method", default="all", help="one method name, or 'all' for the comparison figure")
+    p.add_argument("--images", type=int, default=8)
+    p.set_defaults(func=cmd_attribute)
+
+    p = sub.add_parser("report", help="every analysis plus report.html / report.md", formatter_class=fmt)
+    _common(p)
+    p.add_argument("--small", action="store_true", help="few images and steps (a quick look)")
+    p.set_defaults(func=cmd_report)
+    return parser
+
+
+def _info(args, msg: str) -> None:
+    if not args.quiet:
+        print(msg, flush=True)
+
+
+def _data(args):
+    from jaxviz import data  # noqa: PLC0415
+    return data.load(args.data, args.data_dir, args.download)
+
+
+def _loaded(args):
+    """(probe, params, built, dataset adapted to the model's input shape)."""
+    from jaxviz import data as data_lib, registry, train  # noqa: PLC0415
+
+    run = Path(args.checkpoint)
+    store = train.CheckpointStore(run)
+    saved = store.read_config() if run.exists() else None
+    if saved is None:
+        raise FileNotFoundError(f"no checkpoint in {str(run)!r}: expected {run}/config.json and "
+                                f"{run}/checkpoints/ from `jaxviz train --out {run}`")
+    if args.model is not None and args.model != saved.get("model"):
+        raise ValueError(f"checkpoint {str(run)!r} holds model {saved.get('model')!r}, "
+                         f"not --model {args.model!r}")
+    config = train.TrainConfig.from_dict(saved)
+    built = registry.build(config.model, config.seed)
+    model, _ = train.load_trained(run, model=built.model)
+    probe = registry.to_probe(built, model)
+    ds = _data(args)
+    x_val = data_lib.adapt_images(ds.x_val, built.input_shape)
+    return probe, probe.params, built, x_val, ds.y_val
+
+
+def _pick(x, y, n: int):
+    """One digit per class first, then the next ones: varied examples in a small figure."""
+    import numpy as np  # noqa: PLC0415
+    firsts = [int(np.flatnonzero(y == c)[0]) for c in np.unique(y)]
+    idx = (firsts + [i for i in range(len(y)) if i not in set(firsts)])[:n]
+    return x[idx], y[idx]
+
+
+def _out(args) -> Path:
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise PermissionError(f"--out {str(out)!r} is not writable: {err.strerror or err}") from err
+    probe_file = out / ".jaxviz-write-test"
+    try:
+        probe_file.write_text("")
+        probe_file.unlink()
+    except OSError as err:
+        raise PermissionError(f"--out {str(out)!r} is not writable: {err.strerror or err}") from err
+    return out
+
+
+def _report_written(args, what: dict, t0: float) -> None:
+    files = [str(v) for v in what.values() if isinstance(v, (str, Path))]
+    _info(args, f"{args.command}: {time.perf_counter() - t0:.1f}s, wrote {len(files)} file(s) to {args.out}")
+
+
+def cmd_train(args) -> int:
+    import dataclasses  # noqa: PLC0415
+    from jaxviz import data as data_lib, registry, train  # noqa: PLC0415
+
+    config = train.TrainConfig(model=args.model or "mnist_cnn", seed=args.seed)
+    overrides = {"epochs": args.epochs, "batch_size": args.batch_size,
+                 "learning_rate": args.learning_rate}
+    config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
+    built = registry.build(config.model, config.seed)
+    ds = _data(args)
+    ds = ds._replace(x_train=data_lib.adapt_images(ds.x_train, built.input_shape),
+                     x_val=data_lib.adapt_images(ds.x_val, built.input_shape))
+    t0 = time.perf_counter()
+    log = (lambda m: _info(args, f"epoch {m['epoch']}: loss {m['train_loss']:.4f}, "
+                                 f"val accuracy {m['val_accuracy']:.4f} ({m['seconds']:.1f}s)"))
+    result = train.fit(config, ds, args.out, resume=args.resume, quiet=args.quiet,
+                       model=built.model, log=log)
+    if result.resumed_from:
+        _info(args, f"resumed from epoch {result.resumed_from}")
+    acc = result.metrics[-1]["val_accuracy"] if result.metrics else float("nan")
+    _info(args, f"train: {time.perf_counter() - t0:.1f}s, validation accuracy {acc:.4f}, "
+                f"checkpoints in {args.out}/checkpoints")
+    return 0
+
+
+def cmd_summary(args) -> int:
+    from jaxviz import arch  # noqa: PLC0415
+    t0 = time.perf_counter()
+    probe, params, built, x, y = _loaded(args)
+    written = arch.write_summary_figures(probe, params, x[:1], _out(args))
+    _report_written(args, written, t0)
+    return 0
+
+
+def cmd_filters(args) -> int:
+    from jaxviz import filters  # noqa: PLC0415
+    t0 = time.perf_counter()
+    probe, params, built, x, y = _loaded(args)
+    written = filters.write_filter_figures(probe, params, x[:1], _out(args))
+    _report_written(args, written, t0)
+    return 0
+
+
+def cmd_features(args) -> int:
+    from jaxviz import filters  # noqa: PLC0415
+    t0 = time.perf_counter()
+    probe, params, built, x, y = _loaded(args)
+    xs, _ = _pick(x, y, args.images)
+    layers = args.layers.split(",") if args.layers else None
+    written = filters.write_feature_figures(probe, params, xs, _out(args), layers=layers)
+    _report_written(args, written, t0)
+    return 0
+
+
+def parse_units(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    units = []
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        try:
+            units += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
+        except ValueError as err:
+            raise ValueError(f"--units must look like 0-9 or 0,3,5; got {text!r}") from err
+    return units
+
+
+def cmd_maximize(args) -> int:
+    import jax  # noqa: PLC0415
+    from jaxviz import maximize  # noqa: PLC0415
+    t0 = time.perf_counter()
+    probe, params, built, x, y = _loaded(args)
+    written = maximize.write_maximize_figures(
+        probe, params, _out(args), key=jax.random.key(args.seed), steps=args.steps,
+        layer=args.layer, units=parse_units(args.units), shape=built.input_shape)
+    _report_written(args, written, t0)
+    return 0
+
+
+def cmd_occlusion(args) -> int:
+    from jaxviz import occlusion  # noqa: PLC0415
+    t0 = time.perf_counter()
+    probe, params, built, x, y = _loaded(args)
+    xs, ys = _pick(x, y, args.images)
+    written = occlusion.write_occlusion_figures(probe, params, xs, ys, _out(args),
+                                                window=args.window, stride=args.stride)
+    _report_written(args, written, t0)
+    return 0
+
+
+def cmd_attribute(args) -> int:
+    import jax  # noqa: PLC0415
+    from jaxviz import attribution  # noqa: PLC0415
+    t0 = time.perf_counter()
+    probe, params, built, x, y = _loaded(args)
+    xs, ys = _pick(x, y, args.images)
+    methods = None if args.method == "all" else [args.method]
+    written = attribution.write_attribution_figures(probe, params, xs, ys, _out(args),
+                                                    key=jax.random.key(args.seed), methods=methods)
+    _report_written(args, written, t0)
+    return 0
+
+
+def cmd_report(args) -> int:
+    from jaxviz import recipe  # noqa: PLC0415
+    probe, params, built, x, y = _loaded(args)
+    recipe.analyse(probe, params, x, y, _out(args), seed=args.seed, small=args.small,
+                   input_shape=built.input_shape, log=lambda m: _info(args, m))
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, TypeError, FileNotFoundError, PermissionError, FloatingPointError,
+            RuntimeError, OSError, KeyError) as err:
+        if args.debug:
+            raise
+        print(f"jaxviz {args.command}: error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
