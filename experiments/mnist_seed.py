@@ -23,8 +23,9 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
 
     config = train.TrainConfig(seed=args.seed)
-    if args.epochs is not None:
-        config = dataclasses.replace(config, epochs=args.epochs)
+    epochs = args.epochs if args.epochs is not None else (1 if args.small else None)
+    if epochs is not None:
+        config = dataclasses.replace(config, epochs=epochs)
     ds = data.load_bundled()
     if args.small:  # a test-sized run: part of the data, one short epoch
         ds = ds._replace(x_train=ds.x_train[:512], y_train=ds.y_train[:512])

@@ -126,7 +126,7 @@ def scan(cfg: Config, params, shared, unit_args, keys, state: State, segments: t
 def run(cfg: Config, params, unit_args, shared, key, steps: int, loop: str,
         checkpoints: tuple[int, ...], names: list[str]) -> Maximized:
     """Run the ascent; raise on NaN/inf, warn on dead units."""
-    n_units = jax.tree.leaves(unit_args)[0].shape[0]
+    n_units = len(names)
     # Every unit starts from the same image and sees the same transforms: a unit's result
     # does not depend on which other units run beside it or on its position in the list.
     keys = jnp.broadcast_to(jax.random.split(key), (n_units, 2))
