@@ -43,8 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model (default: the seed's MNIST CNN)", formatter_class=fmt)
     _common(p, checkpoint=False, out_default="runs/train")
     p.add_argument("--epochs", type=int, default=None, help="TrainConfig's if omitted")
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--learning-rate", type=float, default=None)
+    p.add_argument("--batch-size", type=int, default=None, help="TrainConfig's if omitted")
+    p.add_argument("--learning-rate", type=float, default=None, help="peak learning rate; TrainConfig's if omitted")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     p.set_defaults(func=cmd_train)
 
@@ -66,20 +66,20 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--layer", default=None, help="layer to maximize (default: the output layer)")
     p.add_argument("--units", default=None, help="e.g. 0-9 or 0,3,5 (default: all)")
-    p.add_argument("--steps", type=int, default=256)
+    p.add_argument("--steps", type=int, default=256, help="gradient-ascent steps")
     p.set_defaults(func=cmd_maximize)
 
     p = sub.add_parser("occlusion", help="occlusion sensitivity maps", formatter_class=fmt)
     _common(p)
-    p.add_argument("--window", type=int, default=4)
-    p.add_argument("--stride", type=int, default=2)
-    p.add_argument("--images", type=int, default=8)
+    p.add_argument("--window", type=int, default=4, help="occluding square's side (pixels)")
+    p.add_argument("--stride", type=int, default=2, help="step between window positions")
+    p.add_argument("--images", type=int, default=8, help="number of validation digits")
     p.set_defaults(func=cmd_occlusion)
 
     p = sub.add_parser("attribute", help="gradient attributions (saliency ... Grad-CAM)", formatter_class=fmt)
     _common(p)
     p.add_argument("--method", default="all", help="one method name, or 'all' for the comparison figure")
-    p.add_argument("--images", type=int, default=8)
+    p.add_argument("--images", type=int, default=8, help="number of validation digits")
     p.set_defaults(func=cmd_attribute)
 
     p = sub.add_parser("report", help="every analysis plus report.html / report.md", formatter_class=fmt)
@@ -177,8 +177,9 @@ def cmd_train(args) -> int:
 def cmd_summary(args) -> int:
     from jaxviz import arch  # noqa: PLC0415
     t0 = time.perf_counter()
+    out = _out(args)
     probe, params, built, x, y = _loaded(args)
-    written = arch.write_summary_figures(probe, params, x[:1], _out(args))
+    written = arch.write_summary_figures(probe, params, x[:1], out)
     _report_written(args, written, t0)
     return 0
 
@@ -264,6 +265,8 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if args.command != "train":
+            _out(args)  # an unwritable --out fails before any work
         return args.func(args)
     except (ValueError, TypeError, FileNotFoundError, PermissionError, FloatingPointError,
             RuntimeError, OSError, KeyError) as err:

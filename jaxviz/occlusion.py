@@ -8,7 +8,8 @@
 Definitions follow Captum's `Occlusion`: window corners at 0, stride, 2*stride, ... with
 ceil((H - window) / stride) + 1 positions per axis, the last window cut off at the edge, so
 every pixel is covered at least once when stride <= window (a longer stride leaves gaps,
-whose attribution is 0). A 2-D window spans all channels; a 3-D window
+whose attribution is 0, and Captum's count may add a last window past the edge, which
+occludes nothing and scores 0). A 2-D window spans all channels; a 3-D window
 (h, w, c) with a 3-D stride occludes channels separately and adds a channel axis to both
 outputs. Every (image, position) pair is one row of a `jax.lax.map(..., batch_size=...)`, so
 memory is bounded by `chunk_size` forward passes (default: one image's positions).

@@ -67,9 +67,9 @@ def make_model(config: TrainConfig) -> nnx.Module:
 
 @functools.lru_cache(maxsize=16)  # the same object for the same config: the jitted step is reused
 def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> optax.GradientTransformation:
-    total = config.epochs * steps_per_epoch
-    warmup = min(int(config.warmup_epochs * steps_per_epoch), total - 1)
-    schedule = optax.warmup_cosine_decay_schedule(0.0, config.learning_rate, max(warmup, 1), total)
+    total = max(config.epochs * steps_per_epoch, 2)
+    warmup = min(max(int(config.warmup_epochs * steps_per_epoch), 1), total - 1)
+    schedule = optax.warmup_cosine_decay_schedule(0.0, config.learning_rate, warmup, total)
     return optax.adamw(schedule, weight_decay=config.weight_decay)
 
 

@@ -119,7 +119,7 @@ def model_shapes(model, params, image_shape) -> tuple[tuple, dict]:
         if isinstance(model, Probe):
             return model.output_shape(x_shape), dict(model.layer_shapes(x_shape))
         x = jax.ShapeDtypeStruct(x_shape, jnp.float32)
-        return tuple(jax.eval_shape(_as_fn(model), params, x).shape), {}
+        return tuple(jax.eval_shape(_as_fn(model).fn, params, x).shape), {}
     except (TypeError, ValueError) as err:
         if "unknown layer" in str(err):
             raise

@@ -1,0 +1,61 @@
+import subprocess
+import sys
+
+import pytest
+
+from jaxviz import cli
+
+
+def test_help_shows_every_subcommand_and_defaults():
+    out = subprocess.run([sys.executable, "-m", "jaxviz.cli", "--help"], capture_output=True,
+                         text=True, check=True).stdout
+    for sub in ("train", "summary", "filters", "features", "maximize", "occlusion", "attribute",
+                "report"):
+        assert sub in out
+    out = subprocess.run([sys.executable, "-m", "jaxviz.cli", "occlusion", "--help"],
+                         capture_output=True, text=True, check=True).stdout
+    assert "--window" in out and "(default: 4)" in out and "--checkpoint" in out
+
+
+@pytest.fixture(scope="module")
+def user_run(tmp_path_factory):
+    """The Linen residual net, trained for one epoch through the CLI as a user would."""
+    out = tmp_path_factory.mktemp("user_run")
+    code = cli.main(["train", "--model", "user_models:residual32", "--epochs", "1",
+                     "--batch-size", "256", "--out", str(out), "--quiet"])
+    assert code == 0
+    return out
+
+
+def test_train_a_user_linen_model(user_run):
+    assert (user_run / "config.json").exists() and (user_run / "metrics.jsonl").exists()
+    assert (user_run / "checkpoints" / "1").is_dir()
+
+
+def test_errors_are_one_line_and_nonzero(tmp_path, capsys, user_run):
+    assert cli.main(["summary", "--checkpoint", str(tmp_path / "none"), "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("jaxviz summary: error: no checkpoint") and "\n" not in err
+    assert cli.main(["summary", "--checkpoint", str(user_run), "--model", "mnist_cnn",
+                     "--out", str(tmp_path)]) == 1
+    assert "holds model 'user_models:residual32'" in capsys.readouterr().err
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert cli.main(["summary", "--checkpoint", str(user_run), "--out", str(blocker / "x")]) == 1
+    assert "not writable" in capsys.readouterr().err
+    assert cli.main(["train", "--model", "nowhere:thing", "--out", str(tmp_path / "t")]) == 1
+    assert "cannot import" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["attribute"])  # argparse: missing --checkpoint
+    assert exit_info.value.code == 2
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        cli.main(["summary", "--checkpoint", str(tmp_path / "none"), "--debug"])
+
+
+def test_parse_units():
+    assert cli.parse_units("0-3,7") == [0, 1, 2, 3, 7]
+    with pytest.raises(ValueError, match="--units"):
+        cli.parse_units("a-b")

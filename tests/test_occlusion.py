@@ -1,0 +1,249 @@
+"""Occlusion: Captum's definition against a Python-loop reference, the seed's generator,
+incremental inference equal to the exact path, bad input, no retracing, figures."""
+import math
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from hypothesis import given, settings, strategies as st
+
+from jaxviz import incremental, occlusion as occ
+from jaxviz import probe as probe_lib
+from jaxviz.occlusion import axis_starts, occlusion, seed_iter_occlusion
+from jaxviz.plot.occlusion import write_occlusion_figures
+
+
+def tiny(params, x):
+    """A tiny nonlinear model: (N, H, W, C) -> (N, 5) logits."""
+    return jnp.tanh(x.reshape(x.shape[0], -1) @ params["w"]) @ params["v"]
+
+
+def tiny_params(h, w, c, seed=0):
+    rng = np.random.default_rng(seed)
+    return {"w": jnp.asarray(rng.normal(size=(h * w * c, 6)), jnp.float32),
+            "v": jnp.asarray(rng.normal(size=(6, 5)), jnp.float32)}
+
+
+def reference(fn, params, x, target, window, stride, baseline, score):
+    """Captum's Occlusion, one forward pass per position, accumulated in a Python loop."""
+    def s(img):
+        z = np.asarray(fn(params, jnp.asarray(img[None])), np.float64)[0]
+        if score != "logit":
+            z = z - z.max()
+            z = z - np.log(np.exp(z).sum()) if score == "log_prob" else np.exp(z) / np.exp(z).sum()
+        return z
+    n, h, w, c = x.shape
+    wy, wx = window
+    ys = [k * stride[0] for k in range(math.ceil((h - wy) / stride[0]) + 1)]
+    xs = [k * stride[1] for k in range(math.ceil((w - wx) / stride[1]) + 1)]
+    scores = np.zeros((n, len(ys), len(xs)))
+    total, count = np.zeros((n, h, w)), np.zeros((n, h, w))
+    for i in range(n):
+        b = np.broadcast_to(baseline if baseline != "mean" else x[i].mean((0, 1)), x[i].shape)
+        base = s(x[i])[target[i]]
+        for a, y0 in enumerate(ys):
+            for bb, x0 in enumerate(xs):
+                img = x[i].copy()
+                img[y0:y0 + wy, x0:x0 + wx] = b[y0:y0 + wy, x0:x0 + wx]
+                d = base - s(img)[target[i]]
+                scores[i, a, bb] = d
+                total[i, y0:y0 + wy, x0:x0 + wx] += d
+                count[i, y0:y0 + wy, x0:x0 + wx] += 1
+    return scores, np.where(count > 0, total / np.maximum(count, 1), 0.0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(length=st.integers(1, 40), window=st.integers(1, 40), stride=st.integers(1, 40))
+def test_positions_follow_captum_and_cover_every_pixel(length, window, stride):
+    if window > length:
+        return
+    starts = axis_starts(length, window, stride)
+    assert len(starts) == math.ceil((length - window) / stride) + 1
+    assert starts[0] == 0 and np.all(np.diff(starts) == stride)
+    assert starts[-1] + window >= length  # the last window reaches the edge, cut off there
+    covered = occ.coverage(length, window, starts).sum(0)
+    if stride <= window:
+        assert starts[-1] < length and covered.min() >= 1
+
+
+@settings(max_examples=12, deadline=None)
+@given(h=st.integers(2, 7), w=st.integers(2, 7), c=st.integers(1, 2), data=st.data())
+def test_matches_python_loop_reference(h, w, c, data):
+    window = (data.draw(st.integers(1, h)), data.draw(st.integers(1, w)))
+    stride = (data.draw(st.integers(1, 4)), data.draw(st.integers(1, 4)))
+    score = data.draw(st.sampled_from(["logit", "prob", "log_prob"]))
+    baseline = data.draw(st.sampled_from([0.0, 0.5, "mean"]))
+    x = np.random.default_rng(h * w).random((2, h, w, c)).astype(np.float32)
+    params, target = tiny_params(h, w, c), np.array([1, 4])
+    res = occlusion(tiny, params, x, target, window=window, stride=stride, baseline=baseline,
+                    score=score)
+    scores, attr = reference(tiny, params, x, target, window, stride, baseline, score)
+    np.testing.assert_allclose(res.scores, scores, atol=2e-5)
+    np.testing.assert_allclose(res.attribution, attr, atol=2e-5)
+    np.testing.assert_allclose(res.occluded, res.base[:, None, None] - res.scores, atol=1e-6)
+
+
+def test_array_baseline_channel_window_and_chunks():
+    x = np.random.default_rng(1).random((3, 6, 5, 3)).astype(np.float32)
+    params, base = tiny_params(6, 5, 3), np.full((6, 5, 3), 0.25, np.float32)
+    a = occlusion(tiny, params, x, 2, window=(3, 2), stride=(2, 2), baseline=base)
+    b = occlusion(tiny, params, x, 2, window=(3, 2), stride=(2, 2), baseline=0.25, chunk_size=5)
+    np.testing.assert_allclose(a.scores, b.scores, atol=1e-6)
+    ch = occlusion(tiny, params, x, 2, window=(6, 5, 1), stride=(1, 1, 1))
+    assert ch.scores.shape == (3, 1, 1, 3) and ch.attribution.shape == (3, 6, 5, 3)
+    for k in range(3):  # occluding one whole channel = zeroing it
+        z = x.copy(); z[..., k] = 0
+        expect = tiny(params, x)[:, 2] - tiny(params, z)[:, 2]
+        np.testing.assert_allclose(ch.scores[:, 0, 0, k], expect, atol=1e-5)
+
+
+def test_chunked_equals_unchunked_on_cnn(cnn_random, digits):
+    x, y = digits[0][:2], digits[1][:2]
+    a = occlusion(cnn_random, cnn_random.params, x, y, window=4, stride=3)
+    b = occlusion(cnn_random, cnn_random.params, x, y, window=4, stride=3, chunk_size=7)
+    np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
+    np.testing.assert_allclose(a.attribution, b.attribution, atol=1e-5)
+
+
+def seed_generator(image, size=8):
+    """The seed's iter_occlusion, as written there (numpy, one occluded copy per cell)."""
+    occlusion_ = np.full((size * 5, size * 5, 1), [0.5], np.float32)
+    center = np.full((size, size, 1), [0.5], np.float32)
+    pad = size * 2
+    padded = np.pad(image, ((pad, pad), (pad, pad), (0, 0)), "constant", constant_values=0.0)
+    for y in range(pad, image.shape[0] + pad, size):
+        for x in range(pad, image.shape[1] + pad, size):
+            tmp = padded.copy()
+            tmp[y - pad:y + center.shape[0] + pad, x - pad:x + center.shape[1] + pad] = occlusion_
+            tmp[y:y + center.shape[0], x:x + center.shape[1]] = center
+            yield x - pad, y - pad, tmp[pad:tmp.shape[0] - pad, pad:tmp.shape[1] - pad]
+
+
+def test_seed_generator_parity(cnn_random, digits):
+    x, y = digits[0][:2], digits[1][:2]
+    res = seed_iter_occlusion(cnn_random, cnn_random.params, x, y, size=4)
+    for i in range(2):
+        heat = np.zeros((28, 28), np.float32)
+        counts = np.zeros(10, int)
+        for x0, y0, img in seed_generator(x[i], size=4):
+            out = np.asarray(jax.nn.softmax(cnn_random(cnn_random.params, img[None])))[0]
+            heat[y0:y0 + 4, x0:x0 + 4] = out[y[i]]
+            counts[out.argmax()] += 1
+            assert res.predicted[i, y0 // 4, x0 // 4] == out.argmax()
+        np.testing.assert_allclose(res.heatmap[i], heat, atol=1e-5)
+        np.testing.assert_array_equal(res.counts[i], counts)
+    # size 8 on 28x28: the seed's paste overruns its padded image; we clip it instead.
+    with pytest.raises(ValueError):
+        list(seed_generator(x[0], size=8))
+    res8 = seed_iter_occlusion(cnn_random, cnn_random.params, x, y, size=8)
+    assert res8.prob.shape == (2, 4, 4) and res8.counts.sum(1).tolist() == [16, 16]
+
+
+class DeepNet(nnx.Module):
+    """Five convolutions (SAME, strided, VALID, asymmetric padding), max-pool and a
+    reshape-based pool, for 64x64x3 inputs."""
+
+    def __init__(self, rngs):
+        self.c1 = nnx.Conv(3, 8, (3, 3), padding="SAME", rngs=rngs)
+        self.c2 = nnx.Conv(8, 8, (3, 3), padding="SAME", rngs=rngs)
+        self.c3 = nnx.Conv(8, 16, (3, 3), strides=(2, 2), padding="SAME", rngs=rngs)
+        self.c4 = nnx.Conv(16, 16, (3, 3), padding="VALID", rngs=rngs)
+        self.c5 = nnx.Conv(16, 16, (5, 5), padding=((2, 2), (1, 3)), rngs=rngs)
+        self.head = nnx.Linear(16 * 7 * 7, 10, rngs=rngs)
+
+    def __call__(self, x):
+        x = nnx.max_pool(nnx.relu(self.c2(nnx.relu(self.c1(x)))), (2, 2), (2, 2))
+        x = nnx.gelu(self.c5(nnx.relu(self.c4(jnp.tanh(self.c3(x))))))
+        n, h, w, c = x.shape
+        x = x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+        return self.head(x.reshape(n, -1))
+
+
+@pytest.mark.parametrize("case", ["cnn", "resnet", "deep"])
+def test_incremental_equals_exact(case, cnn_random, resnet_random, digits):
+    if case == "deep":
+        p = probe_lib.from_model(DeepNet(nnx.Rngs(0)))
+        x, y, kw = np.random.default_rng(0).random((1, 64, 64, 3), np.float32), [3], dict(
+            window=(9, 7), stride=(6, 5), chunk_size=40)
+    else:
+        p = cnn_random if case == "cnn" else resnet_random
+        x, y, kw = digits[0][:2], digits[1][:2], dict(window=(4, 3), stride=(3, 2))
+    a = occlusion(p, p.params, x, y, score="log_prob", **kw)
+    b = occlusion(p, p.params, x, y, score="log_prob", method="incremental", **kw)
+    np.testing.assert_allclose(b.scores, a.scores, atol=1e-4)
+    np.testing.assert_allclose(b.attribution, a.attribution, atol=1e-4)
+
+
+def test_incremental_equals_exact_trained(trained_mnist):
+    t = trained_mnist
+    x, y = t.x_val[:2], t.y_val[:2]
+    a = occlusion(t.probe, t.params, x, y, window=4, stride=2)
+    b = occlusion(t.probe, t.params, x, y, window=4, stride=2, method="incremental")
+    np.testing.assert_allclose(b.scores, a.scores, atol=1e-4)
+
+
+def test_unsupported_model_falls_back_with_one_warning(monkeypatch):
+    def broken(*args):
+        raise NotImplementedError("no rule")
+    monkeypatch.setitem(incremental._RULES, "dot_general", broken)
+    incremental._check.cache_clear()
+    x = np.random.default_rng(0).random((1, 4, 4, 1)).astype(np.float32)
+    params = tiny_params(4, 4, 1, seed=3)
+    with pytest.warns(RuntimeWarning, match="exact path"):
+        a = occlusion(tiny, params, x, 0, window=2, stride=2, method="incremental")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        b = occlusion(tiny, params, x, 0, window=2, stride=2, method="incremental")
+    np.testing.assert_allclose(a.scores, b.scores)
+    incremental._check.cache_clear()
+
+
+def test_second_call_does_not_retrace():
+    traces = []
+
+    def counted(params, x):
+        traces.append(x.shape)
+        return tiny(params, x)
+    x = np.random.default_rng(0).random((2, 5, 5, 1)).astype(np.float32)
+    params = tiny_params(5, 5, 1)
+    for method in ("exact", "incremental"):
+        occlusion(counted, params, x, 1, window=2, stride=2, method=method)
+        n = len(traces)
+        occlusion(counted, params, x + 1, [0, 3], window=2, stride=2, method=method)
+        assert len(traces) == n, method
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(window=(8, 2)), "window"), (dict(window=0), "window"), (dict(stride=(1, -1)), "stride"),
+    (dict(window=(2, 2), stride=(1, 1, 1)), "stride"), (dict(baseline=np.zeros((3, 3))), "baseline"),
+    (dict(baseline="median"), "baseline"), (dict(target=5), "target"),
+    (dict(target=[0, 1, 2]), "target"), (dict(score="softmax"), "score"),
+    (dict(method="fast"), "method"), (dict(chunk_size=0), "chunk_size"),
+    (dict(images=np.zeros((5, 5))), "images"), (dict(images=np.zeros((2, 1, 5, 5))), "images"),
+])
+def test_bad_input_names_the_argument(kwargs, match):
+    args = dict(images=np.zeros((2, 5, 5, 1), np.float32), target=1)
+    args.update(kwargs)
+    images, target = args.pop("images"), args.pop("target")
+    params = tiny_params(5, 5, 1)
+    with pytest.raises(ValueError, match=match):
+        occlusion(tiny, params, images, target, **args)
+
+
+def test_uint8_images_are_divided_by_255():
+    x = np.random.default_rng(0).integers(0, 256, (1, 4, 4, 1), dtype=np.uint8)
+    params = tiny_params(4, 4, 1)
+    a = occlusion(tiny, params, x, 0, window=2, stride=2)
+    b = occlusion(tiny, params, x.astype(np.float32) / 255, 0, window=2, stride=2)
+    np.testing.assert_allclose(a.scores, b.scores, atol=1e-6)
+
+
+def test_write_figures(cnn_random, digits, tmp_path):
+    out = write_occlusion_figures(cnn_random, cnn_random.params, digits[0], digits[1], tmp_path,
+                                  window=4, stride=3)
+    assert out["occlusion_figure"].stat().st_size > 0 and out["seed_figure"].exists()
+    assert len(out["seed_counts"]) == 8 and all(sum(c) == 16 for c in out["seed_counts"])
+    assert 0.0 <= out["seed_correct_cells"] <= 1.0
