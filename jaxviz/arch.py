@@ -15,6 +15,7 @@ rank-reducing op (a global pool, a flatten) starts the next.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import math
@@ -244,13 +245,10 @@ def _eqn_flops(eqn) -> int:
 
 
 def _jaxprs(v):
-    if isinstance(v, jcore.ClosedJaxpr):
-        return [v.jaxpr]
-    if isinstance(v, jcore.Jaxpr):
-        return [v]
     if isinstance(v, (tuple, list)):
         return [j for x in v for j in _jaxprs(x)]
-    return []
+    v = v.jaxpr if isinstance(v, jcore.ClosedJaxpr) else v
+    return [v] if isinstance(v, jcore.Jaxpr) else []
 
 
 def _jaxpr_flops(jaxpr) -> int:
@@ -262,23 +260,18 @@ def _build_graph(ops, x_ids, out_ids, x_shape, rows) -> Graph:
     producer = {i: "input" for i in x_ids}
     shapes = {i: tuple(x_shape) for i in x_ids}
     shapes.update((i, shape) for op in ops for i, shape in op.outs)
+    uses = collections.Counter([i for op in ops for i in op.ins] + list(out_ids))
     last_out: dict[str, int] = {}
-    uses: dict[int, int] = {}
-    for op in ops:
-        for i in op.ins:
-            uses[i] = uses.get(i, 0) + 1
-    for i in out_ids:
-        uses[i] = uses.get(i, 0) + 1
+    seen_in: dict[str, set] = collections.defaultdict(set)
     edges: dict[tuple[str, str], None] = {}
 
     def attach(node, op, dep):
         for i in dep:
-            src = producer[i]
-            if src != node.name:
-                edges[(src, node.name)] = None
-                shape = shapes[i]
-                if shape not in node.in_shapes or len(dep) > 1:
-                    node.in_shapes.append(shape)
+            if producer[i] != node.name:
+                edges[(producer[i], node.name)] = None
+                if i not in seen_in[node.name]:
+                    seen_in[node.name].add(i)
+                    node.in_shapes.append(shapes[i])
         for i, shape in op.outs:
             producer[i] = node.name
             last_out[node.name] = i
@@ -298,13 +291,12 @@ def _build_graph(ops, x_ids, out_ids, x_shape, rows) -> Graph:
                                    r.params if r else 0)
             attach(nodes[name], op, dep)
             continue
-        src = nodes[srcs[0]]
-        unary = len(dep) == 1 and len(op.outs) == 1
-        if (unary and src.kind == "layer" and last_out.get(src.name) == dep[0]
-                and uses.get(dep[0]) == 1 and op.outs[0][1] == shapes[dep[0]]):
+        src, shape = nodes[srcs[0]], op.outs[0][1] if op.outs else ()
+        if (len(dep) == 1 and len(op.outs) == 1 and src.kind == "layer" and uses[dep[0]] == 1
+                and last_out.get(src.name) == dep[0] and shape == shapes[dep[0]]):
             src.ops.append(op.label)  # the layer's activation
             attach(src, op, [])
-        elif len(srcs) == 1 and src.kind == "op" and len(op.outs[0][1]) >= len(shapes[dep[0]]):
+        elif len(srcs) == 1 and src.kind == "op" and len(shape) >= len(shapes[dep[0]]):
             # a rank-reducing op (global pool, flatten) starts a node of its own
             src.ops.append(op.label)
             attach(src, op, dep)

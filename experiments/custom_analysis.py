@@ -1,0 +1,43 @@
+"""Write your own analysis: class-contrastive saliency d(logit_k - logit_j)/dx for all pairs.
+
+Command:  python -m experiments.custom_analysis [--out runs/custom]   (needs runs/mnist_seed)
+Time:     a few seconds after `make demo` has trained the model.
+Result:   contrastive.png: why digit 0 is a 0 rather than each other class.
+"""
+import argparse
+import functools
+
+import jax
+import jax.numpy as jnp
+
+
+@functools.partial(jax.jit, static_argnames="fn")
+def contrastive_saliency(fn, params, images):
+    """images: (N, H, W, C) -> (N, K, K, H, W, C), entry [n, k, j] = d(logit_k - logit_j)/dx."""
+    def logits_one(x):
+        return fn(params, x[None])[0]
+
+    def pair_grads(x):
+        jac = jax.jacrev(logits_one)(x)  # (K, H, W, C): one backward pass per class
+        return jac[:, None] - jac[None, :]  # every pair from K gradients, no K*K passes
+
+    return jax.vmap(pair_grads)(images)
+
+
+def main(argv=None) -> None:
+    from jaxviz import data, plot, probe as probe_lib, train  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", default="runs/mnist_seed")
+    parser.add_argument("--out", default="runs/custom")
+    args = parser.parse_args(argv)
+    probe = probe_lib.from_model(train.load_trained(args.checkpoint)[0])
+    x = jnp.asarray(data.load_bundled().x_val[:1])
+    maps = contrastive_saliency(probe, probe.params, x)[0, 0, :, ..., 0]  # class 0 vs each j
+    fig = plot.image_grid(maps, titles=[f"0 vs {j}" for j in range(maps.shape[0])],
+                          ncols=5, cmap="RdBu_r", symmetric=True)
+    print(plot.save_figure(fig, f"{args.out}/contrastive.png")[0])
+
+
+if __name__ == "__main__":
+    main()
