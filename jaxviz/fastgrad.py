@@ -201,17 +201,47 @@ def _conv_rule(params, invals):
     if (not isinstance(pad, (tuple, list)) or any(tuple(p) != (0, 0) for p in pad)
             or lhs.shape[lhs_spec[1]] < MIN_CONV_CHANNELS or len(pad) == 0):
         return None
-    # XLA CPU's (YNNPACK) convolution takes a ~2.5x slower path when no padding is given.
-    # One extra zero row at the high end of the first spatial axis keeps the values of the
-    # first `out` rows unchanged; slicing it off again leaves values and gradients equal.
-    p = dict(params, padding=((0, params["window_strides"][0]), *pad[1:]))
+    return _conv(lhs, rhs, tuple(sorted(params.items())))
+
+
+def _native_conv(lhs, rhs, key):
+    return _prims.conv_general_dilated_p.bind(lhs, rhs, **dict(key))
+
+
+def _padded_conv(lhs, rhs, key):
+    """The same values as `_native_conv`, through XLA CPU's faster padded-convolution path.
+
+    XLA CPU's (YNNPACK) convolution takes a ~2.5x slower path when no padding is given,
+    for the materialized output and for the weight gradient. Zero rows added at the high
+    end of the first spatial axis leave the first `n_out` output rows unchanged.
+    """
+    params = dict(key)
+    dn = params["dimension_numbers"]
+    stride = params["window_strides"][0]
+    p = dict(params, padding=((0, stride), *params["padding"][1:]))
     out = _prims.conv_general_dilated_p.bind(lhs, rhs, **p)
-    out_spec = params["dimension_numbers"].out_spec
-    axis = out_spec[2]
-    n_out = _conv_out_len(lhs.shape[lhs_spec[2]], rhs.shape[params["dimension_numbers"].rhs_spec[2]],
-                          params["window_strides"][0], params["lhs_dilation"][0],
-                          params["rhs_dilation"][0])
-    return lax.slice_in_dim(out, 0, n_out, axis=axis)
+    n_out = _conv_out_len(lhs.shape[dn.lhs_spec[2]], rhs.shape[dn.rhs_spec[2]], stride,
+                          params["lhs_dilation"][0], params["rhs_dilation"][0])
+    return lax.slice_in_dim(out, 0, n_out, axis=dn.out_spec[2])
+
+
+# Forward-only evaluation keeps the native form: XLA fuses it with a following reduction
+# (pool, sum) into its fastest kernel; only differentiated calls take the padded form.
+@partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _conv(lhs, rhs, key):
+    return _native_conv(lhs, rhs, key)
+
+
+def _conv_fwd(lhs, rhs, key):
+    return _padded_conv(lhs, rhs, key), (lhs, rhs)
+
+
+def _conv_bwd(key, res, g):
+    _, vjp = jax.vjp(lambda a, b: _padded_conv(a, b, key), *res)
+    return vjp(g)
+
+
+_conv.defvjp(_conv_fwd, _conv_bwd)
 
 
 def _conv_out_len(n, k, stride, lhs_dil, rhs_dil):
