@@ -1,0 +1,37 @@
+"""Run any batched analysis on several devices with JAX's own SPMD machinery.
+
+Analyses are jitted pure functions, so sharding is a property of their inputs: place the
+batch axis across a `jax.sharding.Mesh` and XLA partitions the work (GSPMD); no home-made
+scheduler. On several hosts, call `jax.distributed.initialize()` first on every host;
+`jax.devices()` then spans all of them and the same code runs unchanged.
+"""
+from __future__ import annotations
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+
+def batch_mesh(devices=None, axis: str = "batch") -> Mesh:
+    """A 1-D mesh over all (or the given) devices, its one axis named `axis`."""
+    devices = np.asarray(devices if devices is not None else jax.devices())
+    return Mesh(devices.reshape(-1), (axis,))
+
+
+def shard_batch(x, mesh: Mesh | None = None, axis: str = "batch"):
+    """Place x (N, ...) with its first axis split across the mesh; other axes replicated.
+
+    N must be a multiple of the number of devices (pad the batch otherwise).
+    """
+    mesh = mesh or batch_mesh(axis=axis)
+    n_dev = mesh.shape[axis]
+    if x.shape[0] % n_dev:
+        raise ValueError(f"batch size {x.shape[0]} must be a multiple of the {n_dev} devices "
+                         f"on mesh axis {axis!r}; pad the batch")
+    return jax.device_put(x, NamedSharding(mesh, P(axis)))
+
+
+def replicate(tree, mesh: Mesh | None = None):
+    """Place every leaf of tree (e.g. params) fully replicated on the mesh."""
+    mesh = mesh or batch_mesh()
+    return jax.device_put(tree, NamedSharding(mesh, P()))
