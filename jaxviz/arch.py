@@ -20,6 +20,7 @@ import dataclasses
 import functools
 import math
 import re
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -67,7 +68,7 @@ class Summary:
         rule = "_" * (sum(widths) + 2)
         lines = [rule, fmt(head), "=" * len(rule), *map(fmt, cells), "=" * len(rule),
                  f"Total params: {self.total_params:,}",
-                 f"Forward FLOPs: {self.total_flops:,} ({self.total_flops / 1e6:.2f} MFLOP) "
+                 f"Forward FLOPs: {self.total_flops:,} ({self.total_flops / 1e6:.4g} MFLOP) "
                  f"for input {self.input_shape}; a multiply-add counts as 2",
                  f"Output shape: {self.output_shape}", rule]
         return "\n".join(lines)
@@ -120,6 +121,25 @@ def summary(model, sample_input, params=None) -> Summary:
 def graph(model, sample_input, params=None) -> Graph:
     """The data-flow graph: nodes in trace order, edges (producer, consumer) by name."""
     return _analyze(model, sample_input, params)[1]
+
+
+def write_summary_figures(model, params, sample_input, out_dir) -> dict:
+    """Write summary.txt and architecture.png/.svg for inputs shaped like sample_input.
+
+    Returns {"figures": [png, svg], file name: path, ..., "params": int, "flops": int}.
+    """
+    from jaxviz.plot.arch import plot_architecture
+    from jaxviz.plot.core import save_figure
+
+    s, g = _analyze(model, sample_input, params)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.txt").write_text(s.text() + "\n")
+    title = f"{s.total_params:,} params, {s.total_flops / 1e6:.4g} MFLOP for {s.input_shape}"
+    figs = save_figure(plot_architecture(g, title=title), out / "architecture.png",
+                       ["png", "svg"])
+    return {"figures": figs, "summary.txt": out / "summary.txt", **{p.name: p for p in figs},
+            "params": s.total_params, "flops": s.total_flops}
 
 
 def as_probe(model, params=None, what: str = "model"):
@@ -256,22 +276,25 @@ def _jaxpr_flops(jaxpr) -> int:
 
 
 def _build_graph(ops, x_ids, out_ids, x_shape, rows) -> Graph:
+    # A layer that calls other layers is a container: its own ops (a residual add inside a
+    # block) become op nodes, and its output marker passes values through unchanged.
+    containers = {n for n in rows if any(m.startswith(n + ".") for m in rows)}
     nodes: dict[str, Node] = {"input": Node("input", "input", "Input", [], [], tuple(x_shape))}
     producer = {i: "input" for i in x_ids}
     shapes = {i: tuple(x_shape) for i in x_ids}
     shapes.update((i, shape) for op in ops for i, shape in op.outs)
     uses = collections.Counter([i for op in ops for i in op.ins] + list(out_ids))
     last_out: dict[str, int] = {}
-    seen_in: dict[str, set] = collections.defaultdict(set)
-    edges: dict[tuple[str, str], None] = {}
+    alias: dict[str, str] = {}  # op nodes merged into another
+    flows: list[tuple[str, str, int]] = []  # (producer, consumer, value) across nodes
+
+    def find(name):
+        while name in alias:
+            name = alias[name]
+        return name
 
     def attach(node, op, dep):
-        for i in dep:
-            if producer[i] != node.name:
-                edges[(producer[i], node.name)] = None
-                if i not in seen_in[node.name]:
-                    seen_in[node.name].add(i)
-                    node.in_shapes.append(shapes[i])
+        flows.extend((producer[i], node.name, i) for i in dep)
         for i, shape in op.outs:
             producer[i] = node.name
             last_out[node.name] = i
@@ -282,14 +305,20 @@ def _build_graph(ops, x_ids, out_ids, x_shape, rows) -> Graph:
         dep = list(dict.fromkeys(i for i in op.ins if i in producer))
         if not dep:
             continue  # computed from parameters and constants only
+        for i in dep:
+            producer[i] = find(producer[i])
         srcs = list(dict.fromkeys(producer[i] for i in dep))
-        if op.layers:
-            name = op.layers[-1]
-            if name not in nodes:
-                r = rows.get(name)
-                nodes[name] = Node(name, "layer", r.type if r else "?", [], [], (),
-                                   r.params if r else 0)
-            attach(nodes[name], op, dep)
+        layer = next((n for n in reversed(op.layers) if n not in containers), None)
+        if layer is None and op.layers and op.label == "optimization_barrier":
+            producer.update((o, producer[i]) for (o, _), i in zip(op.outs, op.ins)
+                            if i in producer)
+            continue
+        if layer is not None:
+            if layer not in nodes:
+                r = rows.get(layer)
+                nodes[layer] = Node(layer, "layer", r.type if r else "?", [], [], (),
+                                    r.params if r else 0)
+            attach(nodes[layer], op, dep)
             continue
         src, shape = nodes[srcs[0]], op.outs[0][1] if op.outs else ()
         if (len(dep) == 1 and len(op.outs) == 1 and src.kind == "layer" and uses[dep[0]] == 1
@@ -300,11 +329,26 @@ def _build_graph(ops, x_ids, out_ids, x_shape, rows) -> Graph:
             # a rank-reducing op (global pool, flatten) starts a node of its own
             src.ops.append(op.label)
             attach(src, op, dep)
+        elif len(srcs) > 1 and all(nodes[n].kind == "op" for n in srcs):
+            for n in srcs[1:]:  # ops joining only op nodes (a softmax): one node
+                alias[n] = src.name
+                src.ops += nodes[n].ops
+                src.flops += nodes[n].flops
+            src.ops.append(op.label)
+            attach(src, op, dep)
         else:
             name = _fresh(op.label, nodes, rows)
             nodes[name] = Node(name, "op", op.label, [op.label], [], ())
             attach(nodes[name], op, dep)
-    return Graph(tuple(nodes.values()), tuple(edges))
+    edges, seen = {}, set()
+    for a, b, i in flows:
+        a, b = find(a), find(b)
+        if a != b:
+            edges[(a, b)] = None
+            if (b, i) not in seen:
+                seen.add((b, i))
+                nodes[b].in_shapes.append(shapes[i])
+    return Graph(tuple(n for n in nodes.values() if n.name not in alias), tuple(edges))
 
 
 def _fresh(label, nodes, rows) -> str:

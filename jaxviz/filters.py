@@ -3,7 +3,7 @@
     tiles = filter_grid(probe, params, "conv1")                 # (32, 3, 3): input channel 0
     tiles = filter_grid(probe, params, "conv2", mode="mosaic")  # (16, 16, 3, 3): out x in
     acts = feature_maps(probe, params, x, ["conv1", "conv2"])   # {layer: (N, H, W, C)}
-    paths = write_arch_figures(probe, params, x[:3], "out/", labels=y[:3])
+    paths = write_arch_figures(probe, params, x[:3], "out/", labels=y[:3])  # all the files
 
 Kernels are Flax's (kh, kw, in, out) 2-D convolution kernels, found by parameter name.
 """
@@ -116,31 +116,19 @@ def feature_maps(probe, params, images, layers: str | Sequence[str]) -> dict[str
     return _feature_maps_jit(probe, params, x, layers=layers)
 
 
-def write_arch_figures(probe, params, images, out_dir, *, labels=None, n_images: int = 3,
-                       layers: Sequence[str] | None = None, diverging: bool = True) -> dict:
-    """Write architecture.png/.svg, summary.txt, filters_<conv>.png, feature_maps_<layer>.png.
+def write_filter_figures(probe, params, images, out_dir, *, diverging: bool = True) -> dict:
+    """filters_<layer>.png for every layer with a 2-D conv kernel; images: (N, H, W, C).
 
-    images: (N, H, W, C) (the first `n_images` are shown); labels: optional (N,) ints.
-    layers: feature-map layers (default: every layer with a 2-D conv kernel).
-    Returns {file name: path} plus "total_params" and "total_flops" (per image).
+    One input channel -> its kernels, one tile each; more -> an out x in mosaic (16 x 16 max).
+    Returns {"figures": [paths], file name: path, ...}.
     """
-    from jaxviz.plot.arch import plot_architecture, plot_feature_maps, plot_filters
+    from jaxviz.plot.arch import plot_filters
     from jaxviz.plot.core import save_figure
 
     probe, params = arch.as_probe(probe, params, "probe")
-    x = as_images(images, "images")[:positive_int(n_images, "n_images")]
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    s = arch.summary(probe, x[:1], params)
-    (out / "summary.txt").write_text(s.text() + "\n")
-    result = {"summary.txt": out / "summary.txt", "total_params": s.total_params,
-              "total_flops": s.total_flops}
-    fig = plot_architecture(arch.graph(probe, x[:1], params),
-                            title=f"{s.total_params:,} params, {s.total_flops / 1e6:.2f} MFLOP")
-    for p in save_figure(fig, out / "architecture.png", ["png", "svg"]):
-        result[p.name] = p
-    convs = conv_layers(probe, params, x.shape)
-    for name in convs:
+    x = as_images(images, "images")
+    out, written = Path(out_dir), {}
+    for name in conv_layers(probe, params, x.shape):
         k = conv_kernel(probe, params, name)
         mode = "channel" if k.shape[2] == 1 else "mosaic"
         tiles = filter_grid(probe, params, name, mode)
@@ -148,15 +136,48 @@ def write_arch_figures(probe, params, images, out_dir, *, labels=None, n_images:
             "" if mode == "channel" else f", first {tiles.shape[0]} x {tiles.shape[1]} of "
                                          f"{k.shape[-1]} out x {k.shape[2]} in")
         path = out / f"filters_{name}.png"
-        result[path.name] = save_figure(plot_filters(tiles, title=title, diverging=diverging),
-                                        path)[0]
-    layers = [n for n in convs if len(probe.layer_shapes(x.shape)[n]) == 4] \
-        if layers is None else list(layers)
+        written[path.name] = save_figure(plot_filters(tiles, title=title, diverging=diverging),
+                                         path)[0]
+    return {"figures": list(written.values()), **written}
+
+
+def write_feature_figures(probe, params, images, out_dir, *, labels=None,
+                          layers: Sequence[str] | None = None) -> dict:
+    """feature_maps_<layer>.png for the given images (N, H, W, C), all shown; labels: (N,).
+
+    layers: default every layer with a 2-D conv kernel and an (N, H, W, C) output.
+    Returns {"figures": [paths], file name: path, ...}.
+    """
+    from jaxviz.plot.arch import plot_feature_maps
+    from jaxviz.plot.core import save_figure
+
+    probe, params = arch.as_probe(probe, params, "probe")
+    x = as_images(images, "images")
+    if layers is None:
+        shapes = probe.layer_shapes(x.shape)
+        layers = [n for n in conv_layers(probe, params, x.shape) if len(shapes[n]) == 4]
+    written = {}
     if layers:
         acts = feature_maps(probe, params, x, layers)
         for name in layers:
-            path = out / f"feature_maps_{name}.png"
+            path = Path(out_dir) / f"feature_maps_{name}.png"
             fig = plot_feature_maps(acts[name], name, images=x,
                                     labels=None if labels is None else list(labels)[:len(x)])
-            result[path.name] = save_figure(fig, path)[0]
+            written[path.name] = save_figure(fig, path)[0]
+    return {"figures": list(written.values()), **written}
+
+
+def write_arch_figures(probe, params, images, out_dir, *, labels=None, n_images: int = 3,
+                       layers: Sequence[str] | None = None, diverging: bool = True) -> dict:
+    """Everything: architecture.png/.svg, summary.txt, filters_<conv>.png, feature_maps_<layer>.png.
+
+    images: (N, H, W, C), the first `n_images` shown in the feature maps; labels: (N,) ints.
+    Returns {"figures": [paths], file name: path, ..., "params": int, "flops": int (one image)}.
+    """
+    x = as_images(images, "images")[:positive_int(n_images, "n_images")]
+    parts = [arch.write_summary_figures(probe, params, x[:1], out_dir),
+             write_filter_figures(probe, params, x, out_dir, diverging=diverging),
+             write_feature_figures(probe, params, x, out_dir, labels=labels, layers=layers)]
+    result = {k: v for part in parts for k, v in part.items()}
+    result["figures"] = [f for part in parts for f in part["figures"]]
     return result

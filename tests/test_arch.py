@@ -1,7 +1,7 @@
 """Summary numbers, the traced data-flow graph, and the architecture diagram's geometry."""
 import jax
 import jax.numpy as jnp
-import matplotlib
+import matplotlib.pyplot as plt
 import matplotlib.image
 import numpy as np
 import pytest
@@ -118,7 +118,7 @@ def test_twenty_layer_chain_fits_one_vertical_figure():
     assert w < 4 and h < 20
     fig = plot_architecture(g)
     assert _text_fits(fig)
-    matplotlib.pyplot.close(fig)
+    plt.close(fig)
 
 
 def test_residual_layout_no_overlap_and_edges_avoid_boxes(resnet_random):
@@ -136,7 +136,7 @@ def test_residual_layout_no_overlap_and_edges_avoid_boxes(resnet_random):
                     assert not (abs(x - bx.x) * 2 < bx.w and abs(y - bx.y) * 2 < bx.h), (a, b, name)
     fig = plot_architecture(g, title="resnet")
     assert _text_fits(fig)
-    matplotlib.pyplot.close(fig)
+    plt.close(fig)
 
 
 def test_architecture_png_and_svg_written_not_blank(cnn_random, tmp_path):
@@ -146,3 +146,36 @@ def test_architecture_png_and_svg_written_not_blank(cnn_random, tmp_path):
     img = matplotlib.image.imread(paths[0])
     assert len(np.unique(img.reshape(-1, img.shape[-1]), axis=0)) > 20
     assert "<svg" in paths[1].read_text()[:500]
+
+
+def test_nested_blocks_give_an_acyclic_leaf_graph():
+    class Block(nnx.Module):
+        def __init__(self, rngs):
+            self.conv_a = nnx.Conv(4, 4, (3, 3), rngs=rngs)
+            self.conv_b = nnx.Conv(4, 4, (3, 3), rngs=rngs)
+
+        def __call__(self, x):
+            return nnx.relu(x + self.conv_b(nnx.relu(self.conv_a(x))))
+
+    class Net(nnx.Module):
+        def __init__(self, rngs):
+            self.stem = nnx.Conv(1, 4, (3, 3), rngs=rngs)
+            self.b1 = Block(rngs)
+
+        def __call__(self, x):
+            return jax.nn.softmax(self.b1(self.stem(x)).mean((1, 2)))
+
+    p = probe_lib.from_model(Net(nnx.Rngs(0)))
+    x = jax.ShapeDtypeStruct((1, 8, 8, 1), jnp.float32)
+    s = arch.summary(p, x)
+    rows = {r.name: r for r in s.rows}
+    assert rows["b1"].flops == rows["b1.conv_a"].flops + rows["b1.conv_b"].flops
+    assert rows["b1"].params == rows["b1.conv_a"].params + rows["b1.conv_b"].params
+    g = arch.graph(p, x)
+    order = {n.name: i for i, n in enumerate(g.nodes)}
+    assert all(order[a] < order[b] for a, b in g.edges)  # no cycle through the container
+    assert "b1" not in order  # the container's own add is an op node, its children are boxes
+    merge = next(n.name for n in g.nodes if n.kind == "op" and n.ops[0] == "add")
+    assert sorted(g.predecessors(merge)) == ["b1.conv_b", "stem"]
+    # the mean and the softmax after it: two small nodes at most, not one per primitive
+    assert sum(n.kind == "op" for n in g.nodes) <= 3

@@ -89,12 +89,12 @@ def test_filter_and_feature_figures_not_blank(cnn_random, digits, tmp_path):
 
 
 def test_write_arch_figures_nnx(cnn_random, digits, tmp_path):
-    out = filters.write_arch_figures(cnn_random, cnn_random.params, digits[0][:2], tmp_path,
-                                     labels=digits[1][:2])
+    out = filters.write_arch_figures(cnn_random, cnn_random.params, digits[0][:1], tmp_path,
+                                     labels=digits[1][:1])
     names = {"architecture.png", "architecture.svg", "summary.txt", "filters_conv1.png",
              "filters_conv2.png", "feature_maps_conv1.png", "feature_maps_conv2.png"}
-    assert names <= set(out) and out["total_params"] == 1_199_882
-    assert out["total_flops"] == 23_984_896
+    assert names <= set(out) and out["params"] == 1_199_882 and out["flops"] == 23_984_896
+    assert sorted(p.name for p in out["figures"]) == sorted(n for n in names if n != "summary.txt")
     for name in names:
         assert (tmp_path / name).stat().st_size > 0
         if name.endswith(".png"):

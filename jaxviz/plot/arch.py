@@ -38,6 +38,12 @@ def _shape(s) -> str:
     return "(" + ",".join(map(str, s)) + ")"
 
 
+def _flops(f: int) -> str:
+    unit, scale = next(((u, k) for u, k in (("GFLOP", 1e9), ("MFLOP", 1e6), ("kFLOP", 1e3))
+                        if f >= k), ("FLOP", 1))
+    return f"{f / scale:.3g} {unit}"
+
+
 def node_lines(node) -> list[str]:
     """The text of a node's box: name and type, input -> output shapes, params and FLOPs."""
     counts = {}
@@ -52,7 +58,7 @@ def node_lines(node) -> list[str]:
     head = f"{node.name} ({node.type})" + "".join(f" + {op}" for op in node.ops)
     lines = [head, f"{ins} -> {_shape(node.out_shape)}"]
     if node.params or node.flops:
-        lines.append(f"{node.params:,} params · {node.flops / 1e6:.3g} MFLOP")
+        lines.append(f"{node.params:,} params · {_flops(node.flops)}")
     return lines
 
 
