@@ -61,10 +61,11 @@ def analyse(probe, params, x_val, y_val, out_dir, *, seed: int = 0, small: bool 
     sections.append(Section("Convolution filters", "Each tile is one kernel scaled to its own range; "
                             "first-layer kernels look like small edge and blob detectors.",
                             list(w["figures"]), {}))
-    w = stage("feature_maps", lambda: filters.write_feature_figures(probe, params, xs[:1], out))
-    sections.append(Section("Feature maps", "Activations of each conv layer for one validation digit: "
-                            "early channels keep the stroke, later ones respond to parts of it.",
-                            list(w["figures"]), {"digit label": int(ys[0])}))
+    w = stage("feature_maps", lambda: filters.write_feature_figures(
+        probe, params, xs[:3], out, labels=ys[:3]))
+    sections.append(Section("Feature maps", "Activations of each conv layer for three validation "
+                            "digits: early channels keep the stroke, later ones respond to parts.",
+                            list(w["figures"]), {"digits": ys[:3].tolist()}))
 
     w = stage("maximize", lambda: maximize.write_maximize_figures(
         probe, params, out, key=jax.random.fold_in(key, 1), steps=steps, shape=input_shape))
