@@ -21,15 +21,25 @@ TABLE = {
     "gradient_x_input": (A.gradient_x_input, {}, False),
     "guided_backprop": (A.guided_backprop, {}, False),
     "deconvnet": (A.deconvnet, {}, False),
-    "smoothgrad": (A.smoothgrad, dict(n_samples=3, sigma=0.1, batch_size=2), True),
-    "integrated_gradients": (A.integrated_gradients, dict(n_steps=4, internal_batch_size=3),
-                             False),
+    "smoothgrad": (A.smoothgrad, dict(n_samples=3, sigma=0.1), True),
+    "integrated_gradients": (A.integrated_gradients, dict(n_steps=4), False),
     "grad_cam": (A.grad_cam, {}, False),
     "grad_cam_plus_plus": (A.grad_cam_plus_plus, {}, False),
-    "score_cam": (A.score_cam, dict(batch_size=32), False),
+    "score_cam": (A.score_cam, dict(batch_size=None), False),
     "guided_grad_cam": (A.guided_grad_cam, {}, False),
 }
 JITTED = (gradients._map, gradients._noise_tunnel, integrated._ig, cam._cam, cam._score_cam)
+
+
+class _Tiny(nnx.Module):
+    """conv (SAME) -> relu -> global mean -> head: Grad-CAM at conv has a closed form."""
+
+    def __init__(self, rngs):
+        self.conv = nnx.Conv(2, 3, (3, 3), padding="SAME", rngs=rngs)
+        self.head = nnx.Linear(3, 4, rngs=rngs)
+
+    def __call__(self, x):
+        return self.head(nnx.relu(self.conv(x)).mean(axis=(1, 2)))
 
 
 def _cache_sizes():
@@ -62,15 +72,18 @@ def test_shared_table(name, model, request, digits):
     np.testing.assert_allclose(np.asarray(single), np.asarray(out), rtol=1e-4, atol=1e-4 * scale)
 
 
-@pytest.mark.parametrize("name", ["guided_grad_cam"])  # Grad-CAM and the ReLU rewrite at once
-def test_eager_equals_jit(name, cnn_random, digits):
-    fn, opts, _ = TABLE[name]
-    x, t = digits[0][:1], digits[1][:1]
-    out = fn(cnn_random, cnn_random.params, x, t, **opts)
-    with jax.disable_jit():
-        eager = fn(cnn_random, cnn_random.params, x, t, **opts)
-    np.testing.assert_allclose(np.asarray(eager), np.asarray(out), rtol=1e-4,
-                               atol=1e-5 * float(jnp.abs(out).max()))
+def test_eager_equals_jit():
+    """Everything under jax.disable_jit() equals the jitted path (Grad-CAM, the ReLU rewrite
+    and IG at once; a tiny model keeps op-by-op execution cheap)."""
+    p = probe_lib.from_model(_Tiny(nnx.Rngs(5)))
+    x, t = jax.random.normal(jax.random.key(6), (2, 5, 5, 2)), np.array([1, 2])
+    calls = (lambda: A.guided_grad_cam(p, p.params, x, t, layer="conv"),
+             lambda: A.integrated_gradients(p, p.params, x, t, n_steps=3))
+    for call in calls:
+        out = call()
+        with jax.disable_jit():
+            eager = call()
+        np.testing.assert_allclose(eager, out, rtol=1e-4, atol=1e-6 * float(jnp.abs(out).max()))
 
 
 # ---- behaviour on a linear model: every gradient method has a closed form --------------
@@ -93,9 +106,12 @@ def test_linear_model_closed_forms():
     np.testing.assert_allclose(sg(), jnp.abs(w), rtol=1e-5)
     np.testing.assert_allclose(sg(nt_type="smoothgrad_sq"), w ** 2, rtol=1e-5)
     np.testing.assert_allclose(sg(nt_type="vargrad"), 0, atol=1e-6)
+    # Chunked paths (lax.map / scan, with a remainder) agree with the all-at-once ones.
+    np.testing.assert_allclose(sg(nt_type="smoothgrad_sq", batch_size=2), w ** 2, rtol=1e-5)
     for method in integrated.METHODS:
         ig, delta = A.integrated_gradients(fn, params, x, t, n_steps=3, method=method,
-                                           baselines=0.5, return_convergence_delta=True)
+                                           baselines=0.5, return_convergence_delta=True,
+                                           internal_batch_size=2 if method[0] == "r" else None)
         np.testing.assert_allclose(ig, w * (x - 0.5), rtol=1e-4, atol=1e-6)
         np.testing.assert_allclose(delta, 0, atol=1e-4)
 
@@ -185,6 +201,21 @@ def test_no_negative_gradient_through_relu(rule, cnn_random, digits):
         assert float(g.max()) > 0, k
 
 
+@pytest.mark.parametrize("model", ["cnn_random", "resnet_random"])
+def test_relu_rewrite_fires(model, request, digits):
+    """NNX and Linen ReLUs are both found: guided and deconvnet maps differ (same shapes as
+    the table, so nothing compiles again)."""
+    p = request.getfixturevalue(model)
+    x, t = jnp.asarray(digits[0][:2]), jnp.asarray(digits[1][:2])
+    gb = A.guided_backprop(p, p.params, x, t)
+    assert not np.allclose(gb, A.deconvnet(p, p.params, x, t))
+    assert not np.allclose(gb, A.gradient_x_input(p, p.params, x, t) / jnp.where(x == 0, 1, x))
+
+
+def test_table_covers_every_method():
+    assert set(TABLE) == set(A.METHODS)
+
+
 def test_bare_maximum_inside_jit_is_swapped():
     w = jax.random.normal(jax.random.key(3), (5, 4))
     inner = jax.jit(lambda h: jnp.maximum(h, 0.0))
@@ -199,15 +230,6 @@ def test_bare_maximum_inside_jit_is_swapped():
 
 # ---- Grad-CAM by hand ---------------------------------------------------------------------
 
-class _Tiny(nnx.Module):
-    def __init__(self, rngs):
-        self.conv = nnx.Conv(2, 3, (3, 3), padding="SAME", rngs=rngs)
-        self.head = nnx.Linear(3, 4, rngs=rngs)
-
-    def __call__(self, x):
-        return self.head(nnx.relu(self.conv(x)).mean(axis=(1, 2)))
-
-
 def test_grad_cam_matches_hand_computation():
     p = probe_lib.from_model(_Tiny(nnx.Rngs(5)))
     x = jax.random.normal(jax.random.key(6), (3, 5, 5, 2))
@@ -220,6 +242,8 @@ def test_grad_cam_matches_hand_computation():
     np.testing.assert_allclose(got, hand, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(A.grad_cam(p, p.params, x, t, layer="conv"),
                                np.maximum(hand, 0), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(A.score_cam(p, p.params, x, t, batch_size=2),
+                               A.score_cam(p, p.params, x, t, batch_size=None), rtol=1e-5)
 
 
 def test_default_cam_layer_is_last_spatial(cnn_random, resnet_random):
@@ -236,7 +260,10 @@ def test_cascading_randomization_trained(trained_mnist):
     assert r["layers"] == ["preds", "dense1", "conv2", "conv1"]
     for m in ("saliency", "grad_cam"):
         assert r[m].shape == (4,) and np.all(np.abs(r[m]) <= 1)
-        assert r[m][-1] < 0.9 and r[m].min() < 0.8, (m, r[m])
+        # Re-initialising the top layers must change the maps. Grad-CAM's correlation can
+        # climb back once the conv layers are random too: it then follows the input's strokes.
+        assert r[m][:2].max() < 0.8, (m, r[m])
+    assert r["saliency"][-1] < 0.6, r["saliency"]
 
 
 def test_rank_correlation():

@@ -21,3 +21,14 @@ from jaxviz.attribution.integrated import (  # noqa: F401
 from jaxviz.attribution.normalize import (  # noqa: F401
     clip_percentile, max_abs, reduce_channels, unit_range)
 from jaxviz.attribution.relu_rules import with_relu_rule  # noqa: F401
+from jaxviz.attribution.sanity import cascading_randomization, rank_correlation  # noqa: F401
+
+# Every method by name (for a CLI's --method); those in NEEDS_KEY take key=.
+METHODS = {
+    "saliency": saliency, "gradient_x_input": gradient_x_input,
+    "guided_backprop": guided_backprop, "deconvnet": deconvnet, "smoothgrad": smoothgrad,
+    "integrated_gradients": integrated_gradients, "grad_cam": grad_cam,
+    "grad_cam_plus_plus": grad_cam_plus_plus, "score_cam": score_cam,
+    "guided_grad_cam": guided_grad_cam,
+}
+NEEDS_KEY = frozenset({"smoothgrad"})

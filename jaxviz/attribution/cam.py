@@ -14,6 +14,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from jaxviz import checks
 from jaxviz.attribution.gradients import base_map, chunked, prepare
 from jaxviz.probe import Probe
 
@@ -137,6 +138,5 @@ def score_cam(fn, params, images, target, *, layer: str | None = None, relu: boo
     x, t = prepare(fn, params, images, target)
     layer = resolve_layer(fn, layer, x.shape, "Score-CAM")
     if batch_size is not None:
-        from jaxviz.checks import positive_int
-        batch_size = positive_int(batch_size, "batch_size")
+        batch_size = checks.positive_int(batch_size, "batch_size")
     return _score_cam(fn, params, x, t, layer, bool(relu), bool(upsample), batch_size)

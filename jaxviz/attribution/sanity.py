@@ -4,6 +4,17 @@ Re-initialise the model's layers cumulatively from the top (output layer first) 
 after each step, how similar each method's maps stay to the trained model's maps (Spearman
 rank correlation per image, averaged). A method that explains the model should lose that
 similarity; one that stays high is mostly reacting to the input (an edge detector).
+
+Measured on the seed's CNN trained 2 epochs (95.4% val.), first 64 validation digits, mean
+Spearman after re-initialising down to preds / dense1 / conv2 / conv1 (two draws, keys 42/7):
+    saliency            0.58 0.50 0.33 0.26  /  0.59 0.51 0.33 0.34
+    Grad-CAM           -0.08 0.30 0.67 0.60  /  0.58 0.14 0.00 -0.34  (sign follows the head)
+    guided backprop     0.89 0.81 0.64 0.61  /  0.92 0.83 0.67 0.69  (as Adebayo et al. found)
+    gradient x input    0.99 0.98 0.98 0.98   (|x * grad| is 0 wherever the digit is 0)
+    Grad-CAM++          0.96 0.97 0.90 0.90   (weights from relu(grad): ~ activation sum)
+Guided backprop, gradient x input and Grad-CAM++ barely move: they mostly show the input
+(strokes, edges), not the model. Grad-CAM depends on the draw once the conv layers are
+random: relu(sum_k w_k A_k) then follows wherever random filters respond, i.e. the strokes.
 """
 from __future__ import annotations
 

@@ -129,7 +129,8 @@ def write_attribution_figures(probe, params, images, labels, out_dir, key, *,
         comparison_figure(x, columns, labels=[int(v) for v in y],
                           title=f"attribution for the true class (Grad-CAM at {cam_layer!r})"),
         out_dir / "attribution_comparison.png", formats)[0]
-    rand = sanity.cascading_randomization(probe, params, x, y, key=k_rand)
+    rand = sanity.cascading_randomization(probe, params, x, y, key=k_rand,
+                                          methods=("saliency", "guided_backprop", "grad_cam"))
     sanity_path = save_figure(randomization_figure(rand), out_dir / "attribution_sanity.png",
                               formats)[0]
     return {"comparison": comparison, "sanity": sanity_path, "ig_delta_rel": float(rel.max()),
