@@ -8,8 +8,11 @@ it, vmapped over positions) or `Full` (all new values, once a box no longer fits
 flatten feeding a dense layer, which then runs as one matmul over every position). Corners
 are known for every position at trace time, so box sizes are static: the max over positions.
 Rules: elementwise ops, conv_general_dilated, reduce_window max/min/sum, reshape (splits and
-merges, e.g. reshape-based pooling or flatten), transpose, reduce_sum, and calls (jit,
-custom_jvp/vjp) by recursion; any other primitive runs on Full values (correct, no saving).
+merges, e.g. reshape-based pooling or flatten), transpose, reduce_sum, dot_general (a dense
+layer after a box: base output + delta @ W[box rows], one matmul per distinct box when all
+positions run in one chunk), and calls (jit, custom_jvp/vjp) by recursion; any other
+primitive runs on Full values (correct, no saving). If tracing fails, `check_supported`
+warns once and the exact path is used.
 """
 from __future__ import annotations
 
@@ -36,11 +39,13 @@ _POOL_INIT = {"reduce_window_max": -np.inf, "reduce_window_min": np.inf, "reduce
 
 class Box(NamedTuple):
     """Changed values inside a box. lo_np: (P_all, r) corners of every position (sizes);
-    lo: (Pc, r) int32 corners of the positions computed now; crop: (Pc, *size)."""
+    lo: (Pc, r) int32 corners of the positions computed now; crop: (Pc, *size). aligned:
+    the positions computed now are all positions, in order (lo == lo_np, known statically)."""
     lo_np: np.ndarray
     lo: jax.Array
     size: tuple
     crop: jax.Array
+    aligned: bool = False
 
 
 class Full(NamedTuple):
@@ -69,6 +74,8 @@ def _region(base, box, lo_np, lo, size, shift=None):
     `shift` (r,) moves the box into padded coordinates."""
     shift = np.zeros(len(size), int) if shift is None else np.asarray(shift)
     b_np, b = box.lo_np + shift, box.lo + jnp.asarray(shift, jnp.int32)
+    if tuple(size) == tuple(box.size) and np.array_equal(b_np, lo_np):
+        return box.crop  # the region is the box: nothing to gather
     u_size, cap = _fit(np.minimum(b_np, lo_np), np.maximum(b_np + box.size, lo_np + size),
                        base.shape)
     u_lo = jnp.minimum(jnp.minimum(b, lo), jnp.asarray(cap, jnp.int32))
@@ -117,7 +124,7 @@ def _window_rule(base, box, out_shape, dims, ks, ss, pads, pad_value, apply):
         o_lo_np[:, do], o_lo, o_size[do] = f_np, o_lo.at[:, do].set(f), n
         r_lo_np[:, di], r_lo, r_size[di] = f_np * s, r_lo.at[:, di].set(f * s), (n - 1) * s + k
     vals = _region(base_p, box, r_lo_np, r_lo, tuple(r_size), shift)
-    return Box(o_lo_np, o_lo, tuple(o_size), jax.vmap(apply)(vals))
+    return Box(o_lo_np, o_lo, tuple(o_size), jax.vmap(apply)(vals), box.aligned)
 
 
 def _conv(eqn, base_ins, chs, base_out):
@@ -164,7 +171,7 @@ def _elementwise(eqn, base_ins, chs, base_out):
             sz = tuple(int(s) if k else 1 for s, k in zip(size, keep))
             args.append(_vslice(b, jnp.where(jnp.asarray(keep), lo, 0), sz)), axes.append(0)
     crop = jax.vmap(lambda *a: eqn.primitive.bind(*a, **eqn.params), in_axes=tuple(axes))(*args)
-    return Box(lo_np, lo, size, crop)
+    return Box(lo_np, lo, size, crop, all(b.aligned for b in boxes))
 
 
 def _groups(old, new):
@@ -218,7 +225,8 @@ def _reshape(eqn, base_ins, chs, base_out):
         else:
             return None
     vals = _region(base, box, r_lo_np, r_lo, tuple(r_size))
-    return Box(n_lo_np, n_lo, tuple(n_size), vals.reshape((vals.shape[0],) + tuple(n_size)))
+    return Box(n_lo_np, n_lo, tuple(n_size), vals.reshape((vals.shape[0],) + tuple(n_size)),
+               box.aligned)
 
 
 def _transpose(eqn, base_ins, chs, base_out):
@@ -226,7 +234,7 @@ def _transpose(eqn, base_ins, chs, base_out):
     if not isinstance(box, Box):
         return None
     return Box(box.lo_np[:, perm], box.lo[:, perm], tuple(box.size[k] for k in perm),
-               jnp.transpose(box.crop, [0] + [k + 1 for k in perm]))
+               jnp.transpose(box.crop, [0] + [k + 1 for k in perm]), box.aligned)
 
 
 def _reduce_sum(eqn, base_ins, chs, base_out):
@@ -237,10 +245,38 @@ def _reduce_sum(eqn, base_ins, chs, base_out):
     diff = (box.crop - _vslice(base_ins[0], box.lo, box.size)).sum(tuple(a + 1 for a in axes))
     size = tuple(box.size[d] for d in keep)
     lo_np, lo = box.lo_np[:, keep], box.lo[:, keep]
-    return Box(lo_np, lo, size, _vslice(base_out, lo, size) + diff.astype(base_out.dtype))
+    return Box(lo_np, lo, size, _vslice(base_out, lo, size) + diff.astype(base_out.dtype),
+               box.aligned)
 
 
-_RULES = {"conv_general_dilated": _conv, "reshape": _reshape, "transpose": _transpose,
+def _dot(eqn, base_ins, chs, base_out):
+    """A dense layer after a box: base output + delta @ W[box rows], one matmul per distinct
+    box (positions grouped statically), instead of every position's full product."""
+    (box, w_ch), (lhs, w) = chs, base_ins
+    (l_con, r_con), (l_bat, _) = eqn.params["dimension_numbers"]
+    if (w_ch is not None or not isinstance(box, Box) or not box.aligned or l_bat
+            or any(box.size[d] != lhs.shape[d] for d in range(lhs.ndim) if d not in l_con)):
+        return None
+    keys = box.lo_np[:, list(l_con)]
+    groups, inverse = np.unique(keys, axis=0, return_inverse=True)
+    if len(groups) > 64:  # too many weight slices for one program; full products instead
+        return None
+    delta = box.crop - _vslice(lhs, box.lo, box.size)
+    parts, order = [], []
+    for g, key in enumerate(groups):
+        idx = np.flatnonzero(inverse.ravel() == g)
+        start, stop = [0] * w.ndim, list(w.shape)
+        for ld, rd, s in zip(l_con, r_con, key):
+            start[rd], stop[rd] = int(s), int(s) + box.size[ld]
+        w_g = lax.slice(w, start, stop)
+        parts.append(jax.vmap(lambda d, w_g=w_g: eqn.primitive.bind(d, w_g, **eqn.params))(
+            delta[idx]))
+        order.append(idx)
+    d_out = jnp.concatenate(parts)[np.argsort(np.concatenate(order))]
+    return Full(base_out + d_out.astype(base_out.dtype))
+
+
+_RULES = {"conv_general_dilated": _conv, "dot_general": _dot, "reshape": _reshape, "transpose": _transpose,
           "reduce_sum": _reduce_sum, **{k: _pool for k in _POOL_INIT}}
 
 
@@ -284,7 +320,7 @@ def _eval(jaxpr, consts, args):
     return [read(v) for v in jaxpr.outvars]
 
 
-def _input_box(image, baseline, starts, window, lo_chunk):
+def _input_box(image, baseline, starts, window, lo_chunk, aligned):
     """The occluded image as a Box of the (1, H, W, C) input. starts: (P, 3) corners."""
     shape = np.asarray(image.shape[1:])
     size = (1,) + tuple(window)
@@ -299,7 +335,7 @@ def _input_box(image, baseline, starts, window, lo_chunk):
                                                     for d, i in enumerate(idx)])
         return jnp.where(inside, lax.dynamic_slice(baseline, tuple(s), size),
                          lax.dynamic_slice(image, tuple(s), size))
-    return Box(lo_np, lo, size, jax.vmap(crop)(corner, lo))
+    return Box(lo_np, lo, size, jax.vmap(crop)(corner, lo), aligned)
 
 
 def occluded_logits(fn, params, x, baseline, starts, window, batch):
@@ -321,7 +357,8 @@ def occluded_logits(fn, params, x, baseline, starts, window, batch):
         xi, bi = xi[None], bi[None]
 
         def one_chunk(ids):
-            ins = [(l, None) for l in leaves] + [(xi, _input_box(xi, bi, starts, window, ids))]
+            box = _input_box(xi, bi, starts, window, ids, aligned=n_chunks * chunk == p)
+            ins = [(l, None) for l in leaves] + [(xi, box)]
             (base, ch), = _eval(closed.jaxpr, closed.consts, ins)
             full = _to_full(base, ch)
             return jnp.broadcast_to(base, (chunk,) + base.shape) if full is None else full.vals

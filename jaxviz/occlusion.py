@@ -247,3 +247,10 @@ def seed_iter_occlusion(fn, params, images, target, *, size: int = 8,
     n_pos = math.ceil(x.shape[1] / size) * math.ceil(x.shape[2] / size)
     batch = n_pos if chunk_size is None else checks.positive_int(chunk_size, "chunk_size")
     return _seed(fn, params, x, t, size=size, batch=batch)
+
+
+def write_occlusion_figures(probe, params, images, labels, out_dir, **options) -> dict:
+    """Occlusion and seed-parity figures for the first 8 images; see
+    `jaxviz.plot.occlusion.write_occlusion_figures` for options and the returned dict."""
+    from jaxviz.plot.occlusion import write_occlusion_figures as write
+    return write(probe, params, images, labels, out_dir, **options)

@@ -92,12 +92,13 @@ def seed_occlusion_figure(images, heatmap, predicted, counts, labels, *, size: i
 
 
 def write_occlusion_figures(probe, params, images, labels, out_dir, *, window=4, stride=2,
-                            size: int = 8, n: int = 8, method: str = "exact") -> dict:
-    """Compute occlusion for the first n images and write both figures into out_dir.
+                            size: int = 8, n: int = 8, method: str = "exact",
+                            formats=("png",)) -> dict:
+    """Compute occlusion for the first n images (explaining `labels`) and save both figures.
 
-    Returns {"occlusion_figure": path, "seed_figure": path, "mean_prob_drop": float,
-    "seed_counts": [[...] per image], "seed_correct_cells": fraction of seed cells still
-    predicted as the true class}.
+    Returns {"occlusion_figure": path, "seed_figure": path, "figures": [paths],
+    "columns": {"occlusion": (n, H, W) attribution} for the attribution comparison,
+    "metrics": {mean_prob_drop, seed_correct_cells, seed_counts}, "settings": {...}}.
     """
     from jaxviz.occlusion import occlusion, seed_iter_occlusion
 
@@ -107,13 +108,18 @@ def write_occlusion_figures(probe, params, images, labels, out_dir, *, window=4,
                     score="prob", method=method)
     fig = occlusion_figure(images, res.attribution, res.occluded, labels,
                            title=f"occlusion, window {window}, stride {stride}")
-    occ_path = save_figure(fig, out_dir / "occlusion.png")[0]
+    occ_path = save_figure(fig, out_dir / "occlusion.png", formats)[0]
     seed = seed_iter_occlusion(probe, params, images, labels, size=size)
     fig = seed_occlusion_figure(images, seed.heatmap, seed.predicted, seed.counts, labels,
                                 size=size)
-    seed_path = save_figure(fig, out_dir / "occlusion_seed.png")[0]
+    seed_path = save_figure(fig, out_dir / "occlusion_seed.png", formats)[0]
     correct = np.asarray(seed.predicted) == labels[:, None, None]
+    metrics = {"mean_prob_drop": float(np.asarray(res.scores).mean()),
+               "seed_correct_cells": float(correct.mean()),
+               "seed_counts": np.asarray(seed.counts).tolist()}
+    settings = {"window": window, "stride": stride, "score": "prob", "method": method,
+                "seed_size": size, "seed_patch": 5 * size, "images": int(len(labels))}
     return {"occlusion_figure": occ_path, "seed_figure": seed_path,
-            "mean_prob_drop": float(np.asarray(res.scores).mean()),
-            "seed_counts": np.asarray(seed.counts).tolist(),
-            "seed_correct_cells": float(correct.mean())}
+            "figures": [occ_path, seed_path],
+            "columns": {"occlusion": np.asarray(res.attribution)},
+            "metrics": metrics, "settings": settings}
