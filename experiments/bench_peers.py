@@ -1,0 +1,316 @@
+"""Side by side with the tools users would otherwise pick: PyTorch (train step) and Captum.
+
+    .venv/bin/python -m experiments.bench_peers [--quick]
+    .venv/bin/python -m experiments.benchmark --peers      # the same rows in the main table
+
+Needs `pip install -e .[peers]` (torch 2.13.0 CPU build, captum); without torch `rows()`
+raises ModuleNotFoundError, which benchmark.py prints as a one-line skip note.
+Time: about 5-8 minutes on a quiet 2-core machine (quick: 2-4 minutes; Captum's occlusion
+alone takes over a minute per call).
+
+One run times both sides on the same 64 bundled validation digits (NHWC for jaxviz, NCHW for
+torch) and the same function: a PyTorch copy of jaxviz's MnistCNN holding the NNX model's
+weights (conv kernels HWIO -> OIHW; dense1's rows permuted from NHWC to NCHW flatten order),
+checked to give the same logits to 1e-4 before anything is timed. Each pair of rows shares
+`peer` ("pytorch" or "captum") and `ratio` = peer seconds / jaxviz seconds (> 1: jaxviz is
+faster); `impl` says which side a row is; `max_rel_diff` = max |peer - jaxviz| / max |peer|
+of the two attributions (None for SmoothGrad, whose noise differs, and the train step). Times are the best of a few repeats after a warm-up
+call (for jaxviz, the warm-up is the compile: `compile_s`). GFLOP/s use a model-based count:
+forward F = 24.0 MFLOP/image, a full backward 2F.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+import warnings
+
+import numpy as np
+
+from experiments.timing import CNN_FORWARD_FLOPS as F
+from experiments.timing import format_row
+
+N_IMAGES = 64
+DENSE_BWD = 2 * (9216 * 128 + 128 * 10) * 2  # Grad-CAM at conv2: backward through the dense layers
+MISSING = "peers need: pip install -e .[peers]"
+
+
+def _require_torch():
+    try:
+        import captum.attr  # noqa: F401, PLC0415
+        import torch  # noqa: PLC0415
+    except ModuleNotFoundError as err:
+        raise ModuleNotFoundError(MISSING) from err
+    return torch
+
+
+def torch_mnist_cnn(torch, model):
+    """A torch.nn.Module computing the same logits as jaxviz's NNX `MnistCNN` `model`.
+
+    Separate nn.ReLU modules so Captum's GuidedBackprop can hook each one.
+    x: (N, 1, 28, 28) float32 -> (N, 10) logits.
+    """
+    nn = torch.nn
+
+    class TorchMnistCNN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = nn.Conv2d(1, 32, 3)
+            self.relu1 = nn.ReLU()
+            self.conv2 = nn.Conv2d(32, 64, 3)
+            self.relu2 = nn.ReLU()
+            self.pool = nn.MaxPool2d(2)
+            self.dropout1 = nn.Dropout(0.25)
+            self.flatten = nn.Flatten()
+            self.dense1 = nn.Linear(9216, 128)
+            self.relu3 = nn.ReLU()
+            self.dropout2 = nn.Dropout(0.5)
+            self.preds = nn.Linear(128, 10)
+
+        def forward(self, x):
+            x = self.pool(self.relu2(self.conv2(self.relu1(self.conv1(x)))))
+            x = self.relu3(self.dense1(self.flatten(self.dropout1(x))))
+            return self.preds(self.dropout2(x))
+
+    net = TorchMnistCNN()
+    arr = lambda v: torch.from_numpy(np.array(v, dtype=np.float32))  # noqa: E731
+    # flax flattens the pooled (12, 12, 64) map as (h, w, c), torch as (c, h, w).
+    d1 = np.asarray(model.dense1.kernel[...]).reshape(12, 12, 64, 128)
+    d1 = d1.transpose(2, 0, 1, 3).reshape(9216, 128)
+    weights = {
+        "conv1.weight": np.asarray(model.conv1.kernel[...]).transpose(3, 2, 0, 1),
+        "conv1.bias": model.conv1.bias[...],
+        "conv2.weight": np.asarray(model.conv2.kernel[...]).transpose(3, 2, 0, 1),
+        "conv2.bias": model.conv2.bias[...],
+        "dense1.weight": d1.T, "dense1.bias": model.dense1.bias[...],
+        "preds.weight": np.asarray(model.preds.kernel[...]).T,
+        "preds.bias": model.preds.bias[...],
+    }
+    net.load_state_dict({k: arr(v) for k, v in weights.items()})
+    return net.eval()
+
+
+def _timed(call, repeats: int, warm: bool = True) -> tuple[float, float, object]:
+    """(best seconds, first call's extra time: compile or warm-up, last result).
+
+    warm=False counts the first call as a repeat (eager torch has nothing to compile; used
+    for the long Captum runs in quick mode).
+    """
+    times, result = [], None
+    for _ in range(repeats + warm):
+        t0 = time.perf_counter()
+        result = call()
+        times.append(time.perf_counter() - t0)
+    best = min(times[1:] if warm else times)
+    return best, max(times[0] - best, 0.0), result
+
+
+def _pair(name, peer, peer_settings, peer_run, jax_settings, jax_call, flops, images,
+          repeats, agree=None):
+    """Rows for one comparison.
+
+    peer_run: (seconds, result) already measured, or a call to time. agree(peer_result,
+    jax_result) -> (N, ...) arrays in one layout, whose max relative difference is recorded.
+    """
+    if callable(peer_run):
+        peer_s, _, peer_out = _timed(peer_run, repeats)
+    else:
+        peer_s, peer_out = peer_run
+    out = [{"name": f"{name} [{peer}]", "impl": peer, "peer": peer, "settings": peer_settings,
+            "seconds": peer_s, "compile_s": None, "images_per_s": images / peer_s,
+            "gflops": flops / peer_s / 1e9 if flops else None}]
+    if jax_call is None:
+        return out
+    jax_s, compile_s, jax_out = _timed(jax_call, repeats)
+    out.append({"name": f"{name} [jaxviz]", "impl": "jaxviz", "peer": peer,
+                "settings": jax_settings, "seconds": jax_s, "compile_s": compile_s,
+                "images_per_s": images / jax_s, "gflops": flops / jax_s / 1e9 if flops else None})
+    rel = None
+    if agree is not None:
+        a, b = (np.asarray(v, np.float64) for v in agree(peer_out, jax_out))
+        rel = float(np.abs(a - b).max() / max(np.abs(a).max(), 1e-30))
+    for row in out:
+        row["ratio"] = peer_s / jax_s
+        row["max_rel_diff"] = rel  # max |peer - jaxviz| / max |peer|; None: not comparable
+    return out
+
+
+def _nhwc(t):
+    """A torch (N, C, H, W) result as a numpy (N, H, W, C) array."""
+    return t.detach().numpy().transpose(0, 2, 3, 1)
+
+
+def _train_pair(torch, repeats):
+    import jax  # noqa: PLC0415
+    import jax.numpy as jnp  # noqa: PLC0415
+
+    from jaxviz import train  # noqa: PLC0415
+    from jaxviz.data import load_bundled  # noqa: PLC0415
+
+    ds = load_bundled()
+    x, y = ds.x_train[:128], ds.y_train[:128]
+    config = train.TrainConfig(batch_size=128, shift=0)  # torch side has no augmentation
+    model = train.make_model(config)
+    net = torch_mnist_cnn(torch, model).train()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    yt = torch.from_numpy(np.asarray(y, np.int64))
+
+    def torch_step():
+        opt.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.cross_entropy(net(xt), yt)
+        loss.backward()
+        opt.step()
+        loss.item()
+
+    trainable, params = train.split_model(model)
+    optimizer = train.make_optimizer(config, 31)
+    state = {"p": params, "o": optimizer.init(params)}
+    xj, yj, key = jnp.asarray(x), jnp.asarray(y), jax.random.key(0)
+
+    def jax_step():
+        state["p"], state["o"], loss, _ = train._train_step(
+            trainable.graphdef, optimizer, config.shift, state["p"], trainable.rest, state["o"],
+            xj, yj, key)
+        loss.block_until_ready()
+
+    return _pair("train step (Adam, batch 128)", "pytorch", "eager, torch.optim.Adam, dropout",
+                 torch_step, "jaxviz.train._train_step, optax adamw(wd=0), dropout, shift=0",
+                 jax_step, 3 * F * 128, 128, repeats)
+
+
+def _best_of_settings(run, candidates, repeats, warm):
+    """Time run(c) for each candidate setting: (best seconds, best c, {c: seconds}, its result)."""
+    tried, results = {}, {}
+    for c in candidates:
+        tried[c], _, results[c] = _timed(lambda c=c: run(c), repeats, warm)
+    best = min(tried, key=tried.get)
+    return tried[best], best, tried, results[best]
+
+
+def _tried(tried: dict) -> str:
+    return ", ".join(f"{k}: {v:.2f}s" for k, v in tried.items())
+
+
+def rows(quick: bool = False) -> list[dict]:
+    """Peer vs jaxviz rows (see the module docstring). Raises ModuleNotFoundError without torch."""
+    torch = _require_torch()
+    with warnings.catch_warnings():
+        # Captum warns on every call that it set requires_grad / hooks ReLUs: expected here.
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"captum\.")
+        return _rows(torch, quick)
+
+
+def _rows(torch, quick: bool) -> list[dict]:
+    import captum.attr  # noqa: PLC0415
+    import jax  # noqa: PLC0415
+    import jax.numpy as jnp  # noqa: PLC0415
+    from flax import nnx  # noqa: PLC0415
+
+    from jaxviz import probe as probe_lib  # noqa: PLC0415
+    from jaxviz.data import load_bundled  # noqa: PLC0415
+    from jaxviz.models import MnistCNN  # noqa: PLC0415
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    torch.manual_seed(0)
+    light, heavy = (2, 1) if quick else (5, 3)
+    warm = not quick  # quick: a long Captum run is timed once, without a warm-up call
+
+    ds = load_bundled()
+    x, y = ds.x_val[:N_IMAGES], np.asarray(ds.y_val[:N_IMAGES])
+    model = MnistCNN(rngs=nnx.Rngs(0))
+    net = torch_mnist_cnn(torch, model)
+    probe = probe_lib.from_model(model)
+    params = probe.params
+    xj, yj = jnp.asarray(x), jnp.asarray(y, jnp.int32)
+    xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    yt = torch.from_numpy(y.astype(np.int64))
+
+    with torch.no_grad():
+        torch_logits = net(xt).numpy()
+    jax_logits = np.asarray(probe(params, xj))
+    diff = float(np.abs(torch_logits - jax_logits).max())
+    assert diff < 1e-4, f"PyTorch and jaxviz logits differ by {diff:.2e} (weights mis-copied?)"
+
+    try:
+        from jaxviz import attribution as A  # noqa: PLC0415
+    except ImportError:
+        A = None
+    try:
+        from jaxviz.occlusion import occlusion  # noqa: PLC0415
+    except ImportError:
+        occlusion = None
+
+    def jaxcall(name, **kw):  # a blocking call of A.<name>, or None where jaxviz lacks it
+        fn = getattr(A, name, None) if A is not None else None
+        return None if fn is None else (
+            lambda: jax.block_until_ready(fn(probe, params, xj, yj, **kw)))
+
+    same = lambda p, j: (_nhwc(p), j)  # noqa: E731
+    out = _train_pair(torch, heavy)
+
+    # Occlusion: 625 positions x 64 digits = 40,000 forward passes (+ 64 unoccluded).
+    occ = captum.attr.Occlusion(net)
+    ppes = (64,) if quick else (16, 64, 256)  # 625 would hold ~10 GB of activations at once
+    occ_s, ppe, tried, occ_out = _best_of_settings(
+        lambda ppe: occ.attribute(xt, sliding_window_shapes=(1, 4, 4), strides=(1, 1, 1),
+                                  baselines=0.0, target=yt, perturbations_per_eval=ppe),
+        ppes, 1 if quick else 2, warm)
+    occ_settings = (f"4x4 window, stride 1, baseline 0; best perturbations_per_eval={ppe} "
+                    f"({_tried(tried)})")
+    for method in ("exact", "incremental"):
+        call = None if occlusion is None else (lambda m=method: jax.block_until_ready(occlusion(
+            probe, params, xj, yj, window=(4, 4), stride=(1, 1), baseline=0.0, method=m)))
+        out += _pair(f"occlusion {method}", "captum", occ_settings, (occ_s, occ_out),
+                     f"method={method!r}, chunk = one image's 625 positions", call,
+                     (625 + 1) * F * N_IMAGES if method == "exact" else None, N_IMAGES, heavy,
+                     agree=lambda p, j: (_nhwc(p)[..., 0], j.attribution))
+
+    ig = captum.attr.IntegratedGradients(net)
+    ig_s, ibs, tried, ig_out = _best_of_settings(
+        lambda ibs: ig.attribute(xt, baselines=0.0, target=yt, n_steps=50,
+                                 method="gausslegendre", internal_batch_size=ibs),
+        (None,) if quick else (None, 10 * N_IMAGES), heavy, warm)
+    out += _pair("integrated gradients (50 steps)", "captum",
+                 f"gausslegendre, baseline 0, best internal_batch_size={ibs} ({_tried(tried)}; "
+                 f"None = all {50 * N_IMAGES:,} at once)", (ig_s, ig_out),
+                 "gausslegendre, baseline 0, all 50 path points vmapped (+ convergence delta)",
+                 jaxcall("integrated_gradients", n_steps=50), (3 * 50 + 2) * F * N_IMAGES,
+                 N_IMAGES, heavy, agree=same)
+
+    nt = captum.attr.NoiseTunnel(captum.attr.Saliency(net))
+    nt_s, _, nt_out = _timed(lambda: nt.attribute(xt, nt_type="smoothgrad", nt_samples=50,
+                                                  stdevs=0.15, target=yt), heavy, warm)
+    out += _pair("smoothgrad (50 samples)", "captum",
+                 "NoiseTunnel(Saliency), stdevs=0.15 absolute, all 50 samples at once",
+                 (nt_s, nt_out),
+                 "method='saliency', sigma=0.15 x each image's range (~1.0 here), vmapped",
+                 jaxcall("smoothgrad", key=jax.random.key(0), n_samples=50, sigma=0.15),
+                 50 * 3 * F * N_IMAGES, N_IMAGES, heavy)  # different noise: no agreement check
+
+    sal = captum.attr.Saliency(net)
+    out += _pair("saliency", "captum", "abs=True", lambda: sal.attribute(xt, target=yt),
+                 "abs=True", jaxcall("saliency"), 3 * F * N_IMAGES, N_IMAGES, light, agree=same)
+
+    gbp = captum.attr.GuidedBackprop(net)
+    out += _pair("guided backprop", "captum", "backward hooks on nn.ReLU",
+                 lambda: gbp.attribute(xt, target=yt), "jaxpr ReLU rewrite",
+                 jaxcall("guided_backprop"), 3 * F * N_IMAGES, N_IMAGES, light, agree=same)
+
+    gc = captum.attr.LayerGradCam(net, net.conv2)
+    out += _pair("grad-cam at conv2", "captum",
+                 "LayerGradCam(conv2), relu_attributions=True, (N, 1, 24, 24) not upsampled",
+                 lambda: gc.attribute(xt, target=yt, relu_attributions=True),
+                 "layer='conv2', relu=True, upsample=False -> (N, 24, 24)",
+                 jaxcall("grad_cam", layer="conv2", upsample=False),
+                 (F + DENSE_BWD) * N_IMAGES, N_IMAGES, light,
+                 agree=lambda p, j: (_nhwc(p)[..., 0], j))
+    for row in out:
+        row["threads"] = torch.get_num_threads()
+        row["logit_max_diff"] = diff
+    return out
+
+
+if __name__ == "__main__":
+    for r in rows(quick="--quick" in sys.argv[1:]):
+        print(format_row(r), flush=True)
