@@ -42,8 +42,12 @@ def maximize(model, params, objective, *, key, steps: int = 256,
     regularizers: penalties `image -> scalar` subtracted from the objective (image.lp_norm,
       total_variation, blur, decay); transforms: `(key, image) -> image` applied in order
       before the model sees the image (image.jitter, scale, rotate, pad, crop).
-    loop: "python", "scan" (same results) or "auto" (python on CPU, scan on accelerators).
+    loop: "python", "scan" (same results) or "auto": scan on accelerators; on CPU python,
+      or scan when a step is cheap enough that dispatch dominates (loop.choose_loop).
     checkpoints: steps (0..steps) at which to also return the images, e.g. (0, 16, 64, 256).
+    Every unit starts from the same image (from `key`) and sees the same transforms, so a
+    unit's result does not depend on the other units. The trace (and so `best`) is the
+    objective without penalties, as the model saw the image (after transforms).
     Returns Maximized(images (U, H, W, C) final, best (U, H, W, C) highest objective seen,
       trace (U, steps) objective per step, best_step (U,), snapshots (S, U, H, W, C) | None).
     Raises FloatingPointError naming the unit and step if NaN/inf appears mid-run; warns
@@ -67,8 +71,6 @@ def prepare(model, params, objective, *, key, steps, optimizer, shape, input_ran
     shape, (lo, hi) = _shape(shape), _range(input_range)
     if loop not in ("auto", "python", "scan"):
         raise ValueError(f"loop must be 'auto', 'python' or 'scan'; got {loop!r}")
-    if loop == "auto":
-        loop = "python" if jax.default_backend() == "cpu" else "scan"
     objs = [as_objective(o) for o in (objective if isinstance(objective, (list, tuple))
                                       else [objective])]
     if not objs:

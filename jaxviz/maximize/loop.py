@@ -132,6 +132,8 @@ def run(cfg: Config, params, unit_args, shared, key, steps: int, loop: str,
     keys = jnp.broadcast_to(jax.random.split(key), (n_units, 2))
     state = init(cfg, keys[:, 0])
     loop_keys = keys[:, 1]
+    if loop == "auto":
+        loop = choose_loop(cfg, params, shared, unit_args, loop_keys, state)
     snaps = None
     if loop == "scan":
         bounds = sorted({c for c in checkpoints if 0 < c < steps} | {steps})
@@ -155,6 +157,25 @@ def run(cfg: Config, params, unit_args, shared, key, steps: int, loop: str,
             snaps = jnp.stack([images_of(cfg, kept[c]) for c in checkpoints])
     _check_health(state, names)
     return Maximized(images_of(cfg, state.p), state.best, trace, state.best_step, snaps)
+
+
+SCAN_BELOW_FLOPS = 5e7  # per step; rough crossover on XLA CPU (2 cores), see bench_maximize
+_CHOICES: dict = {}
+
+
+def choose_loop(cfg: Config, params, shared, unit_args, keys, state) -> str:
+    """'scan' off CPU. On XLA CPU, whose loop bodies run backward convolutions 2-10x slower,
+    'python' unless a step is so cheap (< SCAN_BELOW_FLOPS) that per-step dispatch dominates."""
+    if jax.default_backend() != "cpu":
+        return "scan"
+    sig = (cfg, str(jax.tree.map(lambda a: (jnp.shape(a), jnp.result_type(a)),
+                                 (params, shared, unit_args, state))))
+    if sig not in _CHOICES:
+        cost = step.lower(cfg, params, shared, unit_args, keys, state, jnp.int32(0)).cost_analysis()
+        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+        flops = float((cost or {}).get("flops", SCAN_BELOW_FLOPS))
+        _CHOICES[sig] = "scan" if flops < SCAN_BELOW_FLOPS else "python"
+    return _CHOICES[sig]
 
 
 def _check_health(state: State, names: list[str]):
