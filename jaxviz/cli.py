@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 SHARED = ("--checkpoint", "--out", "--data", "--data-dir", "--seed", "--quiet")
 
 
@@ -64,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("maximize", help="activation maximization", formatter_class=fmt)
     _common(p)
-    p.add_argument("--layer", default=None, help="layer to maximize (default: the output layer)")
+    p.add_argument("--layer", default=None,
+                   help="layer whose units to maximize ('logits' = classes); all figures if omitted")
     p.add_argument("--units", default=None, help="e.g. 0-9 or 0,3,5 (default: all)")
     p.add_argument("--steps", type=int, default=256, help="gradient-ascent steps")
     p.set_defaults(func=cmd_maximize)
@@ -219,12 +222,17 @@ def parse_units(text: str | None) -> list[int] | None:
 
 def cmd_maximize(args) -> int:
     import jax  # noqa: PLC0415
-    from jaxviz import maximize  # noqa: PLC0415
+    from jaxviz.plot import maximize as plot_maximize  # noqa: PLC0415
     t0 = time.perf_counter()
     probe, params, built, x, y = _loaded(args)
-    written = maximize.write_maximize_figures(
-        probe, params, _out(args), key=jax.random.key(args.seed), steps=args.steps,
-        layer=args.layer, units=parse_units(args.units), shape=built.input_shape)
+    key = jax.random.key(args.seed)
+    if args.layer is None and args.units is None:
+        written = plot_maximize.write_maximize_figures(probe, params, args.out, key,
+                                                       steps=args.steps, shape=built.input_shape)
+    else:
+        written = plot_maximize.write_units_figure(
+            probe, params, args.layer or "logits", parse_units(args.units), args.out, key,
+            steps=args.steps, shape=built.input_shape)
     _report_written(args, written, t0)
     return 0
 
@@ -242,13 +250,30 @@ def cmd_occlusion(args) -> int:
 
 def cmd_attribute(args) -> int:
     import jax  # noqa: PLC0415
+    import jax.numpy as jnp  # noqa: PLC0415
     from jaxviz import attribution  # noqa: PLC0415
+    from jaxviz.plot import attribution as plot_attr, save_figure  # noqa: PLC0415
+
+    if args.method != "all" and args.method not in attribution.METHODS:
+        raise ValueError(f"unknown method {args.method!r}; known: all, "
+                         f"{', '.join(attribution.METHODS)}")
     t0 = time.perf_counter()
     probe, params, built, x, y = _loaded(args)
     xs, ys = _pick(x, y, args.images)
-    methods = None if args.method == "all" else [args.method]
-    written = attribution.write_attribution_figures(probe, params, xs, ys, _out(args),
-                                                    key=jax.random.key(args.seed), methods=methods)
+    key = jax.random.key(args.seed)
+    out = Path(args.out)
+    if args.method == "all":
+        written = plot_attr.write_attribution_figures(probe, params, xs, ys, out, key)
+    else:
+        method = attribution.METHODS[args.method]
+        extra = {"key": key} if args.method in attribution.NEEDS_KEY else {}
+        maps = method(probe, params, jnp.asarray(xs), ys, **extra)
+        maps = maps[0] if isinstance(maps, tuple) else maps
+        if maps.ndim == 4:
+            maps = attribution.reduce_channels(jnp.abs(maps), "max")
+        fig = plot_attr.comparison_figure(xs, {args.method: np.asarray(maps)},
+                                          labels=[int(v) for v in ys])
+        written = {"figure": save_figure(fig, out / f"attribution_{args.method}.png")[0]}
     _report_written(args, written, t0)
     return 0
 

@@ -4,20 +4,27 @@
     grads = jax.grad(loss_fn)(params, x, y)        # same numbers as without `fast`
 
 `fast(fn)` traces `fn` to a jaxpr and re-evaluates it, swapping primitives whose
-automatic VJP is badly shaped for XLA CPU for `jax.custom_vjp` versions with the same
-forward values and the same gradients (to float rounding):
+automatic derivative is badly shaped for XLA CPU for `jax.custom_jvp`/`custom_vjp`
+versions with the same values and the same gradients (to float rounding):
 
 - `reduce_window_max` whose windows do not overlap (window == stride, no padding or
-  dilation), i.e. the usual 2x2/2 max-pool: computed as reshape-then-max. Its backward is
-  an elementwise "first maximum of each window" mask, where the native backward is a
-  `select_and_scatter` that XLA CPU runs several times slower. Ties go to the first
-  element in row-major window order, exactly as `select_and_scatter` does.
-- `conv_general_dilated` (no grouping, no input dilation): forward unchanged; the weight
-  gradient is one sum of shifted-slice matmuls instead of XLA's native "weight-gradient
-  convolution", and the input gradient is the native transposed convolution.
+  dilation), i.e. the usual 2x2/2 max-pool: the forward is unchanged; its derivative
+  goes through a reshaped view, so the backward is an elementwise "first maximum of each
+  window" mask instead of a `select_and_scatter` that XLA CPU runs ~20x slower. Ties go
+  to the first element in row-major window order, exactly as `select_and_scatter` does.
+- `conv_general_dilated` (no grouping, no input dilation), under differentiation only:
+  an unpadded convolution with >= 16 input channels gets one extra row of zero padding
+  (its output sliced back), which moves XLA CPU's YNNPACK convolution off a ~2.5x slower
+  path for both the materialized output and the weight gradient; and the input gradient
+  is a transposed convolution whose kernel is materialized in the canonical layout
+  behind an optimization barrier, which keeps it fast inside `lax.scan`/`while` bodies
+  (where JAX's own form runs 2-4x slower). Forward-only calls use the native convolution.
+  Forward-mode differentiation (`jax.jvp`, `jacfwd`) of a rewritten conv raises; use
+  `conv=False` or `enabled=False` there.
 
-Everything else (overlapping pools, custom_jvp functions such as relu, scan bodies) is
-evaluated as traced, so any model keeps working. Nested `jit`s are inlined.
+Everything else (overlapping pools, custom_jvp functions such as relu, the bodies of
+scans inside `fn`) is evaluated as traced, so any model keeps working. Nested `jit`s are
+inlined.
 Switch it off with `enabled=False` or the environment variable `JAXVIZ_FASTGRAD=0`
 (read at trace time). See docs/xla_cpu_backward.md for the measurements behind each rule.
 """
@@ -62,7 +69,8 @@ class _Fast:
         return hash((_Fast,) + self._key())
 
     def __repr__(self):
-        return f"fastgrad.fast({self.fn!r}, enabled={self.enabled}, pool={self.pool}, conv={self.conv})"
+        return (f"fastgrad.fast({self.fn!r}, enabled={self.enabled}, pool={self.pool}, "
+                f"conv={self.conv})")
 
     def __getattr__(self, name):  # keep Probe attributes (params, run, layer_shapes) reachable
         if name == "fn":
@@ -101,7 +109,7 @@ def fast(fn: Callable, *, enabled: bool | None = None, pool: bool = True,
     if not callable(fn):
         raise TypeError(f"fn: expected a callable fn(params, x); got {type(fn).__name__}")
     if isinstance(fn, _Fast):
-        return fn
+        fn = fn.fn  # the newest options win
     return _Fast(fn, enabled, bool(pool), bool(conv))
 
 
@@ -128,7 +136,7 @@ def _eval(jaxpr, consts, args, rules):
         if outs is None:
             with eqn.ctx.manager:
                 outs = eqn.primitive.bind(*invals, **eqn.primitive.get_bind_params(eqn.params))
-        if not eqn.primitive.multiple_results and eqn.primitive is not _prims.jit_p:
+        if not eqn.primitive.multiple_results:
             outs = [outs]
         for v, o in zip(eqn.outvars, outs):
             env[v] = o
@@ -139,8 +147,8 @@ def _eval(jaxpr, consts, args, rules):
 
 def _pool_rule(params, invals):
     (x,) = invals
-    win, strides = params["window_dimensions"], params["window_strides"]
-    if (tuple(win) != tuple(strides) or any(p != (0, 0) for p in params["padding"])
+    win, strides = tuple(params["window_dimensions"]), tuple(params["window_strides"])
+    if (win != strides or any(tuple(p) != (0, 0) for p in params["padding"])
             or any(d != 1 for d in params["base_dilation"])
             or any(d != 1 for d in params["window_dilation"])
             or not jnp.issubdtype(x.dtype, jnp.floating) or all(w == 1 for w in win)):
@@ -149,7 +157,7 @@ def _pool_rule(params, invals):
     kept = tuple((d // w) * w for d, w in zip(x.shape, win))
     if kept != x.shape:
         x = lax.slice(x, (0,) * x.ndim, kept)  # its VJP pads the gradient back with zeros
-    return _block_max(x, tuple(win))
+    return _block_max(x, win)
 
 
 def _blocks(x, win):
@@ -157,55 +165,54 @@ def _blocks(x, win):
     return x.reshape(tuple(s for d, w in zip(x.shape, win) for s in (d // w, w)))
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(1,))
+# The primal stays XLA's reduce_window: fused after a convolution it is the fast form.
+@partial(jax.custom_jvp, nondiff_argnums=(1,))
 def _block_max(x, win):
-    return _blocks(x, win).max(axis=tuple(range(1, 2 * x.ndim, 2)))
+    return _prims.reduce_window_max_p.bind(
+        x, window_dimensions=win, window_strides=win, padding=((0, 0),) * x.ndim,
+        base_dilation=(1,) * x.ndim, window_dilation=(1,) * x.ndim)
 
 
-def _block_max_fwd(x, win):
-    return _block_max(x, win), x
-
-
-def _block_max_bwd(win, x, g):
+def _windows_last(x, win):
+    """(d0, d1, ...) -> (d0/w0, d1/w1, ..., w0*w1*...), windows in row-major order."""
     n = x.ndim
     xb = _blocks(x, win)
-    # window axes last, flattened in row-major window order: select_and_scatter's order
     perm = tuple(range(0, 2 * n, 2)) + tuple(range(1, 2 * n, 2))
-    flat = xb.transpose(perm).reshape(xb.shape[0:2 * n:2] + (math.prod(win),))
-    first = jnp.argmax(flat, axis=-1)
-    mask = first[..., None] == lax.broadcasted_iota(jnp.int32, flat.shape, n)
-    dx = jnp.where(mask, g[..., None], jnp.zeros((), g.dtype))
-    dx = dx.reshape(xb.shape[0:2 * n:2] + tuple(win)).transpose(_inverse(perm))
-    return (dx.reshape(x.shape),)
+    return xb.transpose(perm).reshape(xb.shape[0:2 * n:2] + (math.prod(win),))
 
 
-def _inverse(perm):
-    inv = [0] * len(perm)
-    for i, p in enumerate(perm):
-        inv[p] = i
-    return tuple(inv)
+@_block_max.defjvp
+def _block_max_jvp(win, primals, tangents):
+    (x,), (t,) = primals, tangents
+    xw = _windows_last(x, win)
+    # The tangent flows from the first maximum of each window (row-major), as in XLA's
+    # select_and_scatter; written as a masked sum, its transpose is elementwise.
+    first = jnp.argmax(xw, axis=-1)
+    mask = first[..., None] == lax.broadcasted_iota(first.dtype, xw.shape, x.ndim)
+    tw = _windows_last(t, win)
+    return jnp.max(xw, axis=-1), jnp.sum(jnp.where(mask, tw, jnp.zeros((), tw.dtype)), axis=-1)
 
 
-_block_max.defvjp(_block_max_fwd, _block_max_bwd)
-
-
-# ---- convolution: unpadded convolutions get one row of padding -----------------------
+# ---- convolution: padded when unpadded; input gradient with a materialized kernel -----
 
 MIN_CONV_CHANNELS = 16  # below this the padded form measured no faster (see the benchmark)
 
 
 def _conv_rule(params, invals):
     lhs, rhs = invals
-    lhs_spec = params["dimension_numbers"].lhs_spec
     pad = params["padding"]
-    if (not isinstance(pad, (tuple, list)) or any(tuple(p) != (0, 0) for p in pad)
-            or lhs.shape[lhs_spec[1]] < MIN_CONV_CHANNELS or len(pad) == 0):
+    if (not isinstance(pad, (tuple, list)) or not 1 <= len(pad) <= 3
+            or params["feature_group_count"] != 1 or params["batch_group_count"] != 1
+            or any(d != 1 for d in params["lhs_dilation"])
+            or params["preferred_element_type"] is not None):
         return None
-    return _conv(lhs, rhs, tuple(sorted(params.items())))
+    unpadded = all(tuple(p) == (0, 0) for p in pad)
+    wide = lhs.shape[params["dimension_numbers"].lhs_spec[1]] >= MIN_CONV_CHANNELS
+    return _conv(lhs, rhs, (tuple(sorted(params.items())), unpadded and wide))
 
 
 def _native_conv(lhs, rhs, key):
-    return _prims.conv_general_dilated_p.bind(lhs, rhs, **dict(key))
+    return _prims.conv_general_dilated_p.bind(lhs, rhs, **dict(key[0]))
 
 
 def _padded_conv(lhs, rhs, key):
@@ -215,7 +222,9 @@ def _padded_conv(lhs, rhs, key):
     for the materialized output and for the weight gradient. Zero rows added at the high
     end of the first spatial axis leave the first `n_out` output rows unchanged.
     """
-    params = dict(key)
+    params, pad_it = dict(key[0]), key[1]
+    if not pad_it:
+        return _native_conv(lhs, rhs, key)
     dn = params["dimension_numbers"]
     stride = params["window_strides"][0]
     p = dict(params, padding=((0, stride), *params["padding"][1:]))
@@ -227,6 +236,8 @@ def _padded_conv(lhs, rhs, key):
 
 # Forward-only evaluation keeps the native form: XLA fuses it with a following reduction
 # (pool, sum) into its fastest kernel; only differentiated calls take the padded form.
+# A custom_vjp (not custom_jvp) because the input gradient must be spelled out: see
+# _input_grad. Forward-mode differentiation of a rewritten conv therefore raises.
 @partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _conv(lhs, rhs, key):
     return _native_conv(lhs, rhs, key)
@@ -237,8 +248,39 @@ def _conv_fwd(lhs, rhs, key):
 
 
 def _conv_bwd(key, res, g):
-    _, vjp = jax.vjp(lambda a, b: _padded_conv(a, b, key), *res)
-    return vjp(g)
+    lhs, rhs = res
+    _, vjp_rhs = jax.vjp(lambda b: _padded_conv(lhs, b, key), rhs)
+    return _input_grad(lhs.shape, rhs, g, dict(key[0])), vjp_rhs(g)[0]
+
+
+def _input_grad(lhs_shape, rhs, g, p):
+    """dL/dlhs as a transposed convolution with a materialized, channels-last kernel.
+
+    JAX's own rule hands XLA a reversed kernel with input/output features swapped in the
+    dimension numbers. At top level XLA copies it into the canonical layout; inside a
+    while/scan body it folds the swap into the convolution instead, which then runs on a
+    generic path 2-4x slower. The optimization barrier keeps the copy.
+    """
+    lhs_spec, rhs_spec, out_spec = p["dimension_numbers"]
+    n = len(lhs_spec) - 2
+    go = g.transpose((out_spec[0], *out_spec[2:], out_spec[1]))             # (N, *So, O)
+    w = rhs.transpose((*rhs_spec[2:], rhs_spec[1], rhs_spec[0]))           # (*K, I, O)
+    w = lax.optimization_barrier(jnp.flip(w, tuple(range(n))).swapaxes(-1, -2))  # (*K, O, I)
+    in_sp = tuple(lhs_shape[d] for d in lhs_spec[2:])
+    pads = []
+    for i in range(n):
+        k_eff = (w.shape[i] - 1) * p["rhs_dilation"][i] + 1
+        out_eff = (go.shape[1 + i] - 1) * p["window_strides"][i] + 1
+        lo = k_eff - 1 - p["padding"][i][0]
+        pads.append((lo, in_sp[i] + k_eff - 1 - out_eff - lo))
+    spatial = "".join("DHW"[3 - n:]) if n <= 3 else None
+    dn = lax.conv_dimension_numbers(go.shape, w.shape,
+                                    (f"N{spatial}C", f"{spatial}IO", f"N{spatial}C"))
+    dx = lax.conv_general_dilated(go, w, (1,) * n, pads, lhs_dilation=p["window_strides"],
+                                  rhs_dilation=p["rhs_dilation"], dimension_numbers=dn)
+    # back to the input's own layout: lhs_spec = (N dim, C dim, spatial dims...)
+    src_of = {lhs_spec[0]: 0, lhs_spec[1]: n + 1, **{d: 1 + i for i, d in enumerate(lhs_spec[2:])}}
+    return dx.transpose(tuple(src_of[d] for d in range(n + 2)))
 
 
 _conv.defvjp(_conv_fwd, _conv_bwd)
