@@ -9,6 +9,12 @@ import pytest
 from jaxviz.plot import core
 
 
+@pytest.fixture(autouse=True)
+def no_open_figures():
+    plt.close("all")  # figures other test modules left open are not this module's concern
+    yield
+
+
 def test_save_writes_png_and_svg_and_closes(tmp_path):
     fig = core.image_grid(np.random.default_rng(0).random((6, 5, 5)), ncols=3)
     paths = core.save_figure(fig, tmp_path / "grid.png", formats=["png", "svg"])
