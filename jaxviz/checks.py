@@ -91,3 +91,19 @@ def pair(value, name: str, minimum: int = 1) -> tuple[int, int]:
     if len(vals) != 2:
         raise ValueError(f"{name} must be an int or a pair (h, w); got {value!r}")
     return tuple(positive_int(v, name, minimum) for v in vals)
+
+
+def warn_outside_range(fill, images, name: str = "baseline", input_range=None) -> None:
+    """Warn when a baseline/fill value lies outside the inputs' range: the model never saw
+    such values, so scores against it measure an artefact. The range is `input_range` when
+    given, else the images' own min..max. Skipped for traced values."""
+    import warnings  # noqa: PLC0415
+
+    if is_traced(fill) or is_traced(images):
+        return
+    f = np.asarray(fill, np.float32)
+    lo, hi = input_range if input_range is not None else (float(np.min(images)), float(np.max(images)))
+    if f.size and (float(f.min()) < lo - 1e-6 or float(f.max()) > hi + 1e-6):
+        warnings.warn(f"{name} spans [{float(f.min()):.3g}, {float(f.max()):.3g}], outside the "
+                      f"input range [{lo:.3g}, {hi:.3g}]; attributions against it measure "
+                      f"inputs the model never saw", RuntimeWarning, stacklevel=3)

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxviz import checks
+from jaxviz.attribution.gradients import num_classes as attribution_num_classes
 
 SCORES = ("logit", "prob", "log_prob")
 METHODS = ("exact", "incremental")
@@ -124,20 +125,9 @@ def _occlusion(fn, params, x, target, baseline, *, window, stride, score, batch,
     return deltas, total / jnp.maximum(n_cover, 1.0), base
 
 
-@functools.lru_cache(maxsize=64)
-def _num_classes(fn, treedef, leaves, shape) -> int:
-    params = jax.tree.unflatten(treedef, [jax.ShapeDtypeStruct(s, d) for s, d in leaves])
-    out = jax.eval_shape(fn, params, jax.ShapeDtypeStruct((1,) + shape, jnp.float32))
-    if len(out.shape) != 2:
-        raise ValueError(f"fn must return logits shaped (N, num_classes); got {out.shape}")
-    return int(out.shape[1])
-
-
 def num_classes(fn, params, image_shape) -> int:
-    """Number of classes fn outputs for (H, W, C) images (cached, so it traces once)."""
-    leaves, treedef = jax.tree.flatten(params)
-    key = tuple((tuple(l.shape), jnp.dtype(l.dtype)) for l in leaves)
-    return _num_classes(fn, treedef, key, tuple(image_shape))
+    """Number of classes fn outputs for (H, W, C) images (by tracing; a Probe caches it)."""
+    return attribution_num_classes(fn, params, (1,) + tuple(image_shape))
 
 
 def _window(window, stride, shape):
@@ -196,6 +186,7 @@ def occlusion(fn, params, images, target, *, window=(4, 4), stride=(2, 2), basel
     win, std = _window(window, stride, x.shape[1:])
     t = checks.as_targets(target, x.shape[0], num_classes(fn, params, x.shape[1:]))
     base = _baseline(baseline, x)
+    checks.warn_outside_range(base, x, "baseline")
     n_pos = int(np.prod(grid(x.shape[1:], win, std)[1]))
     batch = n_pos if chunk_size is None else checks.positive_int(chunk_size, "chunk_size")
     if method == "incremental":

@@ -10,11 +10,13 @@ the penultimate conv/pool layer. Maps are upsampled bilinearly with `jax.image.r
 from __future__ import annotations
 
 import functools
+import warnings
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from jaxviz import checks
+from jaxviz import checks, fastgrad
 from jaxviz.attribution.gradients import base_map, chunked, prepare
 from jaxviz.probe import Probe
 
@@ -53,8 +55,11 @@ def _score(logits, t):
 
 def layer_grad(probe, params, x, t, layer):
     """(A, dscore/dA): the layer's activation and the target score's gradient there."""
+    def run(params, x, delta):
+        return probe.run(params, x, edits={layer: lambda a: a + delta})
+
     def score(delta):
-        logits, acts = probe.run(params, x, edits={layer: lambda a: a + delta})
+        logits, acts = fastgrad.fast(run)(params, x, delta)  # same gradients, faster on CPU
         return _score(logits, t).sum(), acts[layer]
     shape = probe.check_layer(layer, x.shape)
     g, a = jax.grad(score, has_aux=True)(jnp.zeros(shape, x.dtype))
@@ -94,8 +99,23 @@ def grad_cam(fn, params, images, target, *, layer: str | None = None, relu: bool
              upsample: bool = True) -> jax.Array:
     """Grad-CAM (Selvaraju et al. 2017): relu(sum_k mean_hw(dS/dA_k) A_k). -> (N, H, W)."""
     x, t = prepare(fn, params, images, target)
-    return _cam(fn, params, x, t, resolve_layer(fn, layer, x.shape), "gradcam",
-                bool(relu), bool(upsample))
+    layer = resolve_layer(fn, layer, x.shape)
+    maps = _cam(fn, params, x, t, layer, "gradcam", bool(relu), bool(upsample))
+    if relu:
+        _warn_if_all_zero(maps, layer)
+    return maps
+
+
+def _warn_if_all_zero(maps, layer: str) -> None:
+    """A Grad-CAM that is zero everywhere after its ReLU has no positive evidence to show;
+    say so rather than hand back a blank map that looks like "nothing matters"."""
+    if isinstance(maps, jax.core.Tracer):
+        return
+    dead = np.flatnonzero(~np.asarray(jnp.any(maps > 0, axis=(1, 2))))
+    if dead.size:
+        warnings.warn(f"Grad-CAM at {layer!r} is all zero after its ReLU for image(s) "
+                      f"{dead.tolist()}: no channel has positive evidence for the target; "
+                      f"relu=False shows the negative map", RuntimeWarning, stacklevel=3)
 
 
 def grad_cam_plus_plus(fn, params, images, target, *, layer: str | None = None,

@@ -16,7 +16,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from jaxviz import checks
+from jaxviz import checks, fastgrad
 from jaxviz.attribution.relu_rules import with_relu_rule
 from jaxviz.probe import Probe
 
@@ -47,9 +47,14 @@ def prepare(fn, params, images, target, name: str = "images"):
 
 
 def input_grad(fn, params, x, t):
-    """d logits[i, t[i]] / d x[i] for every image at once. x: (N, H, W, C) -> (N, H, W, C)."""
+    """d logits[i, t[i]] / d x[i] for every image at once. x: (N, H, W, C) -> (N, H, W, C).
+
+    The model runs through `fastgrad.fast`: the same gradients with backward rules that XLA
+    CPU runs 2-3x faster (JAXVIZ_FASTGRAD=0 turns it off)."""
+    fast_fn = fastgrad.fast(fn)
+
     def score(x):
-        logits = fn(params, x)
+        logits = fast_fn(params, x)
         return jnp.take_along_axis(logits, t[:, None], axis=1).sum()
     return jax.grad(score)(x)
 

@@ -113,5 +113,6 @@ def integrated_gradients(fn, params, images, target, *, baselines=None, n_steps:
         raise ValueError(f"blur_sigma must be a number > 0 (pixels); got {blur_sigma!r}")
     x, t = prepare(fn, params, images, target)
     b = _baselines(baselines, x, blur_sigma)
+    checks.warn_outside_range(b, x, "baselines")
     attr, delta = _ig(fn, params, x, b, t, method, n_steps, internal_batch_size)
     return (attr, delta) if return_convergence_delta else attr

@@ -1,0 +1,238 @@
+"""Trust: every analysis survives bad input and scale without a wrong picture (issue 9).
+
+One test per guarantee; the README's "What jaxviz guarantees" table points here. The
+checks run over one table of analyses on a small NNX model with BatchNorm and Dropout
+that takes any image size, so none of them depends on the reference CNN.
+"""
+import logging
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from jaxviz import attribution as A
+from jaxviz import occlusion as O
+from jaxviz import probe as probe_lib
+from jaxviz.attribution import normalize
+
+
+class BNNet(nnx.Module):
+    """conv -> BatchNorm -> relu -> dropout -> conv -> global mean -> dense; any H x W."""
+
+    def __init__(self, rngs):
+        self.conv1 = nnx.Conv(1, 6, (3, 3), rngs=rngs)
+        self.bn = nnx.BatchNorm(6, rngs=rngs)
+        self.drop = nnx.Dropout(0.5, rngs=rngs)
+        self.conv2 = nnx.Conv(6, 8, (3, 3), rngs=rngs)
+        self.head = nnx.Linear(8, 4, rngs=rngs)
+
+    def __call__(self, x):
+        h = self.drop(nnx.relu(self.bn(self.conv1(x))))
+        return self.head(nnx.relu(self.conv2(h)).mean(axis=(1, 2)))
+
+
+@pytest.fixture(scope="module")
+def bn():
+    model = BNNet(nnx.Rngs(0))
+    # Non-trivial running statistics, as after training.
+    model.bn.mean[...] = jnp.linspace(-0.2, 0.2, 6)
+    model.bn.var[...] = jnp.linspace(0.5, 2.0, 6)
+    return probe_lib.from_model(model)
+
+
+@pytest.fixture(scope="module")
+def images():
+    return np.asarray(jax.random.uniform(jax.random.key(1), (64, 12, 12, 1)), np.float32)
+
+
+KEY = jax.random.key(0)
+ANALYSES = {
+    "saliency": lambda f, p, x, t, **kw: A.saliency(f, p, x, t),
+    "integrated_gradients": lambda f, p, x, t, chunk=None: A.integrated_gradients(
+        f, p, x, t, n_steps=6, internal_batch_size=chunk),
+    # One key per image, derived from the image's index, so subsets see the same noise.
+    "smoothgrad": lambda f, p, x, t, chunk=None, idx=None: A.smoothgrad(
+        f, p, x, t, key=jax.vmap(lambda i: jax.random.fold_in(KEY, i))(
+            jnp.arange(x.shape[0]) if idx is None else jnp.asarray(idx)),
+        n_samples=5, batch_size=chunk),
+    "grad_cam": lambda f, p, x, t, **kw: A.grad_cam(f, p, x, t, layer="conv2"),
+    "score_cam": lambda f, p, x, t, chunk=4: A.score_cam(f, p, x, t, layer="conv2",
+                                                         batch_size=chunk),
+    "occlusion": lambda f, p, x, t, chunk=None: O.occlusion(
+        f, p, x, t, window=(4, 4), stride=(3, 3), chunk_size=chunk).attribution,
+}
+CHUNKED = ["integrated_gradients", "smoothgrad", "score_cam", "occlusion"]
+
+
+def run(name, probe, x, t, idx=None, **kw):
+    if name == "smoothgrad" and idx is not None:
+        kw["idx"] = idx
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-zero CAMs are fine here
+        return np.asarray(ANALYSES[name](probe, getattr(probe, "params", None), x, t, **kw))
+
+
+# 1. uint8 images: one rule everywhere, x / 255.
+@pytest.mark.parametrize("name", ANALYSES)
+def test_uint8_is_divided_by_255(bn, images, name):
+    u8 = np.round(images[:3] * 255).astype(np.uint8)
+    np.testing.assert_allclose(run(name, bn, u8, 1), run(name, bn, u8 / np.float32(255), 1),
+                               rtol=1e-5, atol=1e-6)
+
+
+# 2. float64 without x64: accepted, outputs float32.
+@pytest.mark.parametrize("name", ANALYSES)
+def test_float64_gives_float32(bn, images, name):
+    assert run(name, bn, images[:2].astype(np.float64), 0).dtype == np.float32
+
+
+# 3. (H, W), (1, H, W) and channel-first are refused with the layout named.
+@pytest.mark.parametrize("name", ANALYSES)
+@pytest.mark.parametrize("shape,msg", [((12, 12), r"\(N, H, W, C\)"), ((1, 12, 12), r"\(N, H, W, C\)"),
+                                       ((2, 1, 12, 12), "channel-first")])
+def test_wrong_layouts_are_refused(bn, name, shape, msg):
+    with pytest.raises(ValueError, match=msg):
+        run(name, bn, np.zeros(shape, np.float32), 0)
+
+
+# 4. Non-square images keep H and W in order.
+def test_non_square_images_keep_orientation():
+    def top_rows(params, x):  # class 0 sees only rows 0..7, class 1 the rest
+        return jnp.stack([x[:, :8].sum((1, 2, 3)), x[:, 8:].sum((1, 2, 3))], -1)
+
+    x = np.asarray(jax.random.uniform(KEY, (2, 24, 40, 1)))
+    for name in ("saliency", "integrated_gradients", "occlusion"):
+        m = run(name, top_rows, x, 0) if name != "occlusion" else np.asarray(O.occlusion(
+            top_rows, None, x, 0, window=(4, 4), stride=(4, 4)).attribution)
+        m = m[..., 0] if m.ndim == 4 else m
+        assert m.shape[:3] == (2, 24, 40), name
+        # rows 8.. never reach class 0: zero up to float rounding of the unchanged sum
+        assert np.abs(m[:, 8:]).max() <= 1e-4 * np.abs(m[:, :8]).min(), name
+        assert np.abs(m[:, :8]).min() > 0, name
+
+
+def test_non_square_cam_shape(bn):
+    x = np.asarray(jax.random.uniform(KEY, (2, 24, 40, 1)))
+    assert run("grad_cam", bn, x, 0).shape == (2, 24, 40)
+
+
+# 5. NaN / inf pixels are refused before any work, naming how many and where.
+@pytest.mark.parametrize("name", ANALYSES)
+def test_nan_pixels_are_refused(bn, images, name):
+    x = images[:2].copy()
+    x[1, 3, 4, 0] = np.inf
+    with pytest.raises(ValueError, match=r"1 NaN/inf value\(s\), the first at index \(1, 3, 4, 0\)"):
+        run(name, bn, x, 0)
+
+
+# 6. A baseline outside the inputs' range warns.
+def test_baseline_outside_input_range_warns(bn, images):
+    with pytest.warns(RuntimeWarning, match="outside the input range"):
+        O.occlusion(bn, bn.params, images[:2], 0, window=4, stride=4, baseline=2.0)
+    with pytest.warns(RuntimeWarning, match="outside the input range"):
+        A.integrated_gradients(bn, bn.params, images[:2], 0, n_steps=4, baselines=-1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        O.occlusion(bn, bn.params, images[:2], 0, window=4, stride=4, baseline=0.5)
+
+
+# 7. Targets: required, int == list == array == per-example calls, out of range refused.
+@pytest.mark.parametrize("name", ANALYSES)
+def test_target_forms_agree_and_range_is_checked(bn, images, name):
+    x = images[:3]
+    as_array = run(name, bn, x, np.array([2, 0, 3]))
+    np.testing.assert_allclose(run(name, bn, x, [2, 0, 3]), as_array, rtol=1e-5, atol=1e-6)
+    one_by_one = np.concatenate([run(name, bn, x[i:i + 1], t, idx=[i])
+                                 for i, t in enumerate([2, 0, 3])])
+    np.testing.assert_allclose(one_by_one, as_array, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(run(name, bn, x, 3), run(name, bn, x, [3, 3, 3]), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match=r"target must lie in \[0, 4\)"):
+        run(name, bn, x, 4)
+    with pytest.raises(ValueError, match="target is required"):
+        run(name, bn, x, None)
+
+
+# 8. A model returning a tuple needs an explicit output selector.
+def test_tuple_output_needs_a_selector(bn, images):
+    class Two(nnx.Module):
+        def __init__(self):
+            self.inner = BNNet(nnx.Rngs(0))
+
+        def __call__(self, x):
+            y = self.inner(x)
+            return y, -y
+
+    p = probe_lib.from_model(Two())
+    with pytest.raises(ValueError, match="say which output"):
+        A.saliency(p, p.params, images[:1], 0)
+    first, second = (probe_lib.from_model(Two(), output=i) for i in (0, 1))
+    g1 = A.saliency(first, first.params, images[:1], 0, abs=False)
+    g2 = A.saliency(second, second.params, images[:1], 0, abs=False)
+    np.testing.assert_allclose(g2, -g1, rtol=1e-5, atol=1e-7)  # the selector picked -y
+    assert float(jnp.abs(g1).max()) > 0
+
+
+# 9 + 10. Inference mode: a batch of 1 equals the same image inside a batch of 64
+# (BatchNorm uses running statistics, Dropout is off), for every analysis.
+@pytest.mark.parametrize("name", ANALYSES)
+def test_batch_of_one_equals_inside_a_batch_of_64(bn, images, name):
+    targets = np.arange(64) % 4
+    full = run(name, bn, images, targets)
+    single = run(name, bn, images[5:6], targets[5:6], idx=[5])
+    np.testing.assert_allclose(single[0], full[5], rtol=1e-4, atol=1e-5)
+
+
+# 11. Constant maps normalise to zeros; an all-zero Grad-CAM warns.
+def test_constant_maps_normalise_to_zero():
+    for fn in (normalize.unit_range, normalize.max_abs, normalize.clip_percentile):
+        out = np.asarray(fn(jnp.zeros((2, 5, 5))))
+        assert np.isfinite(out).all() and np.all(out == 0), fn.__name__
+    # min-max scaling of a constant map: no contrast to show, so zeros rather than 0/0
+    assert np.all(np.asarray(normalize.unit_range(jnp.full((2, 5, 5), 3.0))) == 0)
+
+
+def test_all_zero_grad_cam_warns(images):
+    class Negative(nnx.Module):
+        def __init__(self):
+            self.conv = nnx.Conv(1, 2, (3, 3), rngs=nnx.Rngs(0))
+            self.conv.kernel[...] = jnp.abs(self.conv.kernel[...])
+
+        def __call__(self, x):  # positive activations, negative evidence: relu(CAM) == 0
+            return -jnp.stack([self.conv(x).mean((1, 2, 3))] * 2, -1)
+
+    p = probe_lib.from_model(Negative())
+    with pytest.warns(RuntimeWarning, match="all zero after its ReLU"):
+        cam = A.grad_cam(p, p.params, images[:2], 0, layer="conv")
+    assert np.all(np.asarray(cam) == 0)
+
+
+# 14. Chunk sizes of 1, one that does not divide the count, and one larger than it.
+@pytest.mark.parametrize("name", CHUNKED)
+def test_chunk_sizes_do_not_change_results(bn, images, name):
+    x, t = images[:2], [1, 3]
+    reference = run(name, bn, x, t) if name != "score_cam" else run(name, bn, x, t, chunk=None)
+    for chunk in (1, 3, 10_000):
+        np.testing.assert_allclose(run(name, bn, x, t, chunk=chunk), reference,
+                                   rtol=1e-5, atol=1e-5, err_msg=f"{name} chunk={chunk}")
+
+
+# 15. No silent recompilation: a second call with the same shapes compiles nothing.
+@pytest.mark.parametrize("name", ANALYSES)
+def test_second_call_compiles_nothing(bn, images, name, caplog):
+    x = images[:2, :11, :11]  # a shape no other test uses: the first call must compile
+
+    def compiled_during(call):
+        with jax.log_compiles(), caplog.at_level(logging.DEBUG):
+            caplog.clear()
+            call()
+        # The analysis program is the one that takes the (2, 11, 11, 1) images; tiny eager
+        # helpers (key splits, casts) that never see them don't count.
+        return [m for m in (r.getMessage() for r in caplog.records)
+                if "Compiling" in m and "float32[2,11,11,1]" in m]
+
+    first = compiled_during(lambda: run(name, bn, x, [0, 1]))
+    assert first, "the first call should compile (is compile logging working?)"
+    assert not compiled_during(lambda: run(name, bn, x + 0.1, [1, 2]))
