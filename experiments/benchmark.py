@@ -11,7 +11,6 @@ import json
 import os
 import platform
 import tempfile
-import time
 
 import jax
 import jax.numpy as jnp

@@ -1,8 +1,6 @@
 """Write your own analysis: class-contrastive saliency d(logit_k - logit_j)/dx for all pairs.
-
-Command:  python -m experiments.custom_analysis [--out runs/custom]   (needs runs/mnist_seed)
-Time:     a few seconds after `make demo` has trained the model.
-Result:   contrastive.png: why digit 0 is a 0 rather than each other class.
+Command:  python -m experiments.custom_analysis   (a few seconds, after `make demo`)
+Result:   runs/custom/contrastive.png: why digit 0 is a 0 rather than each other class.
 """
 import argparse
 import functools
@@ -26,16 +24,14 @@ def contrastive_saliency(fn, params, images):
 
 def main(argv=None) -> None:
     from jaxviz import data, plot, probe as probe_lib, train  # noqa: PLC0415
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default="runs/mnist_seed")
     parser.add_argument("--out", default="runs/custom")
     args = parser.parse_args(argv)
     probe = probe_lib.from_model(train.load_trained(args.checkpoint)[0])
-    x = jnp.asarray(data.load_bundled().x_val[:1])
-    maps = contrastive_saliency(probe, probe.params, x)[0, 0, :, ..., 0]  # class 0 vs each j
-    fig = plot.image_grid(maps, titles=[f"0 vs {j}" for j in range(maps.shape[0])],
-                          ncols=5, cmap="RdBu_r", symmetric=True)
+    maps = contrastive_saliency(probe, probe.params, jnp.asarray(data.load_bundled().x_val[:1]))
+    fig = plot.image_grid(maps[0, 0, ..., 0], titles=[f"0 vs {j}" for j in range(10)], ncols=5,
+                          cmap="RdBu_r", symmetric=True)
     print(plot.save_figure(fig, f"{args.out}/contrastive.png")[0])
 
 

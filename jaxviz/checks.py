@@ -96,13 +96,17 @@ def pair(value, name: str, minimum: int = 1) -> tuple[int, int]:
 def warn_outside_range(fill, images, name: str = "baseline", input_range=None) -> None:
     """Warn when a baseline/fill value lies outside the inputs' range: the model never saw
     such values, so scores against it measure an artefact. The range is `input_range` when
-    given, else the images' own min..max. Skipped for traced values."""
+    given, else the images' own min..max widened to include 0 (zero, the usual "absent"
+    baseline, is never flagged). Skipped for traced values."""
     import warnings  # noqa: PLC0415
 
     if is_traced(fill) or is_traced(images):
         return
     f = np.asarray(fill, np.float32)
-    lo, hi = input_range if input_range is not None else (float(np.min(images)), float(np.max(images)))
+    if input_range is None:
+        lo, hi = min(float(np.min(images)), 0.0), max(float(np.max(images)), 0.0)
+    else:
+        lo, hi = input_range
     if f.size and (float(f.min()) < lo - 1e-6 or float(f.max()) > hi + 1e-6):
         warnings.warn(f"{name} spans [{float(f.min()):.3g}, {float(f.max()):.3g}], outside the "
                       f"input range [{lo:.3g}, {hi:.3g}]; attributions against it measure "

@@ -59,3 +59,25 @@ def test_parse_units():
     assert cli.parse_units("0-3,7") == [0, 1, 2, 3, 7]
     with pytest.raises(ValueError, match="--units"):
         cli.parse_units("a-b")
+
+
+def test_every_analysis_subcommand_on_a_user_model(user_run, tmp_path):
+    """Each subcommand through the entry point, on the Linen model trained above (32x32x3)."""
+    common = ["--checkpoint", str(user_run), "--quiet"]
+    expected = {
+        "summary": ["architecture.png", "summary.txt"],
+        "filters": ["filters_stem.png"],
+        "features": ["feature_maps_stem.png"],
+        "occlusion": ["occlusion.png", "occlusion_seed.png"],
+        "attribute": ["attribution_grad_cam.png"],
+        "maximize": ["maximize_logits_units.png"],
+    }
+    extra = {"occlusion": ["--images", "2"], "attribute": ["--method", "grad_cam", "--images", "2"],
+             "features": ["--images", "2"],
+             "maximize": ["--layer", "logits", "--units", "0-2", "--steps", "4"]}
+    for sub, files in expected.items():
+        out = tmp_path / sub
+        assert cli.main([sub, *common, "--out", str(out), *extra.get(sub, [])]) == 0, sub
+        for name in files:
+            assert (out / name).stat().st_size > 0, (sub, name, sorted(p.name for p in out.iterdir()))
+    assert cli.main(["attribute", *common, "--out", str(tmp_path / "a"), "--method", "nope"]) == 1

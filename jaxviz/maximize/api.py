@@ -42,8 +42,8 @@ def maximize(model, params, objective, *, key, steps: int = 256,
     regularizers: penalties `image -> scalar` subtracted from the objective (image.lp_norm,
       total_variation, blur, decay); transforms: `(key, image) -> image` applied in order
       before the model sees the image (image.jitter, scale, rotate, pad, crop).
-    loop: "python", "scan" (same results) or "auto": scan on accelerators; on CPU python,
-      or scan when a step is cheap enough that dispatch dominates (loop.choose_loop).
+    loop: "python", "scan" (same results) or "auto": scan, except on CPU with fastgrad off
+      (JAXVIZ_FASTGRAD=0), where python unless a step is cheap (loop.choose_loop).
     checkpoints: steps (0..steps) at which to also return the images, e.g. (0, 16, 64, 256).
     Every unit starts from the same image (from `key`) and sees the same transforms, so a
     unit's result does not depend on the other units. The trace (and so `best`) is the

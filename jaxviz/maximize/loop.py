@@ -3,9 +3,9 @@
 Every unit (class, channel, ...) has its own image, optimizer state and PRNG stream; a step
 is `jax.vmap` of the single-unit step. Two loop forms run the same step and give the same
 images: "python" (a Python loop over steps calling the jitted step) and "scan" (all steps
-in one program via `lax.scan`). XLA CPU runs backward convolutions ~2x slower inside a
-loop body than at top level, so "auto" is "python" on CPU and "scan" elsewhere (see
-experiments/bench_maximize.py). Both are cached at module level with static settings: a
+in one program via `lax.scan`). XLA CPU runs backward convolutions ~2-4x slower inside a
+loop body than at top level unless fastgrad's rewrite is on (the default), so "auto" is
+"scan" except on CPU with JAXVIZ_FASTGRAD=0 (see choose_loop and experiments/bench_maximize.py). Both are cached at module level with static settings: a
 second call with the same shapes and settings does not retrace.
 """
 from __future__ import annotations
@@ -165,9 +165,12 @@ _CHOICES: dict = {}
 
 
 def choose_loop(cfg: Config, params, shared, unit_args, keys, state) -> str:
-    """'scan' off CPU. On XLA CPU, whose loop bodies run backward convolutions 2-10x slower,
-    'python' unless a step is so cheap (< SCAN_BELOW_FLOPS) that per-step dispatch dominates."""
-    if jax.default_backend() != "cpu":
+    """'scan' off CPU, and on CPU while fastgrad is on (its convolution VJPs keep their speed
+    inside loop bodies, so scan also saves the per-step dispatch: 1.15x on 10 classes, 4.4x
+    on 32 conv1 filters, experiments/bench_maximize.py). With JAXVIZ_FASTGRAD=0, XLA CPU runs
+    backward convolutions 2-10x slower inside a loop body: 'python' unless a step is so
+    cheap (< SCAN_BELOW_FLOPS) that per-step dispatch dominates."""
+    if jax.default_backend() != "cpu" or fastgrad.enabled_by_default():
         return "scan"
     sig = (cfg, str(jax.tree.map(lambda a: (jnp.shape(a), jnp.result_type(a)),
                                  (params, shared, unit_args, state))))

@@ -47,7 +47,7 @@ def occlusion_figure(images, attribution, occluded_prob, labels, *, title: str |
     for row, text in enumerate(("image", "attribution", "overlay", "p(true) occluded")):
         axes[row, 0].text(-0.15, 0.5, text, transform=axes[row, 0].transAxes, rotation=90,
                           ha="right", va="center", fontsize=7)
-    fig.colorbar(im_attr, ax=axes[1:3].ravel().tolist(), shrink=0.8, label="score drop")
+    fig.colorbar(im_attr, ax=axes[1:3].ravel().tolist(), shrink=0.8, label="logit drop")
     fig.colorbar(im_prob, ax=axes[3].ravel().tolist(), shrink=0.9, label="p(true class)")
     if title:
         fig.suptitle(title)
@@ -104,10 +104,15 @@ def write_occlusion_figures(probe, params, images, labels, out_dir, *, window=4,
 
     images, labels = images[:n], np.asarray(labels[:n])
     out_dir = Path(out_dir)
+    # Attribution in logits: a confident model's probabilities saturate, so a probability
+    # drop would leave most digits blank; the bottom row still shows p(true) under occlusion.
+    res_logit = occlusion(probe, params, images, labels, window=window, stride=stride,
+                          score="logit", method=method)
     res = occlusion(probe, params, images, labels, window=window, stride=stride,
                     score="prob", method=method)
-    fig = occlusion_figure(images, res.attribution, res.occluded, labels,
-                           title=f"occlusion, window {window}, stride {stride}")
+    fig = occlusion_figure(images, res_logit.attribution, res.occluded, labels,
+                           title=f"occlusion, window {window}, stride {stride} "
+                                 f"(attribution: true-class logit drop)")
     occ_path = save_figure(fig, out_dir / "occlusion.png", formats)[0]
     seed = seed_iter_occlusion(probe, params, images, labels, size=size)
     fig = seed_occlusion_figure(images, seed.heatmap, seed.predicted, seed.counts, labels,
@@ -117,9 +122,10 @@ def write_occlusion_figures(probe, params, images, labels, out_dir, *, window=4,
     metrics = {"mean_prob_drop": float(np.asarray(res.scores).mean()),
                "seed_correct_cells": float(correct.mean()),
                "seed_counts": np.asarray(seed.counts).tolist()}
-    settings = {"window": window, "stride": stride, "score": "prob", "method": method,
+    settings = {"window": window, "stride": stride, "method": method,
+                "score": "logit (attribution), prob (bottom row)",
                 "seed_size": size, "seed_patch": 5 * size, "images": int(len(labels))}
     return {"occlusion_figure": occ_path, "seed_figure": seed_path,
             "figures": [occ_path, seed_path],
-            "columns": {"occlusion": np.asarray(res.attribution)},
+            "columns": {"occlusion": np.asarray(res_logit.attribution)},
             "metrics": metrics, "settings": settings}
