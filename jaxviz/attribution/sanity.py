@@ -18,6 +18,8 @@ random: relu(sum_k w_k A_k) then follows wherever random filters respond, i.e. t
 """
 from __future__ import annotations
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -81,7 +83,9 @@ def randomize_layers(params, layers, key):
 def _maps(method, probe, params, x, t, cam_layer):
     if method in ("grad_cam", "grad_cam_plus_plus"):
         fn = cam.grad_cam if method == "grad_cam" else cam.grad_cam_plus_plus
-        return fn(probe, params, x, t, layer=cam_layer)
+        with warnings.catch_warnings():  # blank CAMs of a randomized model are the point here
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return fn(probe, params, x, t, layer=cam_layer)
     fn = {"saliency": gradients.saliency, "guided_backprop": gradients.guided_backprop,
           "gradient_x_input": gradients.gradient_x_input}[method]
     return normalize.reduce_channels(jnp.abs(fn(probe, params, x, t)), "max")
