@@ -24,7 +24,7 @@ demo: $(VENV)/.installed
 	$(BIN)/python -m experiments.mnist_seed
 
 test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2  # two workers: compilation is mostly single-threaded
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

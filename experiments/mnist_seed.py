@@ -13,6 +13,22 @@ import time
 from jaxviz import data, recipe, registry, train
 
 
+def load_or_train(config, ds, out, quiet=False):
+    """The run directory's model when its checkpoint has this config, else a fresh training.
+    Returns (model, training seconds or None when reused)."""
+    store = train.CheckpointStore(out)
+    if (store.ckpt_dir.exists() and store.latest() == config.epochs
+            and store.read_config() == config.to_dict()):
+        print(f"[train] reusing the checkpoint in {out} (same config)", flush=True)
+        return train.load_trained(out)[0], None
+    t0 = time.perf_counter()
+    log = (lambda m: print(f"  epoch {m['epoch']}/{config.epochs}: val accuracy "
+                           f"{m['val_accuracy']:.4f} ({m['seconds']:.1f}s)", flush=True))
+    model = train.fit(config, ds, out, quiet=quiet, log=log).model
+    print(f"[train] {time.perf_counter() - t0:.1f}s -> {out}/checkpoints", flush=True)
+    return model, time.perf_counter() - t0
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/mnist_seed")
@@ -29,20 +45,8 @@ def main(argv=None) -> None:
     ds = data.load_bundled()
     if args.small:  # a test-sized run: part of the data, one short epoch
         ds = ds._replace(x_train=ds.x_train[:512], y_train=ds.y_train[:512])
-    store = train.CheckpointStore(args.out)
     t0 = time.perf_counter()
-    reusable = (store.ckpt_dir.exists() and store.latest() == config.epochs
-                and store.read_config() == config.to_dict())
-    if reusable:
-        model, _ = train.load_trained(args.out)
-        print(f"[train] reusing the checkpoint in {args.out} (same config)", flush=True)
-        train_seconds = None
-    else:
-        log = (lambda m: print(f"  epoch {m['epoch']}/{config.epochs}: val accuracy "
-                               f"{m['val_accuracy']:.4f} ({m['seconds']:.1f}s)", flush=True))
-        model = train.fit(config, ds, args.out, quiet=args.quiet, log=log).model
-        train_seconds = time.perf_counter() - t0
-        print(f"[train] {train_seconds:.1f}s -> {args.out}/checkpoints", flush=True)
+    model, train_seconds = load_or_train(config, ds, args.out, quiet=args.quiet)
     probe = registry.to_probe(registry.build(config.model, config.seed), model)
     metrics = recipe.analyse(probe, probe.params, ds.x_val, ds.y_val, args.out, seed=args.seed,
                              small=args.small, train_seconds=train_seconds)

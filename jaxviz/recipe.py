@@ -69,7 +69,8 @@ def analyse(probe, params, x_val, y_val, out_dir, *, seed: int = 0, small: bool 
                             _pngs(out, w["figures"]), {"digits": ys[:3].tolist()}))
 
     w = stage("maximize", lambda: plot_maximize.write_maximize_figures(
-        probe, params, out, jax.random.fold_in(key, 1), steps=steps, shape=input_shape))
+        probe, params, out, jax.random.fold_in(key, 1), steps=steps, shape=input_shape,
+        max_channels=8 if small else 32))
     preds = w["class_pred"]
     metrics["maximize"] = {
         "classified_as_target": int(sum(p == k for k, p in enumerate(preds))), "units": len(preds),

@@ -46,5 +46,9 @@ def test_main_job_writes_everything_and_reuses_its_checkpoint(tmp_path, capsys):
     assert metrics["attribution"]["ig_delta_rel_max"] < 0.05
     assert not list(out.glob(".*.tmp"))  # atomic writes leave no temporary files
 
-    mnist_seed.main(["--small", "--out", str(out), "--quiet"])
-    assert "reusing the checkpoint" in capsys.readouterr().out
+    # A second run reuses the checkpoint (same config) instead of training again.
+    config = json.loads((out / "config.json").read_text())
+    from jaxviz import data, train  # noqa: PLC0415
+    model, seconds = mnist_seed.load_or_train(train.TrainConfig.from_dict(config),
+                                              data.load_bundled(), out)
+    assert seconds is None and "reusing the checkpoint" in capsys.readouterr().out
