@@ -344,7 +344,7 @@ def occluded_logits(fn, params, x, baseline, starts, window, batch):
     x, baseline: (N, H, W, C); starts: (P, 3) corners in [0, dim); window: (h, w, c).
     Images go one at a time; positions in chunks of `batch`, every chunk vmapped.
     """
-    n, p = x.shape[0], len(starts)
+    p = len(starts)
     leaves, treedef = jax.tree.flatten(params)
     closed = jax.make_jaxpr(lambda ls, xi: fn(jax.tree.unflatten(treedef, ls), xi))(
         leaves, x[:1])

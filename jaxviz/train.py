@@ -10,7 +10,6 @@ import dataclasses
 import functools
 import inspect
 import json
-import math
 import os
 import shutil
 import sys
@@ -362,6 +361,3 @@ def load_trained(run_dir, model: nnx.Module | None = None) -> tuple[nnx.Module, 
     final.eval()
     return final, config
 
-
-def steps_per_second(n: int, seconds: float) -> float:
-    return n / seconds if seconds > 0 else math.inf
