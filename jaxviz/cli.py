@@ -124,14 +124,6 @@ def _loaded(args):
     return probe, probe.params, built, x_val, ds.y_val
 
 
-def _pick(x, y, n: int):
-    """One digit per class first, then the next ones: varied examples in a small figure."""
-    import numpy as np  # noqa: PLC0415
-    firsts = [int(np.flatnonzero(y == c)[0]) for c in np.unique(y)]
-    idx = (firsts + [i for i in range(len(y)) if i not in set(firsts)])[:n]
-    return x[idx], y[idx]
-
-
 def _out(args) -> Path:
     out = Path(args.out)
     try:
@@ -200,7 +192,8 @@ def cmd_features(args) -> int:
     from jaxviz import filters  # noqa: PLC0415
     t0 = time.perf_counter()
     probe, params, built, x, y = _loaded(args)
-    xs, _ = _pick(x, y, args.images)
+    from jaxviz.recipe import pick_examples  # noqa: PLC0415
+    xs, _ = pick_examples(x, y, args.images)
     layers = args.layers.split(",") if args.layers else None
     written = filters.write_feature_figures(probe, params, xs, _out(args), layers=layers)
     _report_written(args, written, t0)
@@ -241,7 +234,8 @@ def cmd_occlusion(args) -> int:
     from jaxviz import occlusion  # noqa: PLC0415
     t0 = time.perf_counter()
     probe, params, built, x, y = _loaded(args)
-    xs, ys = _pick(x, y, args.images)
+    from jaxviz.recipe import pick_examples  # noqa: PLC0415
+    xs, ys = pick_examples(x, y, args.images)
     written = occlusion.write_occlusion_figures(probe, params, xs, ys, _out(args),
                                                 window=args.window, stride=args.stride)
     _report_written(args, written, t0)
@@ -259,7 +253,8 @@ def cmd_attribute(args) -> int:
                          f"{', '.join(attribution.METHODS)}")
     t0 = time.perf_counter()
     probe, params, built, x, y = _loaded(args)
-    xs, ys = _pick(x, y, args.images)
+    from jaxviz.recipe import pick_examples  # noqa: PLC0415
+    xs, ys = pick_examples(x, y, args.images)
     key = jax.random.key(args.seed)
     out = Path(args.out)
     if args.method == "all":

@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -26,6 +25,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from jaxviz import fastgrad
+from jaxviz.report import write_atomic
 
 
 
@@ -241,17 +241,6 @@ def _progress(total: int, desc: str, quiet: bool):
     return tqdm(total=total, desc=desc, leave=False, file=sys.stderr)
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 class CheckpointStore:
     """run_dir/config.json, run_dir/metrics.jsonl, run_dir/checkpoints/<epoch> (Orbax)."""
 
@@ -278,7 +267,7 @@ class CheckpointStore:
             shutil.rmtree(self.ckpt_dir)  # a fresh run replaces an old one, never mixes with it
             self.ckpt_dir.mkdir()
             (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
-        write_text_atomic(self.run_dir / "config.json", json.dumps(config.to_dict(), indent=2))
+        write_atomic(self.run_dir / "config.json", json.dumps(config.to_dict(), indent=2))
 
     def clean_partial(self) -> None:
         """Drop what a killed save left: Orbax's temporary directories and our .tmp files."""
@@ -311,7 +300,7 @@ class CheckpointStore:
         with self._manager() as mngr:
             mngr.save(epoch, args=ocp.args.StandardSave(tree))
             mngr.wait_until_finished()
-        write_text_atomic(self.run_dir / "metrics.jsonl",
+        write_atomic(self.run_dir / "metrics.jsonl",
                           "".join(json.dumps(m) + "\n" for m in metrics))
 
     def restore(self, epoch: int, params, opt_state):
