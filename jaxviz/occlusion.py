@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxviz import checks
-from jaxviz.attribution.gradients import num_classes as attribution_num_classes
+from jaxviz.attribution.gradients import prepare
 
 SCORES = ("logit", "prob", "log_prob")
 METHODS = ("exact", "incremental")
@@ -125,11 +125,6 @@ def _occlusion(fn, params, x, target, baseline, *, window, stride, score, batch,
     return deltas, total / jnp.maximum(n_cover, 1.0), base
 
 
-def num_classes(fn, params, image_shape) -> int:
-    """Number of classes fn outputs for (H, W, C) images (by tracing; a Probe caches it)."""
-    return attribution_num_classes(fn, params, (1,) + tuple(image_shape))
-
-
 def _window(window, stride, shape):
     h, w, c = shape
     win = (window,) * 2 if isinstance(window, (int, np.integer)) else tuple(window)
@@ -178,13 +173,12 @@ def occlusion(fn, params, images, target, *, window=(4, 4), stride=(2, 2), basel
     method: "exact" or "incremental" (recompute only the changed region of each layer).
     Returns Occlusion(scores (N, nH, nW[, nC]), attribution (N, H, W[, C]), base (N,)).
     """
-    x = checks.as_images(images, "images")
     if score not in SCORES:
         raise ValueError(f"score must be one of {SCORES}; got {score!r}")
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}; got {method!r}")
+    x, t = prepare(fn, params, images, target)
     win, std = _window(window, stride, x.shape[1:])
-    t = checks.as_targets(target, x.shape[0], num_classes(fn, params, x.shape[1:]))
     base = _baseline(baseline, x)
     checks.warn_outside_range(base, x, "baseline")
     n_pos = int(np.prod(grid(x.shape[1:], win, std)[1]))
@@ -231,10 +225,8 @@ def seed_iter_occlusion(fn, params, images, target, *, size: int = 8,
     Returns SeedOcclusion: prob of `target` per cell, predicted class per cell, per-class
     counts over cells, and the per-pixel heat map the seed draws.
     """
-    x = checks.as_images(images, "images")
     size = checks.positive_int(size, "size")
-    k = num_classes(fn, params, x.shape[1:])
-    t = checks.as_targets(target, x.shape[0], k)
+    x, t = prepare(fn, params, images, target)
     n_pos = math.ceil(x.shape[1] / size) * math.ceil(x.shape[2] / size)
     batch = n_pos if chunk_size is None else checks.positive_int(chunk_size, "chunk_size")
     return _seed(fn, params, x, t, size=size, batch=batch)
