@@ -25,8 +25,9 @@ versions with the same values and the same gradients (to float rounding):
 Everything else (overlapping pools, custom_jvp functions such as relu, the bodies of
 scans inside `fn`) is evaluated as traced, so any model keeps working. Nested `jit`s are
 inlined.
-Switch it off with `enabled=False` or the environment variable `JAXVIZ_FASTGRAD=0`
-(read at trace time). See docs/xla_cpu_backward.md for the measurements behind each rule.
+By default it is on where the default backend is the CPU and off elsewhere (GPU
+backward passes are already fast, and there the rewrite costs 10-20%). Force it with
+`enabled=True/False` or the environment variable `JAXVIZ_FASTGRAD=1/0` (read at trace time). See docs/xla_cpu_backward.md for the measurements behind each rule.
 """
 from __future__ import annotations
 
@@ -46,8 +47,13 @@ _prims = jcore.primitives
 
 
 def enabled_by_default() -> bool:
-    """False when the environment variable JAXVIZ_FASTGRAD is 0/false/off/no."""
-    return os.environ.get(ENV_VAR, "1").strip().lower() not in ("0", "false", "off", "no")
+    """JAXVIZ_FASTGRAD=1/0 forces the rewrite on/off; unset (or "auto"), it is on for the CPU
+    backend only: on a GPU the native rules are already fast and the rewrite measured
+    10-20% slower (H200, jax 0.11.2; docs/device/bench_gpu.log)."""
+    value = os.environ.get(ENV_VAR, "auto").strip().lower()
+    if value in ("", "auto"):
+        return jax.default_backend() == "cpu"
+    return value not in ("0", "false", "off", "no")
 
 
 class _Fast:
@@ -102,7 +108,8 @@ def fast(fn: Callable, *, enabled: bool | None = None, pool: bool = True,
     """`fn` with the same values and gradients but XLA-CPU-friendly backward passes.
 
     fn: any function of pytrees of arrays (an apply_fn, a Probe, a loss).
-    enabled: True/False forces the rewrite on/off; None (default) follows JAXVIZ_FASTGRAD.
+    enabled: True/False forces the rewrite on/off; None (default) follows JAXVIZ_FASTGRAD,
+        else on for the CPU backend only.
     pool, conv: turn single rewrites off (for measuring and debugging).
     Returns a callable with fn's signature; attribute access falls through to fn.
     """

@@ -121,7 +121,8 @@ def test_conv_gradients_match(strides, dilation, spec, padding):
         return (y, vjp(g)), (y_f, vjp_f(g))
 
     want, got = check(x, w, jax.random.normal(k[2], jax.eval_shape(conv, x, w).shape))
-    assert _rel(got[0], want[0]) == 0.0
+    # Exactly equal on CPU; cuDNN may pick another algorithm for the padded form (2.7e-7 on an H200).
+    assert _rel(got[0], want[0]) <= 1e-6
     assert _rel(got[1], want[1]) <= 1e-5
 
 
@@ -136,6 +137,18 @@ def test_switch_off(cnn_random, digits, monkeypatch):
     assert not fastgrad.enabled_by_default()
     assert grad_jaxpr(fastgrad.fast(p)) == grad_jaxpr(p)
     assert grad_jaxpr(fastgrad.fast(p, enabled=True)) != grad_jaxpr(p)
+
+
+@pytest.mark.parametrize("value,backend,expected", [
+    (None, "cpu", True), (None, "gpu", False), ("auto", "tpu", False),
+    ("1", "gpu", True), ("0", "cpu", False), ("off", "cpu", False)])
+def test_default_follows_backend_unless_forced(value, backend, expected, monkeypatch):
+    monkeypatch.setattr(jax, "default_backend", lambda: backend)
+    if value is None:
+        monkeypatch.delenv(fastgrad.ENV_VAR, raising=False)
+    else:
+        monkeypatch.setenv(fastgrad.ENV_VAR, value)
+    assert fastgrad.enabled_by_default() is expected
 
 
 def test_static_argument_does_not_retrace(cnn_random, digits):
