@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxviz import checks
+from jaxviz import checks, xla_cpu
 from jaxviz.attribution.gradients import prepare
 
 SCORES = ("logit", "prob", "log_prob")
@@ -105,8 +105,7 @@ def _base_logits(fn, params, x, batch):
     return jax.lax.map(lambda xi: fn(params, xi[None])[0], x, batch_size=min(batch, x.shape[0]))
 
 
-@functools.partial(jax.jit, static_argnames=("fn", "window", "stride", "score", "batch", "method"))
-def _occlusion(fn, params, x, target, baseline, *, window, stride, score, batch, method):
+def _occlusion_impl(fn, params, x, target, baseline, *, window, stride, score, batch, method):
     starts, counts = grid(x.shape[1:], window, stride)
     base = _score(_base_logits(fn, params, x, batch), target, score)
     if method == "incremental":
@@ -123,6 +122,22 @@ def _occlusion(fn, params, x, target, baseline, *, window, stride, score, batch,
     n_cover = jnp.einsum("a,b,c->abc", *[m.sum(0) for m in mats], precision=hi)
     # A stride longer than the window leaves gaps; no window saw those pixels: attribution 0.
     return deltas, total / jnp.maximum(n_cover, 1.0), base
+
+
+_STATIC = ("fn", "window", "stride", "score", "batch", "method")
+_occlusion_exact = jax.jit(_occlusion_impl, static_argnames=_STATIC)
+
+
+@functools.cache
+def _occlusion_jit(options: tuple):
+    return jax.jit(_occlusion_impl, static_argnames=_STATIC, compiler_options=dict(options))
+
+
+def _occlusion(*args, method, **kwargs):
+    # The incremental program is many small materialized convs: see jaxviz.xla_cpu.
+    run = (_occlusion_jit(tuple(xla_cpu.small_conv_options().items()))
+           if method == "incremental" else _occlusion_exact)
+    return run(*args, method=method, **kwargs)
 
 
 def _window(window, stride, shape):
