@@ -139,7 +139,7 @@ def _vgg_child(chunk, run):
     x = jax.random.uniform(jax.random.key(0), (1, 224, 224, 3))
     probe = probe_lib.from_model(module, module.init(jax.random.key(1), x))
     kw = dict(window=8, stride=4, chunk_size=chunk)
-    from jaxviz.occlusion import _occlusion
+    from jaxviz.occlusion import _occlusion_exact as _occlusion
     lowered = _occlusion.lower(probe, probe.params, x, jnp.zeros(1, jnp.int32), jnp.zeros_like(x),
                                window=(8, 8, 3), stride=(4, 4, 3), score="logit",
                                batch=chunk or 3025, method="exact")

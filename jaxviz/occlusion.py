@@ -126,17 +126,12 @@ def _occlusion_impl(fn, params, x, target, baseline, *, window, stride, score, b
 
 _STATIC = ("fn", "window", "stride", "score", "batch", "method")
 _occlusion_exact = jax.jit(_occlusion_impl, static_argnames=_STATIC)
-
-
-@functools.cache
-def _occlusion_jit(options: tuple):
-    return jax.jit(_occlusion_impl, static_argnames=_STATIC, compiler_options=dict(options))
+# The incremental program is many small materialized convs: see jaxviz.xla_cpu.
+_occlusion_incremental = xla_cpu.jit(_occlusion_impl, static_argnames=_STATIC)
 
 
 def _occlusion(*args, method, **kwargs):
-    # The incremental program is many small materialized convs: see jaxviz.xla_cpu.
-    run = (_occlusion_jit(tuple(xla_cpu.small_conv_options().items()))
-           if method == "incremental" else _occlusion_exact)
+    run = _occlusion_incremental if method == "incremental" else _occlusion_exact
     return run(*args, method=method, **kwargs)
 
 

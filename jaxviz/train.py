@@ -24,7 +24,7 @@ import optax
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from jaxviz import fastgrad
+from jaxviz import fastgrad, xla_cpu
 from jaxviz.report import write_atomic
 
 
@@ -145,7 +145,7 @@ def eval_step(graphdef, params, rest, x, y):
     return loss, jnp.sum(jnp.argmax(logits, -1) == y)
 
 
-_train_step = jax.jit(train_step, static_argnums=(0, 1, 2), donate_argnums=(3, 5))
+_train_step = xla_cpu.jit(train_step, static_argnums=(0, 1, 2), donate_argnums=(3, 5))  # backward
 _eval_step = jax.jit(eval_step, static_argnums=(0,))
 
 

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxviz import checks, fastgrad
+from jaxviz import checks, fastgrad, xla_cpu
 from jaxviz.attribution.gradients import base_map, chunked, prepare
 from jaxviz.probe import Probe
 
@@ -86,13 +86,24 @@ def _grad_cam_maps(probe, params, x, t, layer, plus_plus):
     return jnp.einsum("nhwk,nk->nhw", a, weights)
 
 
-@functools.partial(jax.jit, static_argnames=("probe", "layer", "kind", "relu", "upsample"))
-def _cam(probe, params, x, t, layer, kind, relu, upsample):
+def _cam_impl(probe, params, x, t, layer, kind, relu, upsample):
     cam = _finish(_grad_cam_maps(probe, params, x, t, layer, kind == "gradcam++"), x,
                   relu, upsample)
     if kind == "guided":
         return cam[..., None] * base_map("guided_backprop", probe, params, x, t)
     return cam
+
+
+_CAM_STATIC = ("probe", "layer", "kind", "relu", "upsample")
+# Grad-CAM's backward stops at the layer, so its cost is the fused forward (default options);
+# Guided Grad-CAM adds a backward pass to the input (see jaxviz.xla_cpu).
+_cam_forward_heavy = jax.jit(_cam_impl, static_argnames=_CAM_STATIC)
+_cam_backward_heavy = xla_cpu.jit(_cam_impl, static_argnames=_CAM_STATIC)
+
+
+def _cam(probe, params, x, t, layer, kind, relu, upsample):
+    run = _cam_backward_heavy if kind == "guided" else _cam_forward_heavy
+    return run(probe, params, x, t, layer, kind, relu, upsample)
 
 
 def grad_cam(fn, params, images, target, *, layer: str | None = None, relu: bool = True,

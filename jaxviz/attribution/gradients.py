@@ -16,7 +16,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from jaxviz import checks, fastgrad
+from jaxviz import checks, fastgrad, xla_cpu
 from jaxviz.attribution.relu_rules import with_relu_rule
 from jaxviz.probe import Probe
 
@@ -68,7 +68,7 @@ def base_map(method: str, fn, params, x, t):
     return {"gradient": g, "saliency": jnp.abs(g), "gradient_x_input": g * x}[method]
 
 
-@functools.partial(jax.jit, static_argnames=("fn", "method"))
+@functools.partial(xla_cpu.jit, static_argnames=("fn", "method"))
 def _map(fn, params, x, t, method):
     return base_map(method, fn, params, x, t)
 
@@ -135,7 +135,7 @@ def _check_sigma(sigma) -> float:
     return float(sigma)
 
 
-@functools.partial(jax.jit, static_argnames=("fn", "method", "nt_type", "n_samples",
+@functools.partial(xla_cpu.jit, static_argnames=("fn", "method", "nt_type", "n_samples",
                                              "batch_size"))
 def _noise_tunnel(fn, params, x, t, keys, sigma, method, nt_type, n_samples, batch_size):
     span = x.max(axis=(1, 2, 3)) - x.min(axis=(1, 2, 3))

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxviz import fastgrad
+from jaxviz import fastgrad, xla_cpu
 from jaxviz.maximize import objectives as obj_lib
 
 TRACES = {"init": 0, "step": 0, "scan": 0}  # incremented while tracing; tests read it
@@ -98,7 +98,7 @@ def init(cfg: Config, keys):
     return jax.vmap(partial(_unit_init, cfg))(keys)
 
 
-@partial(jax.jit, static_argnames=("cfg",))
+@partial(xla_cpu.jit, static_argnames=("cfg",))
 def step(cfg: Config, params, shared, unit_args, keys, state: State, t):
     """One ascent step for every unit -> (state, objective values (U,))."""
     TRACES["step"] += 1
@@ -110,7 +110,7 @@ def images_of(cfg: Config, p):
     return jax.vmap(cfg.param)(p)
 
 
-@partial(jax.jit, static_argnames=("cfg", "segments"))
+@partial(xla_cpu.jit, static_argnames=("cfg", "segments"))
 def scan(cfg: Config, params, shared, unit_args, keys, state: State, segments: tuple):
     """All steps in one program: lax.scan per segment; a snapshot after each segment."""
     TRACES["scan"] += 1
