@@ -22,12 +22,11 @@ import optax
 from flax import nnx
 from jax import lax
 
-from jaxviz import fastgrad
+from jaxviz import fastgrad, xla_cpu
 from jaxviz import probe as probe_lib
 from jaxviz.models import MnistCNN
 
 _NHWC = ("NHWC", "HWIO", "NHWC")
-NO_YNN = {"xla_cpu_experimental_ynn_fusion_type": ""}  # XLA CPU without YNNPACK fusions
 
 
 def _interleaved(cases: dict, rounds: int) -> dict:
@@ -166,13 +165,17 @@ def loop_rows(batch: int, steps: int, rounds: int) -> list[dict]:
 
 
 def whole_rows(batch: int, rounds: int) -> list[dict]:
-    """Forward, input gradient and Adam train step of MnistCNN, plain vs fastgrad."""
+    """Forward, input gradient and Adam train step of MnistCNN: plain, fastgrad, and jaxviz's
+    defaults for this backend (fastgrad where it is on, xla_cpu.jit's compile options)."""
     p = probe_lib.from_model(MnistCNN(rngs=nnx.Rngs(0)))
     x = jax.random.uniform(jax.random.key(2), (batch, 28, 28, 1))
     y = jnp.arange(batch) % 10
     opt = optax.adam(1e-3)
     cases = {}
-    for label, fn in (("plain", p), ("fastgrad", fastgrad.fast(p, enabled=True))):
+    variants = (("plain", p, jax.jit), ("fastgrad", fastgrad.fast(p, enabled=True), jax.jit),
+                # what jaxviz's own analyses and training use: the defaults for this backend
+                ("jaxviz default", fastgrad.fast(p), xla_cpu.jit))
+    for label, fn, jit in variants:
         def loss(params, x, y, fn=fn):
             logits = fn(params, x)
             return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
@@ -185,15 +188,11 @@ def whole_rows(batch: int, rounds: int) -> list[dict]:
             updates, opt_state = opt.update(grads, opt_state, params)
             return optax.apply_updates(params, updates), opt_state
 
-        cases[f"whole/{label}/forward"] = (jax.jit(fn), (p.params, x))
-        cases[f"whole/{label}/input_gradient"] = (jax.jit(saliency), (p.params, x, y))
+        if label != "jaxviz default":  # its forward is the plain one
+            cases[f"whole/{label}/forward"] = (jax.jit(fn), (p.params, x))
+        cases[f"whole/{label}/input_gradient"] = (jit(saliency), (p.params, x, y))
         cases[f"whole/{label}/train_step_adam"] = (
-            jax.jit(step), (p.params, opt.init(p.params), x, y))
-        if label == "fastgrad":  # the compile-flag alternative, per jit (see the docs)
-            jit = partial(jax.jit, compiler_options=NO_YNN)
-            cases[f"whole/{label}+no-ynn/input_gradient"] = (jit(saliency), (p.params, x, y))
-            cases[f"whole/{label}+no-ynn/train_step_adam"] = (
-                jit(step), (p.params, opt.init(p.params), x, y))
+            jit(step), (p.params, opt.init(p.params), x, y))
     rows = _rows(_interleaved(cases, rounds), f"MnistCNN batch {batch}", "whole/plain/forward")
     for r in rows:
         r["images_per_s"] = batch / r["seconds"]

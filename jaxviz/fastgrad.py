@@ -42,6 +42,8 @@ import jax.numpy as jnp
 from jax import lax
 from jax.extend import core as jcore
 
+from jaxviz import xla_cpu
+
 ENV_VAR = "JAXVIZ_FASTGRAD"
 _prims = jcore.primitives
 
@@ -215,7 +217,9 @@ def _conv_rule(params, invals):
         return None
     unpadded = all(tuple(p) == (0, 0) for p in pad)
     wide = lhs.shape[params["dimension_numbers"].lhs_spec[1]] >= MIN_CONV_CHANNELS
-    return _conv(lhs, rhs, (tuple(sorted(params.items())), unpadded and wide))
+    # The padding dodges a slow YNNPACK path; a program compiled without YNNPACK has none.
+    pad_it = unpadded and wide and not xla_cpu.ynn_off_while_tracing()
+    return _conv(lhs, rhs, (tuple(sorted(params.items())), pad_it))
 
 
 def _native_conv(lhs, rhs, key):

@@ -15,6 +15,7 @@ is unknown, the backend is not the CPU, or JAXVIZ_XLA_OPTIONS=0.
 """
 from __future__ import annotations
 
+import contextvars
 import functools
 import os
 
@@ -22,6 +23,13 @@ import jax
 
 ENV_VAR = "JAXVIZ_XLA_OPTIONS"
 YNN_OFF = {"xla_cpu_experimental_ynn_fusion_type": ""}
+_TRACING_WITH_OPTIONS = contextvars.ContextVar("jaxviz_xla_options", default=False)
+
+
+def ynn_off_while_tracing() -> bool:
+    """True while a `jit` of this module traces a program that compiles with YNNPACK off
+    (so workarounds for YNNPACK's slow paths, like fastgrad's conv padding, can be skipped)."""
+    return _TRACING_WITH_OPTIONS.get()
 
 
 @functools.cache
@@ -67,7 +75,11 @@ class _OptionsJit:
 
     def __call__(self, *args, **kwargs):
         traced = any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves((args, kwargs)))
-        return self._current(traced)(*args, **kwargs)
+        token = _TRACING_WITH_OPTIONS.set(not traced and options() == YNN_OFF)
+        try:
+            return self._current(traced)(*args, **kwargs)
+        finally:
+            _TRACING_WITH_OPTIONS.reset(token)
 
     def __getattr__(self, name):
         if name in ("_fun", "_kwargs", "_compiled"):  # not set yet (copy, pickle)
