@@ -169,12 +169,29 @@ class DeepNet(nnx.Module):
         return self.head(x.reshape(n, -1))
 
 
-@pytest.mark.parametrize("case", ["cnn", "resnet", "deep"])
+class FlattenThenActivate(nnx.Module):
+    """A flattened box read first by an elementwise op, then by the dense layer."""
+
+    def __init__(self, rngs):
+        self.conv = nnx.Conv(1, 4, (3, 3), padding="VALID", rngs=rngs)
+        self.head = nnx.Linear(4 * 13 * 13, 5, rngs=rngs)
+
+    def __call__(self, x):
+        x = nnx.max_pool(nnx.relu(self.conv(x)), (2, 2), (2, 2))
+        return self.head(jnp.tanh(x.reshape(x.shape[0], -1)))
+
+
+@pytest.mark.parametrize("case", ["cnn", "cnn_stride1", "resnet", "deep", "flatten_act"])
 def test_incremental_equals_exact(case, cnn_random, resnet_random, digits):
     if case == "deep":
         p = probe_lib.from_model(DeepNet(nnx.Rngs(0)))
         x, y, kw = np.random.default_rng(0).random((1, 64, 64, 3), np.float32), [3], dict(
             window=(16, 12), stride=(16, 13))
+    elif case == "cnn_stride1":  # the benchmark's workload: uneven weight-slice groups
+        p, x, y, kw = cnn_random, digits[0][:1], digits[1][:1], dict(window=4, stride=1)
+    elif case == "flatten_act":
+        p = probe_lib.from_model(FlattenThenActivate(nnx.Rngs(0)))
+        x, y, kw = digits[0][:1], [2], dict(window=3, stride=2)
     else:
         p = cnn_random if case == "cnn" else resnet_random
         x, y, kw = digits[0][:1], digits[1][:1], dict(window=(4, 3), stride=(3, 4),
