@@ -28,8 +28,7 @@ TABLE = {
     "score_cam": (A.score_cam, dict(batch_size=None), False),
     "guided_grad_cam": (A.guided_grad_cam, {}, False),
 }
-JITTED = (gradients._map, gradients._noise_tunnel, integrated._ig, cam._cam_forward_heavy,
-          cam._cam_backward_heavy, cam._score_cam)
+JITTED = (gradients._map, gradients._noise_tunnel, integrated._ig, cam._cam, cam._score_cam)
 
 
 class _Tiny(nnx.Module):

@@ -86,24 +86,15 @@ def _grad_cam_maps(probe, params, x, t, layer, plus_plus):
     return jnp.einsum("nhwk,nk->nhw", a, weights)
 
 
-def _cam_impl(probe, params, x, t, layer, kind, relu, upsample):
+# Compiled for materialized convolutions (jaxviz.xla_cpu): 64 digits, Grad-CAM at conv2
+# 46.6 -> 15.0 ms; at the pooled layer, where the default is best, 9.3 -> 12.1 ms.
+@functools.partial(xla_cpu.jit, static_argnames=("probe", "layer", "kind", "relu", "upsample"))
+def _cam(probe, params, x, t, layer, kind, relu, upsample):
     cam = _finish(_grad_cam_maps(probe, params, x, t, layer, kind == "gradcam++"), x,
                   relu, upsample)
     if kind == "guided":
         return cam[..., None] * base_map("guided_backprop", probe, params, x, t)
     return cam
-
-
-_CAM_STATIC = ("probe", "layer", "kind", "relu", "upsample")
-# Grad-CAM's backward stops at the layer, so its cost is the fused forward (default options);
-# Guided Grad-CAM adds a backward pass to the input (see jaxviz.xla_cpu).
-_cam_forward_heavy = jax.jit(_cam_impl, static_argnames=_CAM_STATIC)
-_cam_backward_heavy = xla_cpu.jit(_cam_impl, static_argnames=_CAM_STATIC)
-
-
-def _cam(probe, params, x, t, layer, kind, relu, upsample):
-    run = _cam_backward_heavy if kind == "guided" else _cam_forward_heavy
-    return run(probe, params, x, t, layer, kind, relu, upsample)
 
 
 def grad_cam(fn, params, images, target, *, layer: str | None = None, relu: bool = True,
