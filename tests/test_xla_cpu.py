@@ -1,4 +1,9 @@
-"""jaxviz.xla_cpu: compile options chosen safely, and jit wrappers that keep jax.jit's behaviour."""
+"""jaxviz.xla_cpu: compile options chosen safely, and jit wrappers that keep jax.jit's behaviour;
+and the GPU determinism flag that `import jaxviz` sets."""
+import os
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -54,3 +59,18 @@ def test_jit_wrapper_static_args():
         return x ** power
     assert float(f(jnp.float32(3.0), power=2)) == 9.0
     assert float(f(jnp.float32(3.0), power=3)) == 27.0
+
+
+@pytest.mark.parametrize("env,flags,expected", [
+    ({}, "", "--xla_gpu_deterministic_ops=true"),
+    ({}, "--xla_force_host_platform_device_count=2",
+     "--xla_force_host_platform_device_count=2 --xla_gpu_deterministic_ops=true"),
+    ({}, "--xla_gpu_deterministic_ops=false", "--xla_gpu_deterministic_ops=false"),
+    ({"JAXVIZ_GPU_DETERMINISTIC": "0"}, "", "")])
+def test_import_asks_xla_for_deterministic_gpu_ops(env, flags, expected):
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("XLA_FLAGS", "JAXVIZ_GPU_DETERMINISTIC")}
+    out = subprocess.run(
+        [sys.executable, "-c", "import os, jaxviz; print(os.environ.get('XLA_FLAGS', ''))"],
+        env={**base, **env, "XLA_FLAGS": flags}, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == expected
