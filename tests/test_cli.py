@@ -72,7 +72,7 @@ def test_every_analysis_subcommand_on_a_user_model(user_run, tmp_path):
         "attribute": ["attribution_grad_cam.png"],
         "maximize": ["maximize_logits_units.png"],
     }
-    extra = {"occlusion": ["--images", "2"], "attribute": ["--method", "grad_cam", "--images", "2"],
+    extra = {"occlusion": ["--images", "2", "--method", "incremental"], "attribute": ["--method", "grad_cam", "--images", "2"],
              "features": ["--images", "2"],
              "maximize": ["--layer", "logits", "--units", "0-2", "--steps", "4"]}
     for sub, files in expected.items():
