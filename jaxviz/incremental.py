@@ -294,7 +294,7 @@ def _reduce_sum(eqn, base_ins, chs, base_out):
                box.aligned)
 
 
-def _dot(eqn, base_ins, chs, base_out, weights=None):
+def _dot(eqn, base_ins, chs, base_out, weights):
     """A dense layer after a box: base output + delta @ W[box rows], one matmul per distinct
     box (positions grouped statically), instead of every position's full product."""
     (box, w_ch), (lhs, w) = chs, base_ins
@@ -342,13 +342,16 @@ def _grouped_dot(eqn, delta, starts, sizes, w, base_out, weights):
     members = [np.flatnonzero(inverse.ravel() == g) for g in range(len(groups))]
 
     def w_slice(g):
-        key = (id(eqn), tuple(int(k) for k in groups[g]), tuple(sizes))
-        if key not in weights:
-            start, stop = [0] * w.ndim, list(w.shape)
-            for rd, s, n in zip(r_con, groups[g], sizes):
-                start[rd], stop[rd] = int(s), int(s) + n
-            weights[key] = lax.slice(w, start, stop)
-        return weights[key]
+        start, stop = [0] * w.ndim, list(w.shape)
+        for rd, s, n in zip(r_con, groups[g], sizes):
+            start[rd], stop[rd] = int(s), int(s) + n
+        # Keyed by the weight array itself, not the equation: a jitted layer called twice
+        # shares one jaxpr (same equations) with different weights. The entry holds w, so
+        # its id can't be reused by another array while the dict lives.
+        key = (id(w), tuple(start), tuple(stop))
+        if key not in weights or weights[key][0] is not w:
+            weights[key] = (w, lax.slice(w, start, stop))
+        return weights[key][1]
 
     dot = lambda d, w_g: eqn.primitive.bind(d, w_g, **eqn.params)  # noqa: E731
     in_order = np.array_equal(np.concatenate(members), np.arange(len(inverse)))

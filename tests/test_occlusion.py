@@ -202,6 +202,30 @@ def test_incremental_equals_exact(case, cnn_random, resnet_random, digits):
     np.testing.assert_allclose(b.attribution, a.attribution, atol=1e-4)
 
 
+@jax.jit
+def _shared_dense(x, w):
+    return x @ w
+
+
+def test_incremental_with_one_jitted_layer_called_on_two_weights():
+    """A jitted layer called twice shares its jaxpr; each call must use its own weights."""
+    def fn(params, x):
+        h = jax.nn.relu(jax.lax.conv_general_dilated(
+            x, params["k"], (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")))
+        f = h.reshape(h.shape[0], -1)
+        return _shared_dense(f, params["w1"]) + 2.0 * _shared_dense(f, params["w2"])
+
+    k = jax.random.split(jax.random.key(0), 4)
+    params = {"k": jax.random.normal(k[0], (3, 3, 1, 4)),
+              "w1": jax.random.normal(k[1], (400, 5)), "w2": jax.random.normal(k[2], (400, 5))}
+    x = jax.random.uniform(k[3], (1, 12, 12, 1))
+    a = occlusion(fn, params, x, 1, window=3, stride=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no fallback to the exact path
+        b = occlusion(fn, params, x, 1, window=3, stride=2, method="incremental")
+    np.testing.assert_allclose(b.scores, a.scores, atol=1e-4)
+
+
 def test_incremental_equals_exact_trained(trained_mnist):
     t = trained_mnist
     x, y = t.x_val[:1], t.y_val[:1]
