@@ -12,8 +12,7 @@ merges, e.g. reshape-based pooling), transpose, reduce_sum, dot_general (a dense
 a box: base output + delta @ W[box rows], one matmul per distinct box when all positions run
 in one chunk), and calls (jit, custom_jvp/vjp) by recursion; any other primitive runs on
 Full values (correct, no saving). A flatten keeps its box as a `Flat` until a dense layer
-reads it, which then places only the box's delta into a band of weight rows; the weight
-slices are made once per call, outside the per-image loop. If tracing fails,
+reads it, which then places only the box's delta into a band of weight rows. If tracing fails,
 `check_supported` warns once and the exact path is used. The program is many small
 materialized convolutions, which `jaxviz.occlusion` compiles with `jaxviz.xla_cpu`'s options.
 """
@@ -294,7 +293,7 @@ def _reduce_sum(eqn, base_ins, chs, base_out):
                box.aligned)
 
 
-def _dot(eqn, base_ins, chs, base_out, weights):
+def _dot(eqn, base_ins, chs, base_out):
     """A dense layer after a box: base output + delta @ W[box rows], one matmul per distinct
     box (positions grouped statically), instead of every position's full product."""
     (box, w_ch), (lhs, w) = chs, base_ins
@@ -303,17 +302,17 @@ def _dot(eqn, base_ins, chs, base_out, weights):
         return None
     if isinstance(box, Flat):
         if box.box.aligned and tuple(l_con) == (lhs.ndim - 1,):
-            return _dot_flat(eqn, box, w, base_out, weights)
+            return _dot_flat(eqn, box, w, base_out)
         box = _widen(box)
     if (not isinstance(box, Box) or not box.aligned
             or any(box.size[d] != lhs.shape[d] for d in range(lhs.ndim) if d not in l_con)):
         return None
     delta = box.crop - _vslice(lhs, box.lo, box.size)
     return _grouped_dot(eqn, delta, box.lo_np[:, list(l_con)],
-                        [box.size[d] for d in l_con], w, base_out, weights)
+                        [box.size[d] for d in l_con], w, base_out)
 
 
-def _dot_flat(eqn, flat, w, base_out, weights):
+def _dot_flat(eqn, flat, w, base_out):
     """Dense layer on a flattened box: the box's delta goes into a band (the box's extent
     along the first merged axis, the later merged axes whole), so the weight rows of each
     band are one contiguous slice, without first gathering the band's base values."""
@@ -327,14 +326,12 @@ def _dot_flat(eqn, flat, w, base_out, weights):
     band = _place(jnp.zeros((delta.shape[0],) + band_size, delta.dtype), delta, offset)
     inner = math.prod(src.shape[first + 1:])
     rows = band.reshape(band.shape[:first + 1] + (-1,))
-    return _grouped_dot(eqn, rows, box.lo_np[:, [first]] * inner, [rows.shape[-1]], w, base_out,
-                        weights)
+    return _grouped_dot(eqn, rows, box.lo_np[:, [first]] * inner, [rows.shape[-1]], w, base_out)
 
 
-def _grouped_dot(eqn, delta, starts, sizes, w, base_out, weights):
+def _grouped_dot(eqn, delta, starts, sizes, w, base_out):
     """base_out + delta @ W rows [starts, starts + sizes) per position; positions sharing
-    starts share one weight slice. delta: (P, *box); starts: (P, contracting dims), static.
-    weights: dict of weight slices, made once per call outside the per-image loop."""
+    starts share one weight slice. delta: (P, *box); starts: (P, contracting dims), static."""
     (l_con, r_con), _ = eqn.params["dimension_numbers"]
     groups, inverse = np.unique(starts, axis=0, return_inverse=True)
     if len(groups) > 64:  # too many weight slices for one program; full products instead
@@ -345,13 +342,7 @@ def _grouped_dot(eqn, delta, starts, sizes, w, base_out, weights):
         start, stop = [0] * w.ndim, list(w.shape)
         for rd, s, n in zip(r_con, groups[g], sizes):
             start[rd], stop[rd] = int(s), int(s) + n
-        # Keyed by the weight array itself, not the equation: a jitted layer called twice
-        # shares one jaxpr (same equations) with different weights. The entry holds w, so
-        # its id can't be reused by another array while the dict lives.
-        key = (id(w), tuple(start), tuple(stop))
-        if key not in weights or weights[key][0] is not w:
-            weights[key] = (w, lax.slice(w, start, stop))
-        return weights[key][1]
+        return lax.slice(w, start, stop)
 
     dot = lambda d, w_g: eqn.primitive.bind(d, w_g, **eqn.params)  # noqa: E731
     in_order = np.array_equal(np.concatenate(members), np.arange(len(inverse)))
@@ -369,9 +360,8 @@ _RULES = {"conv_general_dilated": _conv, "dot_general": _dot, "reshape": _reshap
           "reduce_sum": _reduce_sum, **{k: _pool for k in _POOL_INIT}}
 
 
-def _eval(jaxpr, consts, args, weights):
-    """Interpret jaxpr on (base value, change) pairs; returns the outputs' pairs.
-    weights: the dense layers' weight slices, shared between calls (see `_grouped_dot`)."""
+def _eval(jaxpr, consts, args):
+    """Interpret jaxpr on (base value, change) pairs; returns the outputs' pairs."""
     env = {}
     read = lambda v: (v.val, None) if isinstance(v, jcore.Literal) else env[v]
     for v, c in zip(jaxpr.constvars, consts):
@@ -388,16 +378,14 @@ def _eval(jaxpr, consts, args, weights):
             pairs = [(o, None) for o in outs]
         elif name in _CALLS:
             inner = eqn.params[_CALLS[name]]  # a ClosedJaxpr, or a bare Jaxpr
-            pairs = _eval(getattr(inner, "jaxpr", inner), getattr(inner, "consts", []), ins,
-                          weights)
+            pairs = _eval(getattr(inner, "jaxpr", inner), getattr(inner, "consts", []), ins)
         else:
             base_out = eqn.primitive.bind(*base_ins, **eqn.params)
             rule = _RULES.get(name) or (_elementwise if name in _ELEMENTWISE else None)
             if rule is not _dot:  # only a dense layer reads a flattened box as it is
                 chs = [_widen(c) if isinstance(c, Flat) else c for c in chs]
-            extra = {"weights": weights} if rule is _dot else {}
             new = None if eqn.primitive.multiple_results or rule is None else rule(
-                eqn, base_ins, chs, base_out, **extra)
+                eqn, base_ins, chs, base_out)
             if new is None:  # no rule applies: run the primitive on full values, batched
                 full = [_to_full(b, c) for b, c in zip(base_ins, chs)]
                 args_ = [f.vals if f is not None else b for b, f in zip(base_ins, full)]
@@ -446,23 +434,17 @@ def occluded_logits(fn, params, x, baseline, starts, window, batch):
     n_chunks = -(-p // chunk)
     idx = jnp.minimum(jnp.arange(n_chunks * chunk), p - 1).reshape(n_chunks, chunk)
 
-    def one_chunk(xi, bi, ids, weights):
-        box = _input_box(xi, bi, starts, window, ids, aligned=n_chunks * chunk == p)
-        ins = [(l, None) for l in leaves] + [(xi, box)]
-        (base, ch), = _eval(closed.jaxpr, closed.consts, ins, weights)
-        full = _to_full(base, ch)
-        return jnp.broadcast_to(base, (chunk,) + base.shape) if full is None else full.vals
-
-    # A first trace outside the loops makes the dense layers' weight slices there, once
-    # per call rather than once per image (XLA leaves them in the loop body otherwise);
-    # the rest of that trace is unused, and XLA removes it.
-    weights = {}
-    one_chunk(x[:1], baseline[:1], idx[0], weights)
-
     def one_image(args):
         xi, bi = args
-        return lax.map(lambda ids: one_chunk(xi[None], bi[None], ids, weights),
-                       idx).reshape(n_chunks * chunk, -1)[:p]
+        xi, bi = xi[None], bi[None]
+
+        def one_chunk(ids):
+            box = _input_box(xi, bi, starts, window, ids, aligned=n_chunks * chunk == p)
+            ins = [(l, None) for l in leaves] + [(xi, box)]
+            (base, ch), = _eval(closed.jaxpr, closed.consts, ins)
+            full = _to_full(base, ch)
+            return jnp.broadcast_to(base, (chunk,) + base.shape) if full is None else full.vals
+        return lax.map(one_chunk, idx).reshape(n_chunks * chunk, -1)[:p]
     return lax.map(one_image, (x, baseline))
 
 
