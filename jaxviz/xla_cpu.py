@@ -65,23 +65,23 @@ class _OptionsJit:
         self._fun, self._kwargs, self._compiled = fun, jit_kwargs, {}
         functools.update_wrapper(self, fun)
 
-    def _current(self, traced: bool = False):
-        # Options belong to the outermost jit only; under a trace use the plain form.
-        key = () if traced else tuple(options().items())
+    def _current(self, key: tuple):
         if key not in self._compiled:
             self._compiled[key] = jax.jit(self._fun, compiler_options=dict(key) or None,
                                           **self._kwargs)
         return self._compiled[key]
 
     def __call__(self, *args, **kwargs):
+        # Options belong to the outermost jit only; under a trace use the plain form.
         traced = any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves((args, kwargs)))
-        token = _TRACING_WITH_OPTIONS.set(not traced and options() == YNN_OFF)
+        key = () if traced else tuple(options().items())
+        token = _TRACING_WITH_OPTIONS.set(dict(key) == YNN_OFF)
         try:
-            return self._current(traced)(*args, **kwargs)
+            return self._current(key)(*args, **kwargs)
         finally:
             _TRACING_WITH_OPTIONS.reset(token)
 
     def __getattr__(self, name):
         if name in ("_fun", "_kwargs", "_compiled"):  # not set yet (copy, pickle)
             raise AttributeError(name)
-        return getattr(self._current(), name)
+        return getattr(self._current(tuple(options().items())), name)
