@@ -21,7 +21,7 @@ from flax import nnx
 
 from experiments.timing import CNN_FORWARD_FLOPS as F
 from jaxviz import attribution as A
-from jaxviz import probe as probe_lib
+from jaxviz.core import probe as probe_lib
 from jaxviz.data import load_bundled
 from jaxviz.models import MnistCNN
 

@@ -1,4 +1,4 @@
-"""Benchmark for `jaxviz.fastgrad`: each rewritten primitive and whole passes, before/after.
+"""Benchmark for `jaxviz.core.fastgrad`: each rewritten primitive and whole passes, before/after.
 
     .venv/bin/python -m experiments.bench_fastgrad [--quick]
 
@@ -22,8 +22,8 @@ import optax
 from flax import nnx
 from jax import lax
 
-from jaxviz import fastgrad, xla_cpu
-from jaxviz import probe as probe_lib
+from jaxviz.core import fastgrad, xla_cpu
+from jaxviz.core import probe as probe_lib
 from jaxviz.models import MnistCNN
 
 _NHWC = ("NHWC", "HWIO", "NHWC")

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxviz import maximize as mx
-from jaxviz import probe as probe_lib
+from jaxviz.core import probe as probe_lib
 from jaxviz.maximize import api, loop as loop_lib
 from jaxviz.models import MnistCNN
 

@@ -25,11 +25,12 @@ from flax import nnx
 
 from experiments.timing import CNN_FORWARD_FLOPS as F
 from experiments.timing import best_of
-from jaxviz import incremental
-from jaxviz import probe as probe_lib
+from jaxviz.occlusion import incremental
+from jaxviz.core import probe as probe_lib
 from jaxviz.data import load_bundled
 from jaxviz.models import MnistCNN
-from jaxviz.occlusion import _occluded_logits, grid, occlusion
+from jaxviz.occlusion import grid, occlusion
+from jaxviz.occlusion.exact import _occluded_logits
 
 
 @functools.partial(jax.jit, static_argnames=("fn", "batch"))
@@ -139,7 +140,7 @@ def _vgg_child(chunk, run):
     x = jax.random.uniform(jax.random.key(0), (1, 224, 224, 3))
     probe = probe_lib.from_model(module, module.init(jax.random.key(1), x))
     kw = dict(window=8, stride=4, chunk_size=chunk)
-    from jaxviz.occlusion import _occlusion_exact as _occlusion
+    from jaxviz.occlusion.exact import _occlusion_exact as _occlusion
     lowered = _occlusion.lower(probe, probe.params, x, jnp.zeros(1, jnp.int32), jnp.zeros_like(x),
                                window=(8, 8, 3), stride=(4, 4, 3), score="logit",
                                batch=chunk or 3025, method="exact")

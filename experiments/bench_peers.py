@@ -207,7 +207,7 @@ def _rows(torch, quick: bool) -> list[dict]:
     import jax.numpy as jnp  # noqa: PLC0415
     from flax import nnx  # noqa: PLC0415
 
-    from jaxviz import probe as probe_lib  # noqa: PLC0415
+    from jaxviz.core import probe as probe_lib  # noqa: PLC0415
     from jaxviz.data import load_bundled  # noqa: PLC0415
     from jaxviz.models import MnistCNN  # noqa: PLC0415
 

@@ -13,7 +13,8 @@ import textwrap
 CHILD = textwrap.dedent("""
     import json, time, jax, jax.numpy as jnp
     from flax import nnx
-    from jaxviz import attribution as A, occlusion as O, probe as P, sharding
+    from jaxviz import attribution as A, occlusion as O, sharding
+    from jaxviz.core import probe as P
     from jaxviz.data import load_bundled
     from jaxviz.models import MnistCNN
     p = P.from_model(MnistCNN(rngs=nnx.Rngs(0)))

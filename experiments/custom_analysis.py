@@ -23,7 +23,8 @@ def contrastive_saliency(fn, params, images):
 
 
 def main(argv=None) -> None:
-    from jaxviz import data, plot, probe as probe_lib, train  # noqa: PLC0415
+    from jaxviz import data, plot, train  # noqa: PLC0415
+    from jaxviz.core import probe as probe_lib  # noqa: PLC0415
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default="runs/mnist_seed")
     parser.add_argument("--out", default="runs/custom")

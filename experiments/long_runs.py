@@ -15,7 +15,8 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from jaxviz import data, maximize as mx, occlusion, probe as probe_lib, train
+from jaxviz import data, maximize as mx, occlusion, train
+from jaxviz.core import probe as probe_lib
 
 
 def peak_rss_mb() -> float:

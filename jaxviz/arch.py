@@ -28,7 +28,7 @@ from flax import linen as nn
 from flax import nnx
 from jax.extend import core as jcore
 
-from jaxviz import probe as probe_lib
+from jaxviz.core import probe as probe_lib
 from jaxviz.models import count_params
 
 _LAYER_RE = re.compile(r"jaxviz\[([^\]]*)\]")
@@ -153,7 +153,7 @@ def as_probe(model, params=None, what: str = "model"):
         return probe_lib.from_model(model, params), params
     raise TypeError(f"{what} must be a jaxviz Probe, an nnx.Module, or a linen.Module with its "
                     f"variables (layers are needed); got {type(model).__name__}. Wrap a model "
-                    f"with jaxviz.probe.from_model(...)")
+                    f"with jaxviz.core.probe.from_model(...)")
 
 
 def _analyze(model, sample_input, params):

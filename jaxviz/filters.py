@@ -17,8 +17,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxviz import arch
-from jaxviz.checks import as_images, positive_int
-from jaxviz.probe import layer_params
+from jaxviz.core.checks import as_images, positive_int
+from jaxviz.core.probe import layer_params
 
 MODES = ("channel", "mean", "mosaic")
 

@@ -1,7 +1,7 @@
 """Reference CNNs: the seed's MNIST network (Flax NNX) and a small residual net (Flax Linen).
 
 Both return logits. They are test subjects for the library, never special cases in it:
-every analysis reaches them only through `jaxviz.probe`.
+every analysis reaches them only through `jaxviz.core.probe`.
 """
 import jax
 import jax.numpy as jnp

@@ -24,7 +24,7 @@ import optax
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from jaxviz import fastgrad, xla_cpu
+from jaxviz.core import fastgrad, xla_cpu
 from jaxviz.report import write_atomic
 
 

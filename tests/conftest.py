@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxviz import probe as probe_lib
+from jaxviz.core import probe as probe_lib
 from jaxviz.data import load_bundled
 from jaxviz.models import MnistCNN, ResidualCNN
 

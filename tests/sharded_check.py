@@ -10,7 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxviz import probe as probe_lib, sharding
+from jaxviz import sharding
+from jaxviz.core import probe as probe_lib
 from jaxviz.data import load_bundled
 from jaxviz.models import MnistCNN
 

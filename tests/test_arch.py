@@ -8,7 +8,7 @@ import pytest
 from flax import nnx
 
 from jaxviz import arch
-from jaxviz import probe as probe_lib
+from jaxviz.core import probe as probe_lib
 from jaxviz.plot.arch import architecture_layout, plot_architecture
 from jaxviz.plot.core import save_figure
 

@@ -10,7 +10,7 @@ import pytest
 from flax import nnx
 
 from jaxviz import attribution as A
-from jaxviz import probe as probe_lib
+from jaxviz.core import probe as probe_lib
 from jaxviz.attribution import cam, gradients, integrated, sanity
 
 KEY = jax.random.key(42)

@@ -8,8 +8,8 @@ import pytest
 from flax import linen as nn
 from jax import lax
 
-from jaxviz import fastgrad
-from jaxviz import probe as probe_lib
+from jaxviz.core import fastgrad
+from jaxviz.core import probe as probe_lib
 
 
 class OverlapPoolNet(nn.Module):

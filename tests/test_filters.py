@@ -6,7 +6,7 @@ import pytest
 from jaxviz import filters
 from jaxviz.plot.arch import plot_feature_maps, plot_filters
 from jaxviz.plot.core import save_figure
-from jaxviz.probe import layer_params
+from jaxviz.core.probe import layer_params
 
 
 def _kernel(probe, layer):

@@ -10,8 +10,9 @@ import pytest
 from flax import nnx
 from hypothesis import given, settings, strategies as st
 
-from jaxviz import incremental, occlusion as occ
-from jaxviz import probe as probe_lib
+from jaxviz import occlusion as occ
+from jaxviz.occlusion import incremental
+from jaxviz.core import probe as probe_lib
 from jaxviz.occlusion import axis_starts, occlusion, seed_iter_occlusion
 from jaxviz.occlusion import write_occlusion_figures
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxviz import checks, probe
+from jaxviz.core import checks, probe
 from jaxviz.models import MnistCNN, ResidualCNN, count_params
 
 

@@ -15,7 +15,7 @@ from flax import nnx
 
 from jaxviz import attribution as A
 from jaxviz import occlusion as O
-from jaxviz import probe as probe_lib
+from jaxviz.core import probe as probe_lib
 from jaxviz.attribution import normalize
 
 

@@ -1,4 +1,4 @@
-"""jaxviz.xla_cpu: compile options chosen safely, and jit wrappers that keep jax.jit's behaviour;
+"""jaxviz.core.xla_cpu: compile options chosen safely, and jit wrappers that keep jax.jit's behaviour;
 and the GPU determinism flag that `import jaxviz` sets."""
 import os
 import subprocess
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from jaxviz import xla_cpu
+from jaxviz.core import xla_cpu
 
 
 def _conv_grad(x, w):

@@ -2,7 +2,7 @@
 
 One API shape, Captum's argument names:
     method(fn, params, images, target, **options) -> (N, H, W, C) float32   (CAMs: (N, H, W))
-`fn(params, x) -> (N, K) logits` is any apply_fn or a `jaxviz.probe.Probe` (the CAMs need a
+`fn(params, x) -> (N, K) logits` is any apply_fn or a `jaxviz.core.probe.Probe` (the CAMs need a
 Probe); `images` (N, H, W, C); `target` an int or one class per image. Every method is
 batched, jittable and cached: a second call with the same shapes and options does not retrace.
 

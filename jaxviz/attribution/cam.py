@@ -1,7 +1,7 @@
 """Class activation maps: Grad-CAM, Grad-CAM++, Score-CAM and Guided Grad-CAM.
 
 `method(probe, params, images, target, *, layer=None, ...) -> (N, H, W)` (or (N, h, w) at
-the layer's resolution with upsample=False). `probe` must be a `jaxviz.probe.Probe`: the
+the layer's resolution with upsample=False). `probe` must be a `jaxviz.core.probe.Probe`: the
 layer's activation A (N, h, w, K) is read, and its gradient taken, through
 `probe.run(..., edits={layer: lambda a: a + delta})`, so the model is never edited.
 layer=None picks the last layer whose output is (N, h, w, K), like keras-vis' search for
@@ -16,9 +16,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxviz import checks, fastgrad, xla_cpu
+from jaxviz.core import checks, compile as compile_lib
 from jaxviz.attribution.gradients import base_map, chunked, prepare
-from jaxviz.probe import Probe
+from jaxviz.core.probe import Probe
 
 
 def _is_spatial(shape) -> bool:
@@ -34,8 +34,8 @@ def spatial_layers(probe: Probe, x_shape) -> list[str]:
 def resolve_layer(fn, layer: str | None, x_shape, method: str = "Grad-CAM") -> str:
     """Check `fn` is a Probe and `layer` a spatial layer of it; None -> the last spatial one."""
     if not isinstance(fn, Probe):
-        raise ValueError(f"{method} needs a layer's activations: pass a jaxviz.probe.Probe "
-                         f"(jaxviz.probe.from_model(model)) as fn; got {type(fn).__name__}")
+        raise ValueError(f"{method} needs a layer's activations: pass a jaxviz.core.probe.Probe "
+                         f"(jaxviz.core.probe.from_model(model)) as fn; got {type(fn).__name__}")
     spatial = spatial_layers(fn, x_shape)
     if layer is None:
         if not spatial:
@@ -59,7 +59,7 @@ def layer_grad(probe, params, x, t, layer):
         return probe.run(params, x, edits={layer: lambda a: a + delta})
 
     def score(delta):
-        logits, acts = fastgrad.fast(run)(params, x, delta)  # same gradients, faster on CPU
+        logits, acts = compile_lib.fast_model(run)(params, x, delta)  # same gradients, faster on CPU
         return _score(logits, t).sum(), acts[layer]
     shape = probe.check_layer(layer, x.shape)
     g, a = jax.grad(score, has_aux=True)(jnp.zeros(shape, x.dtype))
@@ -86,9 +86,9 @@ def _grad_cam_maps(probe, params, x, t, layer, plus_plus):
     return jnp.einsum("nhwk,nk->nhw", a, weights)
 
 
-# Compiled for materialized convolutions (jaxviz.xla_cpu): 64 digits, Grad-CAM at conv2
+# Compiled for materialized convolutions (jaxviz.core.xla_cpu): 64 digits, Grad-CAM at conv2
 # 46.6 -> 15.0 ms; at the pooled layer, where the default is best, 9.3 -> 12.1 ms.
-@functools.partial(xla_cpu.jit, static_argnames=("probe", "layer", "kind", "relu", "upsample"))
+@functools.partial(compile_lib.jit, static_argnames=("probe", "layer", "kind", "relu", "upsample"))
 def _cam(probe, params, x, t, layer, kind, relu, upsample):
     cam = _finish(_grad_cam_maps(probe, params, x, t, layer, kind == "gradcam++"), x,
                   relu, upsample)

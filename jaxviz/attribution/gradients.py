@@ -1,7 +1,7 @@
 """Gradient maps: saliency, gradient x input, guided backprop, deconvnet, the SmoothGrad family.
 
 Every method: `method(fn, params, images, target, **options) -> (N, H, W, C) float32`, where
-`fn(params, x) -> (N, K) logits` is any apply_fn or a `jaxviz.probe.Probe`, `images` is
+`fn(params, x) -> (N, K) logits` is any apply_fn or a `jaxviz.core.probe.Probe`, `images` is
 (N, H, W, C) and `target` an int or one class index per image. The gradient of image i is
 taken of `logits[i, target[i]]`, so images must not interact inside `fn` (true for any model
 in inference mode, which a Probe guarantees).
@@ -16,9 +16,9 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from jaxviz import checks, fastgrad, xla_cpu
+from jaxviz.core import checks, compile as compile_lib
 from jaxviz.attribution.relu_rules import with_relu_rule
-from jaxviz.probe import Probe
+from jaxviz.core.probe import Probe
 
 # What SmoothGrad averages: the per-image map of each noisy copy.
 BASE_METHODS = ("gradient", "saliency", "gradient_x_input", "guided_backprop", "deconvnet")
@@ -51,7 +51,7 @@ def input_grad(fn, params, x, t):
 
     The model runs through `fastgrad.fast`: the same gradients with backward rules that XLA
     CPU runs 2-3x faster (JAXVIZ_FASTGRAD=0 turns it off)."""
-    fast_fn = fastgrad.fast(fn)
+    fast_fn = compile_lib.fast_model(fn)
 
     def score(x):
         logits = fast_fn(params, x)
@@ -68,7 +68,7 @@ def base_map(method: str, fn, params, x, t):
     return {"gradient": g, "saliency": jnp.abs(g), "gradient_x_input": g * x}[method]
 
 
-@functools.partial(xla_cpu.jit, static_argnames=("fn", "method"))
+@functools.partial(compile_lib.jit, static_argnames=("fn", "method"))
 def _map(fn, params, x, t, method):
     return base_map(method, fn, params, x, t)
 
@@ -135,7 +135,7 @@ def _check_sigma(sigma) -> float:
     return float(sigma)
 
 
-@functools.partial(xla_cpu.jit, static_argnames=("fn", "method", "nt_type", "n_samples",
+@functools.partial(compile_lib.jit, static_argnames=("fn", "method", "nt_type", "n_samples",
                                              "batch_size"))
 def _noise_tunnel(fn, params, x, t, keys, sigma, method, nt_type, n_samples, batch_size):
     span = x.max(axis=(1, 2, 3)) - x.min(axis=(1, 2, 3))

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxviz import checks, xla_cpu
+from jaxviz.core import checks, compile as compile_lib
 from jaxviz.attribution.gradients import input_grad, prepare
 
 METHODS = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle",
@@ -69,7 +69,7 @@ def _baselines(baselines, x, blur_sigma):
     return jnp.broadcast_to(b, x.shape)
 
 
-@functools.partial(xla_cpu.jit, static_argnames=("fn", "method", "n_steps", "chunk"))
+@functools.partial(compile_lib.jit, static_argnames=("fn", "method", "n_steps", "chunk"))
 def _ig(fn, params, x, b, t, method, n_steps, chunk):
     a, w = path_weights(method, n_steps)
 

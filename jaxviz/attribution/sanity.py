@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.stats import rankdata
 
-from jaxviz import probe as probe_lib
+from jaxviz.core import probe as probe_lib
 from jaxviz.attribution import cam, gradients, normalize
 
 METHODS = ("saliency", "grad_cam", "guided_backprop", "gradient_x_input", "grad_cam_plus_plus")

@@ -9,11 +9,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxviz.checks import positive_int
+from jaxviz.core.checks import positive_int
 from jaxviz.maximize import image as image_lib
 from jaxviz.maximize import loop as loop_lib
 from jaxviz.maximize.objectives import Objective, as_objective, batch, channel, class_logit
-from jaxviz.probe import Probe
+from jaxviz.core.probe import Probe
 
 ADAM = optax.adam(0.05)  # one object, so the default never forces a retrace
 

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxviz import fastgrad, xla_cpu
+from jaxviz.core import fastgrad, xla_cpu
 from jaxviz.maximize import objectives as obj_lib
 
 TRACES = {"init": 0, "step": 0, "scan": 0}  # incremented while tracing; tests read it

@@ -1,7 +1,7 @@
 """The pure boundary every analysis uses: any Flax model (NNX or Linen) as functions of arrays.
 
-    probe = jaxviz.probe.from_model(model)           # an nnx.Module
-    probe = jaxviz.probe.from_model(module, variables)  # a linen.Module and its variables
+    probe = jaxviz.core.probe.from_model(model)           # an nnx.Module
+    probe = jaxviz.core.probe.from_model(module, variables)  # a linen.Module and its variables
     logits = probe(probe.params, x)                  # apply_fn(params, x) -> logits
     logits, acts = probe.run(probe.params, x)        # acts: {"conv1": ..., "conv2": ...}
     logits, acts = probe.run(params, x, edits={"conv2": lambda a: a + delta})

@@ -42,7 +42,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.extend import core as jcore
 
-from jaxviz import xla_cpu
+from jaxviz.core import xla_cpu
 
 ENV_VAR = "JAXVIZ_FASTGRAD"
 _prims = jcore.primitives

@@ -14,7 +14,7 @@ occludes nothing and scores 0). A 2-D window spans all channels; a 3-D window
 outputs. Every (image, position) pair is one row of a `jax.lax.map(..., batch_size=...)`, so
 memory is bounded by `chunk_size` forward passes (default: one image's positions).
 `method="incremental"` recomputes only the changed region of each layer (see
-`jaxviz.incremental`); results agree with the exact path to float precision.
+`jaxviz.occlusion.incremental`); results agree with the exact path to float precision.
 `seed_iter_occlusion` reproduces the seed's `iter_occlusion` generator exactly.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxviz import checks, xla_cpu
+from jaxviz.core import checks, xla_cpu
 from jaxviz.attribution.gradients import prepare
 
 SCORES = ("logit", "prob", "log_prob")
@@ -109,7 +109,7 @@ def _occlusion_impl(fn, params, x, target, baseline, *, window, stride, score, b
     starts, counts = grid(x.shape[1:], window, stride)
     base = _score(_base_logits(fn, params, x, batch), target, score)
     if method == "incremental":
-        from jaxviz import incremental
+        from jaxviz.occlusion import incremental
         logits = incremental.occluded_logits(fn, params, x, baseline, starts, window, batch)
     else:
         logits = _occluded_logits(fn, params, x, baseline, starts, window, batch)
@@ -126,7 +126,7 @@ def _occlusion_impl(fn, params, x, target, baseline, *, window, stride, score, b
 
 _STATIC = ("fn", "window", "stride", "score", "batch", "method")
 _occlusion_exact = jax.jit(_occlusion_impl, static_argnames=_STATIC)
-# The incremental program is many small materialized convs: see jaxviz.xla_cpu.
+# The incremental program is many small materialized convs: see jaxviz.core.xla_cpu.
 _occlusion_incremental = xla_cpu.jit(_occlusion_impl, static_argnames=_STATIC)
 
 
@@ -194,7 +194,7 @@ def occlusion(fn, params, images, target, *, window=(4, 4), stride=(2, 2), basel
     n_pos = int(np.prod(grid(x.shape[1:], win, std)[1]))
     batch = n_pos if chunk_size is None else checks.positive_int(chunk_size, "chunk_size")
     if method == "incremental":
-        from jaxviz import incremental
+        from jaxviz.occlusion import incremental
         method = incremental.check_supported(fn, params, x.shape[1:], win)
     deltas, attr, b = _occlusion(fn, params, x, t, base, window=win, stride=std, score=score,
                                  batch=batch, method=method)

@@ -14,7 +14,7 @@ in one chunk), and calls (jit, custom_jvp/vjp) by recursion; any other primitive
 Full values (correct, no saving). A flatten keeps its box as a `Flat` until a dense layer
 reads it, which then places only the box's delta into a band of weight rows. If tracing fails,
 `check_supported` warns once and the exact path is used. The program is many small
-materialized convolutions, which `jaxviz.occlusion` compiles with `jaxviz.xla_cpu`'s options.
+materialized convolutions, which `jaxviz.occlusion` compiles with `jaxviz.core.xla_cpu`'s options.
 """
 from __future__ import annotations
 
