@@ -1,30 +1,95 @@
-# Two commands on a fresh machine: `make demo` and `make test` (both create .venv if needed).
+# Two commands on a fresh machine: `make demo` and `make test`. Both create .venv if needed and
+# install exactly the versions in requirements.lock / requirements-test.lock, hash-checked, so
+# a new machine gets the versions the suite passed on (docs/versions.md).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip
+# Two workers: compilation is mostly single-threaded.
+PYTEST_ARGS ?= -n 2
+# The lock tool and the newest-versions check get venvs of their own so .venv stays the lock.
+LOCK_VENV := .venv-lock
+UV_VERSION := 0.13.9
+LATEST := .venv-latest
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: demo test install install-test clean
+.PHONY: demo test install install-test install-peers check-python lock test-latest clean
+
+# Runs before any venv or pip command, so a Python that cannot work stops with one sentence
+# instead of an error deep inside pip. Debian splits ensurepip (what `-m venv` needs) into
+# python3.X-venv, hence the second import.
+CHECK_PYTHON = \
+	ver=$$($(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null); \
+	case "$$ver" in [0-9]*.[0-9]*) ;; *) \
+		echo "make: '$(PYTHON)' does not run as Python; jaxviz needs Python 3.11 or newer with its venv module: install one (Debian/Ubuntu: apt install python3.11 python3.11-venv) or name one, e.g. make demo PYTHON=python3.12." >&2; \
+		exit 1;; esac; \
+	major=$${ver%%.*}; minor=$${ver\#*.}; \
+	if [ "$$major" -lt 3 ] || { [ "$$major" -eq 3 ] && [ "$$minor" -lt 11 ]; }; then \
+		echo "make: $(PYTHON) is Python $$ver but jaxviz needs 3.11 or newer: install it with its venv module (Debian/Ubuntu: apt install python3.11 python3.11-venv) and run e.g. make demo PYTHON=python3.11." >&2; \
+		exit 1; fi; \
+	$(PYTHON) -c 'import venv, ensurepip' >/dev/null 2>&1 || { \
+		echo "make: $(PYTHON) (Python $$ver) has no venv module: install it (Debian/Ubuntu: apt install python$$ver-venv) and run make again." >&2; \
+		exit 1; }
+
+check-python:
+	@$(CHECK_PYTHON)
 
 $(BIN)/python:
+	@$(CHECK_PYTHON)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(VENV)/.installed: $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install --quiet -e .
+$(VENV)/.installed: $(BIN)/python requirements.lock pyproject.toml
+	$(PIP) install --quiet --require-hashes -r requirements.lock
+	$(PIP) install --quiet --no-deps -e .
 	touch $@
 
-$(VENV)/.installed-test: $(VENV)/.installed
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+$(VENV)/.installed-test: $(BIN)/python requirements-test.lock pyproject.toml
+	$(PIP) install --quiet --require-hashes -r requirements-test.lock
+	$(PIP) install --quiet --no-deps -e .
 	touch $@
 
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
+# Benchmark peers (PyTorch + Captum), never needed by the suite. From PyPI, torch on Linux
+# x86_64 is a multi-GB CUDA build; PyTorch's own CPU index has the CPU build of the same
+# release, which then satisfies the extra's pin.
+install-peers: $(VENV)/.installed
+	$(PIP) install torch==2.13.0 --index-url $(TORCH_INDEX)
+	$(PIP) install -e '.[peers]'
+
 demo: $(VENV)/.installed
 	$(BIN)/python -m experiments.mnist_seed
 
 test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest -n 2  # two workers: compilation is mostly single-threaded
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# `make lock` keeps the pins already in the lock files and only resolves what pyproject.toml
+# changed; `make lock LOCK_FLAGS=--upgrade` moves every pin to the newest allowed release
+# (then run `make test` and record the versions in docs/versions.md). --universal: one lock
+# for Linux, macOS and Windows, with hashes for every platform's wheels. The peers extra
+# stays out: see install-peers.
+UV_COMPILE = $(LOCK_VENV)/bin/uv pip compile pyproject.toml --universal --python-version 3.11 \
+	--generate-hashes --custom-compile-command 'make lock' --quiet $(LOCK_FLAGS)
+
+$(LOCK_VENV)/bin/uv:
+	@$(CHECK_PYTHON)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install --quiet uv==$(UV_VERSION)
+
+lock: $(LOCK_VENV)/bin/uv
+	$(UV_COMPILE) -o requirements.lock
+	$(UV_COMPILE) --extra test -c requirements.lock -o requirements-test.lock
+
+# The newest releases pyproject.toml's ranges allow, in a venv of their own, then the suite:
+# a breaking release shows up here rather than in a user's bug report.
+test-latest:
+	@$(CHECK_PYTHON)
+	test -x $(LATEST)/bin/python || $(PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -e '.[test]'
+	$(LATEST)/bin/python -m pip freeze --exclude-editable > $(LATEST)/versions.txt
+	grep -i -E '^(jax|jaxlib|flax|optax|orbax-checkpoint|numpy|scipy|matplotlib)==' $(LATEST)/versions.txt
+	$(LATEST)/bin/python -m pytest $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) runs build *.egg-info
+	rm -rf $(VENV) $(LATEST) $(LOCK_VENV) runs build *.egg-info
