@@ -1,4 +1,5 @@
 """Shared fixtures: small models, a briefly trained MnistCNN, and the bundled digits."""
+import logging
 from types import SimpleNamespace
 
 import jax
@@ -49,3 +50,27 @@ def trained_mnist(mnist):
     p = probe_lib.from_model(result.model)
     return SimpleNamespace(probe=p, params=p.params, x_val=mnist.x_val, y_val=mnist.y_val,
                            accuracy=result.metrics[-1]["val_accuracy"])
+
+
+@pytest.fixture
+def compiles(caplog):
+    """compiles(call, shape) -> the compile log lines, during call(), of programs taking an
+    array of `shape` (e.g. "float32[2,28,28,1]"); tiny eager helpers that never see the
+    analysed images (key splits, casts) don't count."""
+    def during(call, shape: str):
+        with jax.log_compiles(), caplog.at_level(logging.DEBUG):
+            caplog.clear()
+            call()
+        return [m for m in (r.getMessage() for r in caplog.records)
+                if "Compiling" in m and shape in m]
+    return during
+
+
+@pytest.fixture
+def policy():
+    """jaxviz.core.compile, with the compile policy restored after the test."""
+    from jaxviz.core import compile as compile_lib
+
+    old = compile_lib.config()
+    yield compile_lib
+    compile_lib.configure(old)

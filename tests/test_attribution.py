@@ -15,20 +15,11 @@ from jaxviz.attribution import cam, gradients, integrated, sanity
 
 KEY = jax.random.key(42)
 
-# name -> (function, options, needs a key). Small options: the table checks plumbing.
-TABLE = {
-    "saliency": (A.saliency, {}, False),
-    "gradient_x_input": (A.gradient_x_input, {}, False),
-    "guided_backprop": (A.guided_backprop, {}, False),
-    "deconvnet": (A.deconvnet, {}, False),
-    "smoothgrad": (A.smoothgrad, dict(n_samples=3, sigma=0.1), True),
-    "integrated_gradients": (A.integrated_gradients, dict(n_steps=4), False),
-    "grad_cam": (A.grad_cam, {}, False),
-    "grad_cam_plus_plus": (A.grad_cam_plus_plus, {}, False),
-    "score_cam": (A.score_cam, dict(batch_size=None), False),
-    "guided_grad_cam": (A.guided_grad_cam, {}, False),
-}
-JITTED = (gradients._map, gradients._noise_tunnel, integrated._ig, cam._cam, cam._score_cam)
+
+def call_method(method, probe, xs, ts, keys):
+    """The registered method with its quick options. -> (N, ...) map."""
+    return method(probe, probe.params, xs, ts, key=keys if method.needs_key else None,
+                  **method.quick).map
 
 
 class _Tiny(nnx.Module):
@@ -42,34 +33,28 @@ class _Tiny(nnx.Module):
         return self.head(nnx.relu(self.conv(x)).mean(axis=(1, 2)))
 
 
-def _cache_sizes():
-    return sum(f._cache_size() for f in JITTED)
+def check_shared_table(method, probe, digits, compiles):
+    """Shape, finite, jit(vmap(one image)) == batched call, deterministic, no retrace."""
+    x, t = jnp.asarray(digits[0][:2]), jnp.asarray(digits[1][:2])
+    keys = jax.random.split(KEY, 2)
+    out = call_method(method, probe, x, t, keys)
+    assert out.shape == ((2, 28, 28) if method.kind in ("layer", "occlusion") else (2, 28, 28, 1))
+    assert out.dtype == jnp.float32 and bool(jnp.isfinite(out).all())
+    assert float(jnp.abs(out).max()) > 0
+    again = []
+    assert not compiles(lambda: again.append(call_method(method, probe, x, t, keys)),
+                        "float32[2,28,28,1]"), "second call with the same shapes retraced"
+    np.testing.assert_array_equal(np.asarray(again[0]), np.asarray(out))
+    single = jax.jit(jax.vmap(
+        lambda xi, ti, ki: call_method(method, probe, xi[None], ti, ki[None])[0]))(x, t, keys)
+    scale = float(jnp.abs(out).max())
+    np.testing.assert_allclose(np.asarray(single), np.asarray(out), rtol=1e-4, atol=1e-4 * scale)
 
 
 @pytest.mark.parametrize("model", ["cnn_random", "resnet_random"])
-@pytest.mark.parametrize("name", list(TABLE))
-def test_shared_table(name, model, request, digits):
-    """Shape, finite, jit(vmap(one image)) == batched call, deterministic, no retrace."""
-    probe = request.getfixturevalue(model)
-    fn, opts, keyed = TABLE[name]
-    x, t = jnp.asarray(digits[0][:2]), jnp.asarray(digits[1][:2])
-    keys = jax.random.split(KEY, 2)
-
-    def call(xs, ts, ks):
-        return fn(probe, probe.params, xs, ts, **opts, **({"key": ks} if keyed else {}))
-
-    out = call(x, t, keys)
-    cam_like = name in ("grad_cam", "grad_cam_plus_plus", "score_cam")
-    assert out.shape == ((2, 28, 28) if cam_like else (2, 28, 28, 1))
-    assert out.dtype == jnp.float32 and bool(jnp.isfinite(out).all())
-    assert float(jnp.abs(out).max()) > 0
-    before = _cache_sizes()
-    again = call(x, t, keys)
-    assert _cache_sizes() == before, "second call with the same shapes retraced"
-    np.testing.assert_array_equal(np.asarray(again), np.asarray(out))
-    single = jax.jit(jax.vmap(lambda xi, ti, ki: call(xi[None], ti, ki[None])[0]))(x, t, keys)
-    scale = float(jnp.abs(out).max())
-    np.testing.assert_allclose(np.asarray(single), np.asarray(out), rtol=1e-4, atol=1e-4 * scale)
+@pytest.mark.parametrize("name", list(A.METHODS))
+def test_shared_table(name, model, request, digits, compiles):
+    check_shared_table(A.get(name), request.getfixturevalue(model), digits, compiles)
 
 
 def test_eager_equals_jit():
@@ -107,11 +92,11 @@ def test_linear_model_closed_forms():
     np.testing.assert_allclose(sg(nt_type="smoothgrad_sq"), w ** 2, rtol=1e-5)
     np.testing.assert_allclose(sg(nt_type="vargrad"), 0, atol=1e-6)
     # Chunked paths (lax.map / scan, with a remainder) agree with the all-at-once ones.
-    np.testing.assert_allclose(sg(nt_type="smoothgrad_sq", batch_size=2), w ** 2, rtol=1e-5)
+    np.testing.assert_allclose(sg(nt_type="smoothgrad_sq", chunk_size=2), w ** 2, rtol=1e-5)
     for method in integrated.METHODS:
         ig, delta = A.integrated_gradients(fn, params, x, t, n_steps=3, method=method,
                                            baselines=0.5, return_convergence_delta=True,
-                                           internal_batch_size=2 if method[0] == "r" else None)
+                                           chunk_size=2 if method[0] == "r" else None)
         np.testing.assert_allclose(ig, w * (x - 0.5), rtol=1e-4, atol=1e-6)
         np.testing.assert_allclose(delta, 0, atol=1e-4)
 
@@ -212,8 +197,18 @@ def test_relu_rewrite_fires(model, request, digits):
     assert not np.allclose(gb, A.gradient_x_input(p, p.params, x, t) / jnp.where(x == 0, 1, x))
 
 
-def test_table_covers_every_method():
-    assert set(TABLE) == set(A.METHODS)
+def test_noise_tunnel_wraps_any_method(cnn_random, digits):
+    """noise_tunnel(method) with sigma=0 is the method itself (IG: a keyless method with
+    options; guided backprop), and the noisy mean differs from it."""
+    p, x, t = cnn_random, digits[0][:2], digits[1][:2]
+    smooth_ig = A.noise_tunnel(A.integrated_gradients)
+    ig = A.integrated_gradients(p, p.params, x, t, n_steps=4)
+    np.testing.assert_allclose(smooth_ig(p, p.params, x, t, key=KEY, n_samples=2, sigma=0.0,
+                                         n_steps=4), ig, rtol=1e-4, atol=1e-6)
+    gb = A.guided_backprop(p, p.params, x, t)
+    smooth_gb = A.noise_tunnel(A.guided_backprop)(p, p.params, x, t, key=KEY, n_samples=3,
+                                                   sigma=0.2)
+    assert smooth_gb.shape == gb.shape and not np.allclose(smooth_gb, gb)
 
 
 def test_bare_maximum_inside_jit_is_swapped():
@@ -242,8 +237,8 @@ def test_grad_cam_matches_hand_computation():
     np.testing.assert_allclose(got, hand, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(A.grad_cam(p, p.params, x, t, layer="conv"),
                                np.maximum(hand, 0), rtol=1e-5, atol=1e-7)
-    np.testing.assert_allclose(A.score_cam(p, p.params, x, t, batch_size=2),
-                               A.score_cam(p, p.params, x, t, batch_size=None), rtol=1e-5)
+    np.testing.assert_allclose(A.score_cam(p, p.params, x, t, chunk_size=2),
+                               A.score_cam(p, p.params, x, t, chunk_size=None), rtol=1e-5)
 
 
 def test_default_cam_layer_is_last_spatial(cnn_random, resnet_random):

@@ -2,33 +2,69 @@
 
 One API shape, Captum's argument names:
     method(fn, params, images, target, **options) -> (N, H, W, C) float32   (CAMs: (N, H, W))
-`fn(params, x) -> (N, K) logits` is any apply_fn or a `jaxviz.core.probe.Probe` (the CAMs need a
-Probe); `images` (N, H, W, C); `target` an int or one class per image. Every method is
-batched, jittable and cached: a second call with the same shapes and options does not retrace.
+`fn(params, x) -> (N, K) logits` is any apply_fn or a `jaxviz.core.probe.Probe` (the CAMs
+need a Probe); `images` (N, H, W, C); `target` an int or one class per image. Every method
+is batched, jittable and cached: a second call with the same shapes does not retrace.
 
     from jaxviz import attribution as attr
     s = attr.saliency(probe, probe.params, x, y)
-    ig, delta = attr.integrated_gradients(probe, probe.params, x, y, n_steps=64,
-                                          return_convergence_delta=True)
-    cam = attr.grad_cam(probe, probe.params, x, y)           # last spatial layer
+    res = attr.attribute("integrated_gradients", probe, probe.params, x, y)  # any method
+    res.map, res.extras["delta"]
+
+Every method is registered below, one line each; the CLI, the report, the randomization
+check, the tests and the benchmark iterate over `METHODS` (see `registry`).
 """
+from jaxviz import occlusion as _occlusion
 from jaxviz.attribution.cam import (  # noqa: F401
     grad_cam, grad_cam_plus_plus, guided_grad_cam, score_cam, spatial_layers)
 from jaxviz.attribution.gradients import (  # noqa: F401
-    deconvnet, gradient_x_input, guided_backprop, saliency, smoothgrad)
+    deconvnet, gradient_x_input, guided_backprop, saliency)
 from jaxviz.attribution.integrated import (  # noqa: F401
     blur_baseline, integrated_gradients, path_weights)
+from jaxviz.attribution.noise_tunnel import noise_tunnel
 from jaxviz.attribution.normalize import (  # noqa: F401
     clip_percentile, max_abs, reduce_channels, unit_range)
+from jaxviz.attribution.registry import (  # noqa: F401
+    METHODS, Attribution, Method, attribute, compare, display_map, get, register, unregister)
 from jaxviz.attribution.relu_rules import with_relu_rule  # noqa: F401
 from jaxviz.attribution.sanity import cascading_randomization, rank_correlation  # noqa: F401
 
-# Every method by name (for a CLI's --method); those in NEEDS_KEY take key=.
-METHODS = {
-    "saliency": saliency, "gradient_x_input": gradient_x_input,
-    "guided_backprop": guided_backprop, "deconvnet": deconvnet, "smoothgrad": smoothgrad,
-    "integrated_gradients": integrated_gradients, "grad_cam": grad_cam,
-    "grad_cam_plus_plus": grad_cam_plus_plus, "score_cam": score_cam,
-    "guided_grad_cam": guided_grad_cam,
-}
-NEEDS_KEY = frozenset({"smoothgrad"})
+smoothgrad = noise_tunnel(saliency)
+smoothgrad.__doc__ = "SmoothGrad (Smilkov et al. 2017): noise_tunnel(saliency). -> (N, H, W, C)."
+
+
+def _ig_result(out):
+    return Attribution(out[0], {"delta": out[1]})
+
+
+def _occlusion_result(res):
+    return Attribution(res.attribution, {"scores": res.scores, "base": res.base})
+
+
+_PROBE = dict(needs_probe=True)
+_CHUNK = dict(chunk_option="chunk_size")
+for _m in (
+    Method("saliency", saliency, signed=False, channel_reduce="max_abs", captum="Saliency"),
+    Method("gradient_x_input", gradient_x_input, label="gradient\nx input", captum="InputXGradient"),
+    Method("guided_backprop", guided_backprop, label="guided\nbackprop", channel_reduce="max_abs",
+           captum="GuidedBackprop"),
+    Method("deconvnet", deconvnet, channel_reduce="max_abs", captum="Deconvolution"),
+    Method("smoothgrad", smoothgrad, label="SmoothGrad", needs_key=True, signed=False,
+           channel_reduce="max_abs", captum="NoiseTunnel(Saliency)", **_CHUNK,
+           defaults=dict(n_samples=50, sigma=0.15), quick=dict(n_samples=3, sigma=0.1)),
+    Method("integrated_gradients", integrated_gradients, label="Integrated\nGradients",
+           captum="IntegratedGradients", to_result=_ig_result, **_CHUNK,
+           defaults=dict(n_steps=64, return_convergence_delta=True), quick=dict(n_steps=4)),
+    Method("grad_cam", grad_cam, kind="layer", label="Grad-CAM", signed=False,
+           captum="LayerGradCam", **_PROBE),
+    Method("grad_cam_plus_plus", grad_cam_plus_plus, kind="layer", label="Grad-CAM++",
+           signed=False, **_PROBE),
+    Method("score_cam", score_cam, kind="layer", label="Score-CAM", signed=False, **_PROBE,
+           **_CHUNK, quick=dict(chunk_size=None)),
+    Method("guided_grad_cam", guided_grad_cam, label="Guided\nGrad-CAM",
+           channel_reduce="max_abs", captum="GuidedGradCam", **_PROBE),
+    Method("occlusion", _occlusion.occlusion, kind="occlusion", label="occlusion",
+           captum="Occlusion", to_result=_occlusion_result, **_CHUNK,
+           defaults=dict(window=(4, 4), stride=(2, 2)), quick=dict(window=(4, 4), stride=(3, 3))),
+):
+    register(_m)

@@ -16,8 +16,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxviz.core import checks, compile as compile_lib
-from jaxviz.attribution.gradients import base_map, chunked, prepare
+from jaxviz.attribution.gradients import gradient_map
+from jaxviz.core import analysis
+from jaxviz.core import compile as compile_lib
 from jaxviz.core.probe import Probe
 
 
@@ -49,10 +50,6 @@ def resolve_layer(fn, layer: str | None, x_shape, method: str = "Grad-CAM") -> s
     return layer
 
 
-def _score(logits, t):
-    return jnp.take_along_axis(logits, t[:, None], axis=1)[:, 0]
-
-
 def layer_grad(probe, params, x, t, layer):
     """(A, dscore/dA): the layer's activation and the target score's gradient there."""
     def run(params, x, delta):
@@ -60,7 +57,7 @@ def layer_grad(probe, params, x, t, layer):
 
     def score(delta):
         logits, acts = compile_lib.fast_model(run)(params, x, delta)  # same gradients, faster on CPU
-        return _score(logits, t).sum(), acts[layer]
+        return analysis.target_score(logits, t).sum(), acts[layer]
     shape = probe.check_layer(layer, x.shape)
     g, a = jax.grad(score, has_aux=True)(jnp.zeros(shape, x.dtype))
     return a, g
@@ -86,23 +83,22 @@ def _grad_cam_maps(probe, params, x, t, layer, plus_plus):
     return jnp.einsum("nhwk,nk->nhw", a, weights)
 
 
-# Compiled for materialized convolutions (jaxviz.core.xla_cpu): 64 digits, Grad-CAM at conv2
-# 46.6 -> 15.0 ms; at the pooled layer, where the default is best, 9.3 -> 12.1 ms.
+# Compiled as a backward program (materialized convolutions); see docs/xla_cpu_backward.md.
 @functools.partial(compile_lib.jit, static_argnames=("probe", "layer", "kind", "relu", "upsample"))
 def _cam(probe, params, x, t, layer, kind, relu, upsample):
     cam = _finish(_grad_cam_maps(probe, params, x, t, layer, kind == "gradcam++"), x,
                   relu, upsample)
     if kind == "guided":
-        return cam[..., None] * base_map("guided_backprop", probe, params, x, t)
+        return cam[..., None] * gradient_map("guided_backprop", probe, params, x, t)
     return cam
 
 
 def grad_cam(fn, params, images, target, *, layer: str | None = None, relu: bool = True,
              upsample: bool = True) -> jax.Array:
     """Grad-CAM (Selvaraju et al. 2017): relu(sum_k mean_hw(dS/dA_k) A_k). -> (N, H, W)."""
-    x, t = prepare(fn, params, images, target)
+    x, t = analysis.check_inputs(fn, params, images, target)
     layer = resolve_layer(fn, layer, x.shape)
-    maps = _cam(fn, params, x, t, layer, "gradcam", bool(relu), bool(upsample))
+    maps = _cam(analysis.static_fn(fn), params, x, t, layer, "gradcam", bool(relu), bool(upsample))
     if relu:
         _warn_if_all_zero(maps, layer)
     return maps
@@ -123,42 +119,42 @@ def _warn_if_all_zero(maps, layer: str) -> None:
 def grad_cam_plus_plus(fn, params, images, target, *, layer: str | None = None,
                        relu: bool = True, upsample: bool = True) -> jax.Array:
     """Grad-CAM++: channel weights sum_hw alpha_hw relu(dS/dA_hw). -> (N, H, W)."""
-    x, t = prepare(fn, params, images, target)
-    return _cam(fn, params, x, t, resolve_layer(fn, layer, x.shape, "Grad-CAM++"),
+    x, t = analysis.check_inputs(fn, params, images, target)
+    return _cam(analysis.static_fn(fn), params, x, t, resolve_layer(fn, layer, x.shape, "Grad-CAM++"),
                 "gradcam++", bool(relu), bool(upsample))
 
 
 def guided_grad_cam(fn, params, images, target, *, layer: str | None = None) -> jax.Array:
     """Upsampled Grad-CAM times guided backprop. -> (N, H, W, C), signed."""
-    x, t = prepare(fn, params, images, target)
-    return _cam(fn, params, x, t, resolve_layer(fn, layer, x.shape, "Guided Grad-CAM"),
+    x, t = analysis.check_inputs(fn, params, images, target)
+    return _cam(analysis.static_fn(fn), params, x, t, resolve_layer(fn, layer, x.shape, "Guided Grad-CAM"),
                 "guided", True, True)
 
 
-@functools.partial(jax.jit, static_argnames=("probe", "layer", "relu", "upsample",
-                                             "batch_size"))
-def _score_cam(probe, params, x, t, layer, relu, upsample, batch_size):
+@functools.partial(compile_lib.jit, kind="forward",
+                   static_argnames=("probe", "layer", "relu", "upsample", "chunk_size"))
+def _score_cam(probe, params, x, t, layer, relu, upsample, chunk_size):
     a = probe.run(params, x)[1][layer]
     n, h, w, _ = x.shape
     up = jax.image.resize(a, (n, h, w, a.shape[-1]), "bilinear")
     lo, hi = up.min(axis=(1, 2), keepdims=True), up.max(axis=(1, 2), keepdims=True)
     masks = jnp.where(hi > lo, (up - lo) / jnp.where(hi > lo, hi - lo, 1), 0)
     masks = jnp.moveaxis(masks, -1, 0)[..., None]  # (K, N, H, W, 1)
-    probs = chunked(lambda m: _score(jax.nn.softmax(probe(params, x * m)), t), masks,
-                    batch_size)  # (K, N)
+    probs = analysis.chunked(lambda m: analysis.target_score(probe(params, x * m), t, "prob"),
+                             masks, chunk_size)  # (K, N)
     return _finish(jnp.einsum("nhwk,kn->nhw", a, probs), x, relu, upsample)
 
 
 def score_cam(fn, params, images, target, *, layer: str | None = None, relu: bool = True,
-              upsample: bool = True, batch_size: int | None = 16) -> jax.Array:
+              upsample: bool = True, chunk_size: int | None = 16) -> jax.Array:
     """Score-CAM (Wang et al. 2020), gradient-free. -> (N, H, W).
 
     Channel k's weight is the target's softmax probability for the input masked by channel
     k's activation, upsampled and min-max scaled to [0, 1] (a constant channel masks all).
-    batch_size: channels (masked copies of the whole batch) run at once; None = all.
+    chunk_size: channels (masked copies of the whole batch) run at once; None = all.
     """
-    x, t = prepare(fn, params, images, target)
+    x, t = analysis.check_inputs(fn, params, images, target)
     layer = resolve_layer(fn, layer, x.shape, "Score-CAM")
-    if batch_size is not None:
-        batch_size = checks.positive_int(batch_size, "batch_size")
-    return _score_cam(fn, params, x, t, layer, bool(relu), bool(upsample), batch_size)
+    chunk_size = analysis.check_chunk_size(chunk_size)
+    return _score_cam(analysis.static_fn(fn), params, x, t, layer, bool(relu), bool(upsample),
+                      chunk_size)

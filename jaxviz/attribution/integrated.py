@@ -3,7 +3,7 @@
     attr = (x - b) * sum_k w_k * grad f(b + a_k (x - b))
     delta = sum(attr) - (f(x) - f(b))      completeness: delta -> 0 as n_steps grows
 
-Path points are vmapped, `internal_batch_size` of them at a time (a scan over chunks keeps
+Path points are vmapped, `chunk_size` of them at a time (a scan over chunks keeps
 memory at one chunk's worth; None evaluates every step at once).
 """
 from __future__ import annotations
@@ -14,8 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxviz.core import checks, compile as compile_lib
-from jaxviz.attribution.gradients import input_grad, prepare
+from jaxviz.core import analysis, checks
+from jaxviz.core import compile as compile_lib
 
 METHODS = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle",
            "riemann_trapezoid")
@@ -72,9 +72,10 @@ def _baselines(baselines, x, blur_sigma):
 @functools.partial(compile_lib.jit, static_argnames=("fn", "method", "n_steps", "chunk"))
 def _ig(fn, params, x, b, t, method, n_steps, chunk):
     a, w = path_weights(method, n_steps)
+    model = compile_lib.fast_model(fn)
 
     def grads(a_k):  # (c,) path points -> (c, N, H, W, C)
-        return jax.vmap(lambda s: input_grad(fn, params, b + s * (x - b), t))(a_k)
+        return jax.vmap(lambda s: analysis.input_grad(model, params, b + s * (x - b), t))(a_k)
 
     if chunk is None or chunk >= n_steps:
         total = jnp.tensordot(w, grads(a), axes=1)
@@ -87,19 +88,19 @@ def _ig(fn, params, x, b, t, method, n_steps, chunk):
             return acc + jnp.tensordot(aw[1], grads(aw[0]), axes=1), None
         total, _ = jax.lax.scan(body, jnp.zeros_like(x), (jnp.asarray(a), jnp.asarray(w)))
     attr = total * (x - b)
-    both = fn(params, jnp.concatenate([x, b]))
-    fx, fb = jnp.split(jnp.take_along_axis(both, jnp.concatenate([t, t])[:, None], 1)[:, 0], 2)
+    fx, fb = jnp.split(analysis.target_score(fn(params, jnp.concatenate([x, b])),
+                                             jnp.concatenate([t, t])), 2)
     return attr, attr.sum(axis=(1, 2, 3)) - (fx - fb)
 
 
 def integrated_gradients(fn, params, images, target, *, baselines=None, n_steps: int = 50,
-                         method: str = "gausslegendre", internal_batch_size: int | None = None,
+                         method: str = "gausslegendre", chunk_size: int | None = None,
                          blur_sigma: float = 5.0, return_convergence_delta: bool = False):
     """Integrated Gradients. images: (N, H, W, C) -> attributions (N, H, W, C).
 
     baselines: None or "zeros", "blur" (Gaussian blur of each image, std `blur_sigma` px),
       a number, or an array shaped like images (or (1, H, W, C)).
-    method: one of METHODS. internal_batch_size: path points evaluated at once.
+    method: one of METHODS. chunk_size: path points evaluated at once.
     return_convergence_delta: also return delta (N,) = sum(attr) - (f(x) - f(b)).
     """
     n_steps = checks.positive_int(n_steps, "n_steps")
@@ -107,12 +108,11 @@ def integrated_gradients(fn, params, images, target, *, baselines=None, n_steps:
         raise ValueError(f"method must be one of {METHODS}; got {method!r}")
     if method == "riemann_trapezoid" and n_steps < 2:
         raise ValueError(f"n_steps must be >= 2 for riemann_trapezoid; got {n_steps}")
-    if internal_batch_size is not None:
-        internal_batch_size = checks.positive_int(internal_batch_size, "internal_batch_size")
+    chunk_size = analysis.check_chunk_size(chunk_size)
     if isinstance(blur_sigma, bool) or not isinstance(blur_sigma, (int, float)) or blur_sigma <= 0:
         raise ValueError(f"blur_sigma must be a number > 0 (pixels); got {blur_sigma!r}")
-    x, t = prepare(fn, params, images, target)
+    x, t = analysis.check_inputs(fn, params, images, target)
     b = _baselines(baselines, x, blur_sigma)
     checks.warn_outside_range(b, x, "baselines")
-    attr, delta = _ig(fn, params, x, b, t, method, n_steps, internal_batch_size)
+    attr, delta = _ig(analysis.static_fn(fn), params, x, b, t, method, n_steps, chunk_size)
     return (attr, delta) if return_convergence_delta else attr

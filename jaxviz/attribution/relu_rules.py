@@ -5,7 +5,9 @@ version whose forward is unchanged. A ReLU is recognised as
 - `custom_jvp_call` whose body computes `max(x, 0)` (how `jax.nn.relu`, `nnx.relu` and
   `linen.relu` appear), and
 - a bare `max(x, 0)` (e.g. `jnp.maximum(x, 0.0)`),
-also inside `jit`/`pjit`/`closed_call` sub-jaxprs, which are inlined. ReLUs inside
+also inside `jit`, `closed_call` and `jax.checkpoint` bodies: the rules are a table on
+`jaxviz.core.interpret`, which inlines those. ReLUs inside other custom-derivative
+functions (`jax.custom_vjp`/`custom_jvp`, whose derivative the user chose) and inside
 control flow (`scan`, `while`, `cond`) keep their ordinary rule.
 
 Backward rules (cotangent g at the ReLU's output, x its input):
@@ -15,12 +17,15 @@ Backward rules (cotangent g at the ReLU's output, x its input):
 """
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from jax.extend import core as jcore
 
+from jaxviz.core import interpret
+
 RULES = ("guided", "deconvnet")
-_INLINED = ("jit", "pjit", "closed_call", "core_call")
 
 
 @jax.custom_vjp
@@ -52,55 +57,49 @@ def _is_bare_relu(eqn) -> bool:
         _is_zero(eqn.invars[0]) or _is_zero(eqn.invars[1]))
 
 
-def _relu_operand(eqn):
-    return eqn.invars[1] if _is_zero(eqn.invars[0]) else eqn.invars[0]
+def _operand(eqn, invals):
+    """The value max(., 0) is taken of."""
+    return invals[1] if _is_zero(eqn.invars[0]) else invals[0]
 
 
-def _body_is_relu(jaxpr) -> bool:
-    """True when a one-input jaxpr computes max(input, 0), possibly through nested jits."""
-    if len(jaxpr.invars) != 1 or len(jaxpr.outvars) != 1 or len(jaxpr.eqns) != 1:
+_INPUT, _RELU = object(), object()  # markers: the body's input, max(input, 0)
+
+
+def _body_is_relu(closed) -> bool:
+    """True when a one-input jaxpr computes max(input, 0), possibly through nested calls."""
+    leaves = []
+
+    def leaf(eqn, invals):
+        leaves.append(eqn)
+        relu = _is_bare_relu(eqn) and _operand(eqn, invals) is _INPUT
+        return [_RELU if relu else None] * len(eqn.outvars)
+    if len(closed.jaxpr.invars) != 1 or len(closed.jaxpr.outvars) != 1:
         return False
-    eqn = jaxpr.eqns[0]
-    if eqn.outvars[0] is not jaxpr.outvars[0]:
-        return False
-    if _is_bare_relu(eqn):
-        return _relu_operand(eqn) is jaxpr.invars[0]
-    if eqn.primitive.name in _INLINED and eqn.invars == [jaxpr.invars[0]]:
-        return _body_is_relu(_sub_jaxpr(eqn).jaxpr)
-    return False
+    outs = interpret.evaluate(closed, [_INPUT], default=leaf, lift=lambda _: None,
+                              remat="inline")
+    return len(leaves) == 1 and outs[0] is _RELU
 
 
-def _sub_jaxpr(eqn):
-    sub = eqn.params.get("jaxpr", eqn.params.get("call_jaxpr"))
-    return sub if isinstance(sub, jcore.ClosedJaxpr) else jcore.ClosedJaxpr(sub, ())
+def _custom_relu(relu, eqn, invals):
+    sub = interpret.body(eqn)
+    if sub is None or len(invals) != 1 or not _body_is_relu(sub):
+        return None  # not a ReLU: the interpreter keeps its custom derivative
+    return [relu(invals[0])]
 
 
-def _eval(jaxpr, consts, args, relu):
-    env = {}
+def _bare_relu(relu, eqn, invals):
+    return [relu(_operand(eqn, invals))] if _is_bare_relu(eqn) else None
 
-    def read(v):
-        return v.val if isinstance(v, jcore.Literal) else env[v]
 
-    for v, val in zip(jaxpr.constvars, consts):
-        env[v] = val
-    for v, val in zip(jaxpr.invars, args):
-        env[v] = val
-    for eqn in jaxpr.eqns:
-        name = eqn.primitive.name
-        if name == "custom_jvp_call" and _body_is_relu(_sub_jaxpr(eqn).jaxpr):
-            outs = [relu(read(eqn.invars[0]))]
-        elif _is_bare_relu(eqn):
-            outs = [relu(read(_relu_operand(eqn)))]
-        elif name in _INLINED:
-            sub = _sub_jaxpr(eqn)
-            outs = _eval(sub.jaxpr, sub.consts, [read(v) for v in eqn.invars], relu)
-        else:
-            ans = eqn.primitive.bind(*[read(v) for v in eqn.invars],
-                                     **eqn.primitive.get_bind_params(eqn.params))
-            outs = ans if eqn.primitive.multiple_results else [ans]
-        for v, val in zip(eqn.outvars, outs):
-            env[v] = val
-    return [read(v) for v in jaxpr.outvars]
+def rules(rule: str) -> dict:
+    """The interpreter rule table that gives every ReLU the backward rule `rule`."""
+    if rule not in _RELUS:
+        raise ValueError(f"rule must be one of {RULES}; got {rule!r}")
+    return _TABLES[rule]
+
+
+_TABLES = {name: {"custom_jvp_call": functools.partial(_custom_relu, relu),
+                  "max": functools.partial(_bare_relu, relu)} for name, relu in _RELUS.items()}
 
 
 def with_relu_rule(fn, rule: str):
@@ -108,14 +107,6 @@ def with_relu_rule(fn, rule: str):
 
     rule: "guided" or "deconvnet". Works on any function of arrays/pytrees (a Probe, an
     apply_fn); it is traced to a jaxpr at each call, so wrap the caller in `jax.jit`.
+    Returns an `interpret.Rewritten`: `fastgrad.fast` of it runs both rule tables in one pass.
     """
-    if rule not in _RELUS:
-        raise ValueError(f"rule must be one of {RULES}; got {rule!r}")
-    relu = _RELUS[rule]
-
-    def modified(*args):
-        closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(*args)
-        outs = _eval(closed.jaxpr, closed.consts, jax.tree.leaves(args), relu)
-        return jax.tree.unflatten(jax.tree.structure(out_shape), outs)
-
-    return modified
+    return interpret.rewrite(fn, rules(rule))

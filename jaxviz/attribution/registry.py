@@ -1,0 +1,146 @@
+"""The method registry: one record per attribution method, one result type for all of them.
+
+    from jaxviz.attribution import registry
+    res = registry.attribute("integrated_gradients", probe, probe.params, x, y)
+    res.map                  # (N, H, W, C) pixel map, (N, H, W) for CAMs and occlusion
+    res.extras["delta"]      # named extras: IG's completeness gap, occlusion's scores, ...
+
+Everything that lists methods (the CLI's --method, the report's comparison figure, the
+randomization check, the shared test tables, the trust tests, the benchmark) iterates over
+`METHODS`, so a method registered once appears everywhere:
+
+    registry.register(registry.Method("my_method", my_fn, kind="pixel", signed=True))
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+KINDS = ("pixel", "layer", "occlusion")
+REDUCTIONS = ("sum", "max_abs", "none")
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Attribution:
+    """map: (N, H, W, C) for pixel methods, (N, H, W) for CAMs and occlusion;
+    extras: named arrays, e.g. {"delta": (N,)} for Integrated Gradients."""
+    map: jax.Array
+    extras: Mapping[str, jax.Array] = dataclasses.field(default_factory=dict)
+
+
+def _as_attribution(out) -> Attribution:
+    return out if isinstance(out, Attribution) else Attribution(out, {})
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """One attribution method.
+
+    fn: fn(model, params, images, target, **options) -> array or Attribution.
+    kind: "pixel" (a map per input pixel), "layer" (a CAM at a layer, upsampled) or
+      "occlusion" (a perturbation map, (N, H, W)).
+    needs_key: takes key= (a PRNG key or one per image). needs_probe: needs a Probe (reads
+      layer activations), not any fn(params, x).
+    signed: the map has meaningful negative values. channel_reduce: how a (N, H, W, C) map
+      becomes one image per input for display ("sum" keeps the sign, "max_abs").
+    captum: the Captum class computing the same thing, if any.
+    defaults: options the report and CLI use; quick: small options for tests and --quick.
+    chunk_option: the name of its "passes at once" option, if it has one.
+    """
+    name: str
+    fn: Callable
+    kind: str = "pixel"
+    label: str = ""
+    needs_key: bool = False
+    needs_probe: bool = False
+    signed: bool = True
+    channel_reduce: str = "sum"
+    captum: str | None = None
+    defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    quick: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    chunk_option: str | None = None
+    to_result: Callable[[Any], Attribution] = _as_attribution
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}; got {self.kind!r}")
+        if self.channel_reduce not in REDUCTIONS:
+            raise ValueError(f"channel_reduce must be one of {REDUCTIONS}; "
+                             f"got {self.channel_reduce!r}")
+        object.__setattr__(self, "defaults", MappingProxyType(dict(self.defaults)))
+        object.__setattr__(self, "quick", MappingProxyType(dict(self.quick)))
+        if not self.label:
+            object.__setattr__(self, "label", self.name.replace("_", " "))
+
+    def __call__(self, model, params, images, target, *, key=None, **options) -> Attribution:
+        """Run the method with its defaults overridden by `options`; -> Attribution."""
+        opts = {**self.defaults, **options}
+        if self.needs_key:
+            opts["key"] = key
+        elif key is not None:
+            raise ValueError(f"{self.name} takes no key; got key={key!r}")
+        return self.to_result(self.fn(model, params, images, target, **opts))
+
+
+METHODS: dict[str, Method] = {}
+
+
+def register(method: Method, *, replace: bool = False) -> Method:
+    """Add `method` to METHODS (replace=True to overwrite a name). Returns it."""
+    if not isinstance(method, Method):
+        raise TypeError(f"method must be a registry.Method; got {type(method).__name__}")
+    if method.name in METHODS and not replace:
+        raise ValueError(f"method {method.name!r} is already registered; pass replace=True")
+    METHODS[method.name] = method
+    return method
+
+
+def unregister(name: str) -> None:
+    get(name)
+    del METHODS[name]
+
+
+def get(name: str) -> Method:
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; registered methods: {list(METHODS)}")
+    return METHODS[name]
+
+
+def attribute(name: str, model, params, images, target, *, key=None, **options) -> Attribution:
+    """Run the registered method `name`. -> Attribution."""
+    return get(name)(model, params, images, target, key=key, **options)
+
+
+def display_map(method: Method, result: Attribution) -> jax.Array:
+    """One (N, H, W) image per input for drawing: pixel maps reduced over channels."""
+    m = result.map
+    if m.ndim == 3 or method.channel_reduce == "none":
+        return m
+    if method.channel_reduce == "max_abs":
+        return jnp.abs(m).max(axis=-1)
+    return m.sum(axis=-1)
+
+
+def compare(model, params, images, target, *, key, methods=None, options=None,
+            ) -> dict[str, Attribution]:
+    """Every method in `methods` (default: all registered) on the same inputs.
+
+    key: one PRNG key, folded in per method so each keyed method gets its own stream.
+    options: {method name: {option: value}} overriding that method's defaults."""
+    names = list(METHODS) if methods is None else list(methods)
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(names))
+    if unknown:
+        raise ValueError(f"options given for methods not compared: {unknown}")
+    out = {}
+    for i, name in enumerate(names):
+        m = get(name)
+        k = jax.random.fold_in(key, i) if m.needs_key else None
+        out[name] = m(model, params, images, target, key=k, **options.get(name, {}))
+    return out
