@@ -23,7 +23,7 @@ def contrastive_saliency(fn, params, images):
 
 
 def main(argv=None) -> None:
-    from jaxviz import data, plot, train  # noqa: PLC0415
+    from jaxviz import data, io, plot, train  # noqa: PLC0415
     from jaxviz.core import probe as probe_lib  # noqa: PLC0415
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default="runs/mnist_seed")
@@ -33,7 +33,7 @@ def main(argv=None) -> None:
     maps = contrastive_saliency(probe, probe.params, jnp.asarray(data.load_bundled().x_val[:1]))
     fig = plot.image_grid(maps[0, 0, ..., 0], titles=[f"0 vs {j}" for j in range(10)], ncols=5,
                           cmap="RdBu_r", symmetric=True)
-    print(plot.save_figure(fig, f"{args.out}/contrastive.png")[0])
+    print(io.save_figure(fig, f"{args.out}/contrastive.png", rc=plot.STYLE)[0])
 
 
 if __name__ == "__main__":

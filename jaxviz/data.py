@@ -9,13 +9,14 @@ import gzip
 import hashlib
 import os
 import struct
-import tempfile
 import urllib.request
 from importlib import resources
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+
+from jaxviz import io
 
 BUNDLED = "mnist_5k.npz"
 
@@ -148,9 +149,15 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _fetch(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=60) as response:
+        return response.read()
+
+
 def download(name: str = "mnist", directory: str | os.PathLike | None = None) -> Path:
-    """Fetch the four IDX files into directory (default: cache_dir()/name), verified by SHA-256,
-    each written to a temporary file and renamed. Explicit and opt-in: nothing calls it implicitly."""
+    """Fetch the four IDX files into directory (default: cache_dir()/name), each verified by
+    SHA-256 before it is written (atomically, by jaxviz.io). Explicit and opt-in: nothing
+    calls it implicitly."""
     if name not in IDX_FILES:
         raise ValueError(f"name must be one of {list(IDX_FILES)}; got {name!r}")
     directory = Path(directory) if directory else cache_dir() / name
@@ -159,22 +166,17 @@ def download(name: str = "mnist", directory: str | os.PathLike | None = None) ->
         target = directory / fname
         if target.exists() and sha256(target) == digest:
             continue
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + fname, suffix=".part")
-        os.close(fd)
         try:
-            urllib.request.urlretrieve(MIRRORS[name] + fname, tmp)
-            got = sha256(Path(tmp))
-            if got != digest:
-                raise ValueError(f"{fname}: SHA-256 {got} does not match the expected {digest}")
-            os.replace(tmp, target)
+            payload = _fetch(MIRRORS[name] + fname)
         except OSError as err:
             raise RuntimeError(
                 f"could not download {fname} ({err}); without network, place the files "
                 f"{list(IDX_FILES[name])} in {directory} (or any directory passed as --data-dir)"
             ) from err
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        got = hashlib.sha256(payload).hexdigest()
+        if got != digest:
+            raise ValueError(f"{fname}: SHA-256 {got} does not match the expected {digest}")
+        io.write_bytes(target, payload)
     return directory
 
 

@@ -25,7 +25,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from jaxviz.core import fastgrad, xla_cpu
-from jaxviz.report import write_atomic
+from jaxviz import io
 
 
 
@@ -267,7 +267,7 @@ class CheckpointStore:
             shutil.rmtree(self.ckpt_dir)  # a fresh run replaces an old one, never mixes with it
             self.ckpt_dir.mkdir()
             (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
-        write_atomic(self.run_dir / "config.json", json.dumps(config.to_dict(), indent=2))
+        io.write_text(self.run_dir / "config.json", json.dumps(config.to_dict(), indent=2))
 
     def clean_partial(self) -> None:
         """Drop what a killed save left: Orbax's temporary directories and our .tmp files."""
@@ -300,8 +300,8 @@ class CheckpointStore:
         with self._manager() as mngr:
             mngr.save(epoch, args=ocp.args.StandardSave(tree))
             mngr.wait_until_finished()
-        write_atomic(self.run_dir / "metrics.jsonl",
-                          "".join(json.dumps(m) + "\n" for m in metrics))
+        io.write_text(self.run_dir / "metrics.jsonl",
+                      "".join(json.dumps(m) + "\n" for m in metrics))
 
     def restore(self, epoch: int, params, opt_state):
         """Restore into the structure of (params, opt_state); a mismatch names the first

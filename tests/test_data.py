@@ -1,4 +1,5 @@
 import gzip
+import io
 import struct
 
 import numpy as np
@@ -73,10 +74,10 @@ def test_full_mnist_never_falls_back_to_bundle(tmp_path, monkeypatch):
 
 
 def test_download_failure_names_files_and_place(tmp_path, monkeypatch):
-    def offline(url, filename):
+    def offline(url, timeout=None):
         raise OSError("network unreachable")
 
-    monkeypatch.setattr(data.urllib.request, "urlretrieve", offline)
+    monkeypatch.setattr(data.urllib.request, "urlopen", offline)
     with pytest.raises(RuntimeError, match="place the files") as err:
         data.download("mnist", tmp_path)
     assert "train-images-idx3-ubyte.gz" in str(err.value) and str(tmp_path) in str(err.value)
@@ -84,10 +85,10 @@ def test_download_failure_names_files_and_place(tmp_path, monkeypatch):
 
 
 def test_download_verifies_checksum(tmp_path, monkeypatch):
-    def wrong_bytes(url, filename):
-        open(filename, "wb").write(b"not mnist")
+    def wrong_bytes(url, timeout=None):
+        return io.BytesIO(b"not mnist")
 
-    monkeypatch.setattr(data.urllib.request, "urlretrieve", wrong_bytes)
+    monkeypatch.setattr(data.urllib.request, "urlopen", wrong_bytes)
     with pytest.raises(ValueError, match="SHA-256"):
         data.download("mnist", tmp_path)
     assert not list(tmp_path.iterdir())

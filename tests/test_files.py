@@ -1,4 +1,4 @@
-"""Figures and files: closed after saving, atomic, one clear error when the disk says no."""
+"""Figures saved by jaxviz.io: closed after saving, atomic, one clear error when the disk says no."""
 import errno
 import resource
 
@@ -6,6 +6,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
+from jaxviz import io
 from jaxviz.plot import core
 
 
@@ -17,7 +18,7 @@ def no_open_figures():
 
 def test_save_writes_png_and_svg_and_closes(tmp_path):
     fig = core.image_grid(np.random.default_rng(0).random((6, 5, 5)), ncols=3)
-    paths = core.save_figure(fig, tmp_path / "grid.png", formats=["png", "svg"])
+    paths = io.save_figure(fig, tmp_path / "grid.png", formats=["png", "svg"], rc=core.STYLE)
     assert [p.name for p in paths] == ["grid.png", "grid.svg"]
     assert not plt.get_fignums()
     img = plt.imread(paths[0])
@@ -27,10 +28,10 @@ def test_save_writes_png_and_svg_and_closes(tmp_path):
 def test_many_figures_keep_memory_flat(tmp_path):
     tiles = np.random.default_rng(0).random((1, 4, 4))  # tiny: the test is about leaks, not pixels
     for i in range(30):  # warm up caches (fonts, colormaps)
-        core.save_figure(core.image_grid(tiles, tile_size=0.3), tmp_path / "warm.png")
+        io.save_figure(core.image_grid(tiles, tile_size=0.3), tmp_path / "warm.png")
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     for i in range(500):
-        core.save_figure(core.image_grid(tiles, tile_size=0.3), tmp_path / "loop.png")
+        io.save_figure(core.image_grid(tiles, tile_size=0.3), tmp_path / "loop.png")
     grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     assert not plt.get_fignums()
     assert grown_mb < 50, f"peak RSS grew by {grown_mb:.0f} MB over 500 figures"
@@ -38,7 +39,7 @@ def test_many_figures_keep_memory_flat(tmp_path):
 
 def test_disk_full_leaves_no_half_written_file(tmp_path, monkeypatch):
     target = tmp_path / "fig.png"
-    core.save_figure(core.image_grid(np.ones((1, 4, 4))), target)
+    io.save_figure(core.image_grid(np.ones((1, 4, 4))), target)
     good = target.read_bytes()
 
     def full(self, fh, **kwargs):
@@ -47,7 +48,7 @@ def test_disk_full_leaves_no_half_written_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr(plt.Figure, "savefig", full)
     with pytest.raises(OSError, match="No space left"):
-        core.save_figure(core.image_grid(np.zeros((1, 4, 4))), target)
+        io.save_figure(core.image_grid(np.zeros((1, 4, 4))), target)
     assert target.read_bytes() == good  # the previous file is intact
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fig.png"]  # no temp files left
 
@@ -56,5 +57,5 @@ def test_unwritable_directory_is_one_clear_error(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
     with pytest.raises(OSError):
-        core.save_figure(core.image_grid(np.ones((1, 4, 4))), blocker / "fig.png")
+        io.save_figure(core.image_grid(np.ones((1, 4, 4))), blocker / "fig.png")
     assert not plt.get_fignums()

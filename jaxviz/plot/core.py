@@ -1,8 +1,8 @@
-"""One visual style for every figure, and atomic saving (temp file, then rename)."""
+"""One visual style for every figure (`STYLE`: pass it as `rc` to `jaxviz.io.save_figure`)
+and the shared tile grid and heat-map overlay."""
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -31,34 +31,10 @@ def new_figure(width: float, height: float):
 
 
 def save_figure(fig, path: str | os.PathLike, formats: Sequence[str] | None = None) -> list[Path]:
-    """Write fig atomically to path (and other formats with the same stem), then close it.
-
-    A half-written file never appears under the final name: each format is written to a
-    temporary file in the same directory and renamed. Returns the paths written.
-    """
-    path = Path(path)
-    formats = list(formats) if formats else [path.suffix.lstrip(".") or "png"]
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not os.access(path.parent, os.W_OK):
-            raise PermissionError(f"output directory {str(path.parent)!r} is not writable")
-        written = []
-        for fmt in formats:
-            target = path.with_suffix("." + fmt)
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix="." + target.name, suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    with plt.rc_context(STYLE):
-                        fig.savefig(fh, format=fmt)
-                os.replace(tmp, target)
-            except BaseException:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
-                raise
-            written.append(target)
-        return written
-    finally:
-        plt.close(fig)
+    """Deprecated here: only `plot/attribution.py`'s writer still calls it, until the
+    attribution stage replaces that writer. Writing is `jaxviz.io.save_figure`'s job."""
+    from jaxviz import io  # noqa: PLC0415
+    return io.save_figure(fig, path, formats=formats, rc=STYLE)
 
 
 def _tile_norm(a: np.ndarray, symmetric: bool) -> tuple[float, float]:
