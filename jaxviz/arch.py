@@ -18,6 +18,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
+import itertools
 import math
 import re
 from pathlib import Path
@@ -28,11 +29,11 @@ from flax import linen as nn
 from flax import nnx
 from jax.extend import core as jcore
 
+from jaxviz.core import interpret
 from jaxviz.core import probe as probe_lib
 from jaxviz.models import count_params
 
 _LAYER_RE = re.compile(r"jaxviz\[([^\]]*)\]")
-_INLINE = ("jit", "pjit", "closed_call", "core_call")
 _POOL_NAMES = {"reduce_window_max": "max_pool", "reduce_window_sum": "sum_pool",
                "reduce_window": "pool"}
 
@@ -204,34 +205,31 @@ def _mark(name, a):
 
 
 def _flatten(closed, n_params):
-    """Top-level equations (jit calls inlined) as _Ops over integer value ids."""
+    """Every equation, calls inlined (`interpret`), as _Ops over integer value ids."""
     ops: list[_Op] = []
-    counter = iter(range(1 << 62))
-    invars = closed.jaxpr.invars
-    env = {v: next(counter) for v in invars}
-    x_ids = {env[v] for v in invars[n_params:]}
-    outs = _walk(closed.jaxpr, env, "", ops, counter)
-    return ops, x_ids, [i for i in outs if i is not None]
+    counter = itertools.count()
+    ids = [next(counter) for _ in closed.jaxpr.invars]
 
+    def op(eqn, ins):
+        outs = [(next(counter), tuple(v.aval.shape)) for v in eqn.outvars]
+        ops.append(_Op(_label(eqn), _LAYER_RE.findall(str(eqn.source_info.name_stack)),
+                       [i for i in ins if i is not None], outs, _eqn_flops(eqn)))
+        return [i for i, _ in outs]
 
-def _walk(jaxpr, env, prefix, ops, counter):
-    read = lambda v: None if isinstance(v, jcore.Literal) else env.get(v)  # noqa: E731
-    for eqn in jaxpr.eqns:
-        stack = prefix + "/" + str(eqn.source_info.name_stack)
-        ins = [read(v) for v in eqn.invars]
-        if eqn.primitive.name in _INLINE and "jaxpr" in eqn.params:
-            sub = eqn.params["jaxpr"]
-            sub_env = dict(zip(sub.jaxpr.invars, ins))
-            res = _walk(sub.jaxpr, sub_env, stack, ops, counter)
-            env.update(zip(eqn.outvars, res))
-            continue
-        outs = []
-        for v in eqn.outvars:
-            env[v] = next(counter)
-            outs.append((env[v], tuple(v.aval.shape)))
-        ops.append(_Op(_label(eqn), _LAYER_RE.findall(stack), [i for i in ins if i is not None],
-                       outs, _eqn_flops(eqn)))
-    return [read(v) for v in jaxpr.outvars]
+    def custom(eqn, ins):
+        # A custom-derivative function with no layer inside (relu, gelu) stays one op named
+        # after it; one that wraps layers is inlined so they appear.
+        sub = interpret.body(eqn)
+        inner = interpret.leaf_eqns(sub) if sub is not None else []
+        if any(_LAYER_RE.search(str(e.source_info.name_stack)) for e in inner):
+            return None
+        return op(eqn, ins)
+
+    rules = {name: custom for name, kind in interpret.CALLS.items() if kind == interpret.CUSTOM}
+    # Literals and constants get no id: they are not data flow between nodes.
+    outs = interpret.evaluate(closed, ids, rules, lift=lambda _: None, default=op,
+                              custom="inline", remat="inline")
+    return ops, set(ids[n_params:]), [i for i in outs if i is not None]
 
 
 def _label(eqn) -> str:
