@@ -13,27 +13,14 @@ import time
 
 import jax
 import numpy as np
-from tqdm import tqdm
 
-from jaxviz import data, maximize as mx, occlusion, train
+from jaxviz import data, maximize as mx, train
 from jaxviz.core import probe as probe_lib
+from jaxviz.occlusion import grouped_occlusion
 
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def occlude_all(probe, x, y, group: int = 64, quiet: bool = False):
-    """Occlusion maps for every image, `group` images at a time. -> (N, H, W)."""
-    maps = []
-    for i in tqdm(range(0, len(x), group), desc="occlusion", disable=quiet or not sys.stderr.isatty()):
-        xb, yb = x[i:i + group], y[i:i + group]
-        if len(xb) < group:  # pad the last group: one compiled shape for the whole run
-            pad = group - len(xb)
-            xb, yb = np.concatenate([xb, xb[:1].repeat(pad, 0)]), np.concatenate([yb, yb[:1].repeat(pad)])
-        res = occlusion.occlusion(probe, probe.params, xb, yb, window=4, stride=2)
-        maps.append(np.asarray(res.attribution)[:len(x[i:i + group])])
-    return np.concatenate(maps)
 
 
 def main(argv=None) -> dict:
@@ -49,7 +36,9 @@ def main(argv=None) -> dict:
     ds = data.load_bundled()
     out = {}
     t0 = time.perf_counter()
-    maps = occlude_all(probe, ds.x_val[:args.digits], ds.y_val[:args.digits], quiet=args.quiet)
+    maps = grouped_occlusion(probe, probe.params, ds.x_val[:args.digits], ds.y_val[:args.digits],
+                             group=64, window=4, stride=2,
+                             progress=not args.quiet and sys.stderr.isatty()).attribution
     out["occlusion"] = {"digits": len(maps), "seconds": time.perf_counter() - t0,
                         "peak_rss_mb": peak_rss_mb(), "finite": bool(np.isfinite(maps).all())}
     t0 = time.perf_counter()

@@ -1,14 +1,45 @@
+"""Guarantee 22's library half: occlusion over many images in fixed-size groups
+(`jaxviz.occlusion.grouped_occlusion`, used by `experiments/long_runs.py`)."""
 import numpy as np
+import pytest
 
-from experiments.long_runs import occlude_all
 from jaxviz import occlusion
+from jaxviz.occlusion import grouped_occlusion
 
 
 def test_grouped_occlusion_equals_one_call(cnn_random, mnist):
     """70 digits in padded groups of 32 (one compiled shape) == all 70 in one call."""
     x, y = mnist.x_val[:70], mnist.y_val[:70]
-    grouped = occlude_all(cnn_random, x, y, group=32, quiet=True)
-    whole = np.asarray(occlusion.occlusion(cnn_random, cnn_random.params, x, y,
-                                           window=4, stride=2).attribution)
-    assert grouped.shape == (70, 28, 28)
-    np.testing.assert_allclose(grouped, whole, rtol=1e-5, atol=1e-5)
+    grouped = grouped_occlusion(cnn_random, cnn_random.params, x, y, group=32,
+                                window=4, stride=2)
+    whole = occlusion.occlusion(cnn_random, cnn_random.params, x, y, window=4, stride=2)
+    assert grouped.attribution.shape == (70, 28, 28)
+    np.testing.assert_allclose(grouped.attribution, np.asarray(whole.attribution),
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(grouped.scores, np.asarray(whole.scores), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(grouped.base, np.asarray(whole.base), rtol=1e-5, atol=1e-5)
+
+
+def test_grouped_occlusion_groups_a_per_image_baseline(cnn_random, mnist):
+    """Each image keeps its own baseline: group 32 of 70 == one call with the same baselines."""
+    x, y = mnist.x_val[:70], mnist.y_val[:70]
+    baseline = np.random.default_rng(0).uniform(0, 1, x.shape).astype(np.float32)
+    grouped = grouped_occlusion(cnn_random, cnn_random.params, x, y, group=32, window=4,
+                                stride=2, baseline=baseline)
+    whole = occlusion.occlusion(cnn_random, cnn_random.params, x, y, window=4, stride=2,
+                                baseline=baseline)
+    np.testing.assert_allclose(grouped.attribution, np.asarray(whole.attribution),
+                               rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"group": 0}, "group must be an integer >= 1"),
+    ({"images": np.zeros((28, 28, 1), np.float32)}, r"images must be a batch shaped"),
+    ({"images": np.zeros((0, 28, 28, 1), np.float32)}, "empty batch"),
+    ({"target": [1, 2]}, r"target must be an int or have one entry per image"),
+])
+def test_grouped_occlusion_names_bad_arguments(cnn_random, kwargs, match):
+    args = {"images": np.zeros((3, 28, 28, 1), np.float32), "target": 0, "group": 2, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        grouped_occlusion(cnn_random, cnn_random.params, args.pop("images"),
+                          args.pop("target"), **args)

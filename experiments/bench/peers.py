@@ -1,10 +1,9 @@
 """Side by side with the tools users would otherwise pick: PyTorch (train step) and Captum.
 
-    .venv/bin/python -m experiments.bench_peers [--quick]
-    .venv/bin/python -m experiments.benchmark --peers      # the same rows in the main table
+    python -m experiments.bench --peers      # (or --only peers) the rows in the main table
 
 Needs `pip install -e .[peers]` (torch 2.13.0 CPU build, captum); without torch `rows()`
-raises ModuleNotFoundError, which benchmark.py prints as a one-line skip note.
+raises ModuleNotFoundError, which the runner prints as a one-line skip note.
 Time: about 5-8 minutes on a quiet 2-core machine (quick: 2-4 minutes; Captum's occlusion
 alone takes over a minute per call).
 
@@ -21,14 +20,13 @@ forward F = 24.0 MFLOP/image, a full backward 2F.
 from __future__ import annotations
 
 import os
-import sys
-import time
 import warnings
 
 import numpy as np
 
-from experiments.timing import CNN_FORWARD_FLOPS as F
-from experiments.timing import format_row
+from experiments.bench import harness
+
+F = harness.CNN_FORWARD_FLOPS
 
 N_IMAGES = 64
 DENSE_BWD = 2 * (9216 * 128 + 128 * 10) * 2  # Grad-CAM at conv2: backward through the dense layers
@@ -90,21 +88,6 @@ def torch_mnist_cnn(torch, model):
     return net.eval()
 
 
-def _timed(call, repeats: int, warm: bool = True) -> tuple[float, float, object]:
-    """(best seconds, first call's extra time: compile or warm-up, last result).
-
-    warm=False counts the first call as a repeat (eager torch has nothing to compile; used
-    for the long Captum runs in quick mode).
-    """
-    times, result = [], None
-    for _ in range(repeats + warm):
-        t0 = time.perf_counter()
-        result = call()
-        times.append(time.perf_counter() - t0)
-    best = min(times[1:] if warm else times)
-    return best, max(times[0] - best, 0.0), result
-
-
 def _pair(name, peer, peer_settings, peer_run, jax_settings, jax_call, flops, images,
           repeats, agree=None):
     """Rows for one comparison.
@@ -113,18 +96,18 @@ def _pair(name, peer, peer_settings, peer_run, jax_settings, jax_call, flops, im
     jax_result) -> (N, ...) arrays in one layout, whose max relative difference is recorded.
     """
     if callable(peer_run):
-        peer_s, _, peer_out = _timed(peer_run, repeats)
+        peer_s, _, peer_out = harness.timed(peer_run, repeats)
     else:
         peer_s, peer_out = peer_run
-    out = [{"name": f"{name} [{peer}]", "impl": peer, "peer": peer, "settings": peer_settings,
-            "seconds": peer_s, "compile_s": None, "images_per_s": images / peer_s,
-            "gflops": flops / peer_s / 1e9 if flops else None}]
+    gflops = lambda s: flops / s / 1e9 if flops else None  # noqa: E731
+    out = [harness.row(f"{name} [{peer}]", peer_s, settings=peer_settings, gflops=gflops(peer_s),
+                       impl=peer, peer=peer, images_per_s=images / peer_s)]
     if jax_call is None:
         return out
-    jax_s, compile_s, jax_out = _timed(jax_call, repeats)
-    out.append({"name": f"{name} [jaxviz]", "impl": "jaxviz", "peer": peer,
-                "settings": jax_settings, "seconds": jax_s, "compile_s": compile_s,
-                "images_per_s": images / jax_s, "gflops": flops / jax_s / 1e9 if flops else None})
+    jax_s, compile_s, jax_out = harness.timed(jax_call, repeats)
+    out.append(harness.row(f"{name} [jaxviz]", jax_s, settings=jax_settings, compile_s=compile_s,
+                           gflops=gflops(jax_s), impl="jaxviz", peer=peer,
+                           images_per_s=images / jax_s))
     rel = None
     if agree is not None:
         a, b = (np.asarray(v, np.float64) for v in agree(peer_out, jax_out))
@@ -169,13 +152,13 @@ def _train_pair(torch, repeats):
     xj, yj, key = jnp.asarray(x), jnp.asarray(y), jax.random.key(0)
 
     def jax_step():
-        state["p"], state["o"], loss, _ = train._train_step(
+        state["p"], state["o"], loss, _ = train.jitted_train_step(
             trainable.graphdef, optimizer, config.shift, state["p"], trainable.rest, state["o"],
             xj, yj, key)
-        loss.block_until_ready()
+        return loss
 
     return _pair("train step (Adam, batch 128)", "pytorch", "eager, torch.optim.Adam, dropout",
-                 torch_step, "jaxviz.train._train_step, optax adamw(wd=0), dropout, shift=0",
+                 torch_step, "jaxviz.train.jitted_train_step, optax adamw(wd=0), dropout, shift=0",
                  jax_step, 3 * F * 128, 128, repeats)
 
 
@@ -183,7 +166,7 @@ def _best_of_settings(run, candidates, repeats, warm):
     """Time run(c) for each candidate setting: (best seconds, best c, {c: seconds}, its result)."""
     tried, results = {}, {}
     for c in candidates:
-        tried[c], _, results[c] = _timed(lambda c=c: run(c), repeats, warm)
+        tried[c], _, results[c] = harness.timed(lambda c=c: run(c), repeats, warm=warm)
     best = min(tried, key=tried.get)
     return tried[best], best, tried, results[best]
 
@@ -207,9 +190,11 @@ def _rows(torch, quick: bool) -> list[dict]:
     import jax.numpy as jnp  # noqa: PLC0415
     from flax import nnx  # noqa: PLC0415
 
+    from jaxviz import attribution as A  # noqa: PLC0415
     from jaxviz.core import probe as probe_lib  # noqa: PLC0415
     from jaxviz.data import load_bundled  # noqa: PLC0415
     from jaxviz.models import MnistCNN  # noqa: PLC0415
+    from jaxviz.occlusion import occlusion  # noqa: PLC0415
 
     torch.set_num_threads(os.cpu_count() or 1)
     torch.manual_seed(0)
@@ -232,19 +217,8 @@ def _rows(torch, quick: bool) -> list[dict]:
     diff = float(np.abs(torch_logits - jax_logits).max())
     assert diff < 1e-4, f"PyTorch and jaxviz logits differ by {diff:.2e} (weights mis-copied?)"
 
-    try:
-        from jaxviz import attribution as A  # noqa: PLC0415
-    except ImportError:
-        A = None
-    try:
-        from jaxviz.occlusion import occlusion  # noqa: PLC0415
-    except ImportError:
-        occlusion = None
-
-    def jaxcall(name, **kw):  # a blocking call of A.<name>, or None where jaxviz lacks it
-        fn = getattr(A, name, None) if A is not None else None
-        return None if fn is None else (
-            lambda: jax.block_until_ready(fn(probe, params, xj, yj, **kw)))
+    def jaxcall(name, **kw):  # a call of the public jaxviz.attribution.<name>
+        return lambda: getattr(A, name)(probe, params, xj, yj, **kw)
 
     same = lambda p, j: (_nhwc(p), j)  # noqa: E731
     out = _train_pair(torch, heavy)
@@ -259,8 +233,8 @@ def _rows(torch, quick: bool) -> list[dict]:
     occ_settings = (f"4x4 window, stride 1, baseline 0; best perturbations_per_eval={ppe} "
                     f"({_tried(tried)})")
     for method in ("exact", "incremental"):
-        call = None if occlusion is None else (lambda m=method: jax.block_until_ready(occlusion(
-            probe, params, xj, yj, window=(4, 4), stride=(1, 1), baseline=0.0, method=m)))
+        call = lambda m=method: occlusion(  # noqa: E731
+            probe, params, xj, yj, window=(4, 4), stride=(1, 1), baseline=0.0, method=m)
         out += _pair(f"occlusion {method}", "captum", occ_settings, (occ_s, occ_out),
                      f"method={method!r}, chunk = one image's 625 positions", call,
                      (625 + 1) * F * N_IMAGES if method == "exact" else None, N_IMAGES, heavy,
@@ -274,13 +248,13 @@ def _rows(torch, quick: bool) -> list[dict]:
     out += _pair("integrated gradients (50 steps)", "captum",
                  f"gausslegendre, baseline 0, best internal_batch_size={ibs} ({_tried(tried)}; "
                  f"None = all {50 * N_IMAGES:,} at once)", (ig_s, ig_out),
-                 "gausslegendre, baseline 0, all 50 path points vmapped (+ convergence delta)",
+                 "gausslegendre, baseline 0, all 50 path points vmapped",
                  jaxcall("integrated_gradients", n_steps=50), (3 * 50 + 2) * F * N_IMAGES,
                  N_IMAGES, heavy, agree=same)
 
     nt = captum.attr.NoiseTunnel(captum.attr.Saliency(net))
-    nt_s, _, nt_out = _timed(lambda: nt.attribute(xt, nt_type="smoothgrad", nt_samples=50,
-                                                  stdevs=0.15, target=yt), heavy, warm)
+    nt_s, _, nt_out = harness.timed(lambda: nt.attribute(
+        xt, nt_type="smoothgrad", nt_samples=50, stdevs=0.15, target=yt), heavy, warm=warm)
     out += _pair("smoothgrad (50 samples)", "captum",
                  "NoiseTunnel(Saliency), stdevs=0.15 absolute, all 50 samples at once",
                  (nt_s, nt_out),
@@ -310,7 +284,3 @@ def _rows(torch, quick: bool) -> list[dict]:
         row["logit_max_diff"] = diff
     return out
 
-
-if __name__ == "__main__":
-    for r in rows(quick="--quick" in sys.argv[1:]):
-        print(format_row(r), flush=True)

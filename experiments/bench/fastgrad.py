@@ -1,19 +1,13 @@
-"""Benchmark for `jaxviz.core.fastgrad`: each rewritten primitive and whole passes, before/after.
+"""`jaxviz.core.fastgrad`: each rewritten primitive and whole passes, before/after.
 
-    .venv/bin/python -m experiments.bench_fastgrad [--quick]
-
-About 2 minutes on 2 quiet cores, 4 under contention (quick: ~1 min). Every function is
-jitted, every tensor is an argument, all variants of one table are timed interleaved (round robin) and the best of
-the rounds is kept, so ratios within one run survive a shared machine. Rows carry
-`ratio` = seconds / the plain forward pass (whole passes) or / the "before" variant
-(primitives), and `cpu_s` (process CPU time, steadier than wall time under contention).
-Expected on a quiet 2-core machine: fast input gradient ~2x faster than plain, train
-step ~2x more images/s; the padded conv ~2.5x faster than the unpadded one.
+Every function is jitted with every tensor an argument; the variants of one table are timed
+round robin (`harness.round_robin`), so ratios within one run survive a shared machine.
+`ratio` = seconds / the table's first variant (the plain forward pass for whole passes, the
+"before" variant for primitives); `cpu_s`/`cpu_ratio` the same in process CPU time, steadier
+than wall time under contention. The reference figures are in docs/xla_cpu_backward.md.
 """
 from __future__ import annotations
 
-import sys
-import time
 from functools import partial
 
 import jax
@@ -22,41 +16,45 @@ import optax
 from flax import nnx
 from jax import lax
 
-from jaxviz.core import fastgrad, xla_cpu
+from experiments.bench import harness
+from jaxviz.core import compile as compile_lib
+from jaxviz.core import fastgrad
 from jaxviz.core import probe as probe_lib
 from jaxviz.models import MnistCNN
 
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
 
-def _interleaved(cases: dict, rounds: int) -> dict:
-    """{name: (jitted f, args)} -> {name: (best wall s, best cpu s, compile s, gflops)}."""
-    out = {}
-    for name, (f, args) in cases.items():
-        t = time.perf_counter()
-        jax.block_until_ready(f(*args))
-        flops = (f.lower(*args).compile().cost_analysis() or {}).get("flops")
-        out[name] = [float("inf"), float("inf"), time.perf_counter() - t, flops]
-    for _ in range(rounds):
-        for name, (f, args) in cases.items():
-            t, c = time.perf_counter(), time.process_time()
-            jax.block_until_ready(f(*args))
-            r = out[name]
-            r[0], r[1] = min(r[0], time.perf_counter() - t), min(r[1], time.process_time() - c)
-    return out
-
-
-def _rows(timed: dict, settings: str, base: str, **extra) -> list[dict]:
-    rows = []
-    for name, (wall, cpu, comp, flops) in timed.items():
-        rows.append(dict(name=name, settings=settings, seconds=wall, compile_s=comp,
-                         gflops=(flops / wall / 1e9) if flops else None, cpu_s=cpu,
-                         ratio=wall / timed[base][0], cpu_ratio=cpu / timed[base][1], **extra))
-    return rows
+def _rows(timed: dict, settings: str, base: str) -> list[dict]:
+    return [harness.row(name, wall, settings=settings, compile_s=comp,
+                        gflops=flops / wall / 1e9 if flops else None, cpu_s=cpu,
+                        ratio=wall / timed[base][0], cpu_ratio=cpu / timed[base][1])
+            for name, (wall, cpu, comp, flops) in timed.items()]
 
 
 def _conv(padding):
     return lambda x, w: lax.conv_general_dilated(x, w, (1, 1), padding, dimension_numbers=_NHWC)
+
+
+def _vjp(f, i):
+    """Jitted (*primals, cotangent) -> the cotangent of primal i."""
+    return jax.jit(lambda *ar: jax.vjp(f, *ar[:-1])[1](ar[-1])[i])
+
+
+class _PythonLoop:
+    """`steps` calls of a jitted step in a Python loop, timed like a jitted function
+    (`lower` gives one step's program for the FLOP count)."""
+
+    def __init__(self, jstep, steps: int):
+        self.jstep, self.steps = jstep, steps
+
+    def __call__(self, c, *args):
+        for _ in range(self.steps):
+            c = self.jstep(c, *args)
+        return c
+
+    def lower(self, *args):
+        return self.jstep.lower(*args)
 
 
 def primitive_rows(batch: int, rounds: int) -> list[dict]:
@@ -74,26 +72,26 @@ def primitive_rows(batch: int, rounds: int) -> list[dict]:
         return lax.reduce_window(v, -jnp.inf, lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
 
     fast_pool = fastgrad.fast(pool, enabled=True)
-    vjp = lambda f, i: jax.jit(lambda *ar: jax.vjp(f, *ar[:-1])[1](ar[-1])[i])  # noqa: E731
     tables = {
         "pool 2x2/2 backward": {
-            "pool_bwd/reduce_window": (vjp(pool, 0), (a, gp)),
-            "pool_bwd/fastgrad": (vjp(fast_pool, 0), (a, gp))},
+            "pool_bwd/reduce_window": (_vjp(pool, 0), (a, gp)),
+            "pool_bwd/fastgrad": (_vjp(fast_pool, 0), (a, gp))},
         "conv2 materialized output (repro: unpadded YNNPACK conv)": {
             "conv_fwd/valid": (jax.jit(valid), (x, w)),
             "conv_fwd/padded+slice": (jax.jit(lambda x, w: padded(x, w)[:, :-1]), (x, w)),
             "conv_fwd/valid+sum (fused reduction)": (
                 jax.jit(lambda x, w: valid(x, w).sum()), (x, w))},
         "conv2 weight gradient": {
-            "conv_dw/native": (vjp(valid, 1), (x, w, g)),
-            "conv_dw/fastgrad": (vjp(fast_conv, 1), (x, w, g))},
+            "conv_dw/native": (_vjp(valid, 1), (x, w, g)),
+            "conv_dw/fastgrad": (_vjp(fast_conv, 1), (x, w, g))},
         "conv2 input gradient": {
-            "conv_dx/native": (vjp(valid, 0), (x, w, g)),
-            "conv_dx/fastgrad": (vjp(fast_conv, 0), (x, w, g))},
+            "conv_dx/native": (_vjp(valid, 0), (x, w, g)),
+            "conv_dx/fastgrad": (_vjp(fast_conv, 0), (x, w, g))},
     }
     rows = []
     for settings, cases in tables.items():
-        rows += _rows(_interleaved(cases, rounds), f"{settings}; batch {batch}", next(iter(cases)))
+        rows += _rows(harness.round_robin(cases, rounds), f"{settings}; batch {batch}",
+                      next(iter(cases)))
     return rows
 
 
@@ -109,23 +107,12 @@ def scan_dx_rows(batch: int, steps: int, rounds: int) -> list[dict]:
         def body(c, x, w, conv=conv):  # the carry feeds the cotangent so nothing is hoisted
             return c * 0.99 + 0.01 * jax.vjp(conv, x, w)[1](c)[0][:, :24, :24, :1]
 
-        jbody = jax.jit(body)
-
-        class PythonLoop:
-            def __call__(self, c, x, w, jbody=jbody):
-                for _ in range(steps):
-                    c = jbody(c, x, w)
-                return c
-
-            def lower(self, *a, jbody=jbody):
-                return jbody.lower(*a)
-
-        cases[f"scan_dx/{label}/python loop"] = (PythonLoop(), (g, x, w))
+        cases[f"scan_dx/{label}/python loop"] = (_PythonLoop(jax.jit(body), steps), (g, x, w))
         cases[f"scan_dx/{label}/lax.scan"] = (jax.jit(
             lambda c, x, w, body=body: lax.scan(lambda c, _: (body(c, x, w), None), c, None,
                                                 length=steps)[0]), (g, x, w))
-    return _rows(_interleaved(cases, rounds), f"conv2 input gradient x{steps}; batch {batch}",
-                 "scan_dx/native/python loop")
+    return _rows(harness.round_robin(cases, rounds),
+                 f"conv2 input gradient x{steps}; batch {batch}", "scan_dx/native/python loop")
 
 
 def loop_rows(batch: int, steps: int, rounds: int) -> list[dict]:
@@ -135,29 +122,19 @@ def loop_rows(batch: int, steps: int, rounds: int) -> list[dict]:
     x = jax.random.uniform(jax.random.key(3), (batch, 28, 28, 1))
     rows = []
     for label, fn in (("plain", p), ("fastgrad", fastgrad.fast(p, enabled=True))):
-        def step(params, x, fn=fn):
+        def step(x, params, fn=fn):
             return x + 0.01 * jax.grad(lambda x: fn(params, x)[:, 3].sum())(x)
 
-        jstep = jax.jit(step)
-
-        class PythonLoop:  # quacks like a jitted function for _interleaved
-            def __call__(self, params, x):
-                for _ in range(steps):
-                    x = jstep(params, x)
-                return x
-
-            def lower(self, params, x):
-                return jax.jit(lambda pa, x: step(pa, x)).lower(params, x)
-
-        def scanned(params, x, unroll, step=step):
-            return lax.scan(lambda x, _: (step(params, x), None), x, None, length=steps,
+        def scanned(x, params, unroll, step=step):
+            return lax.scan(lambda x, _: (step(x, params), None), x, None, length=steps,
                             unroll=unroll)[0]
 
-        timed = _interleaved({
-            f"loop/{label}/python loop of jitted step": (PythonLoop(), (p.params, x)),
-            f"loop/{label}/lax.scan": (jax.jit(partial(scanned, unroll=1)), (p.params, x)),
+        timed = harness.round_robin({
+            f"loop/{label}/python loop of jitted step": (
+                _PythonLoop(jax.jit(step), steps), (x, p.params)),
+            f"loop/{label}/lax.scan": (jax.jit(partial(scanned, unroll=1)), (x, p.params)),
             f"loop/{label}/lax.scan unroll=True": (
-                jax.jit(partial(scanned, unroll=True)), (p.params, x)),
+                jax.jit(partial(scanned, unroll=True)), (x, p.params)),
         }, rounds)
         rows += _rows(timed, f"MnistCNN input-gradient ascent, {steps} steps; batch {batch}",
                       f"loop/{label}/python loop of jitted step")
@@ -166,15 +143,14 @@ def loop_rows(batch: int, steps: int, rounds: int) -> list[dict]:
 
 def whole_rows(batch: int, rounds: int) -> list[dict]:
     """Forward, input gradient and Adam train step of MnistCNN: plain, fastgrad, and jaxviz's
-    defaults for this backend (fastgrad where it is on, xla_cpu.jit's compile options)."""
+    defaults for this backend (`jaxviz.core.compile`'s policy, as its analyses get it)."""
     p = probe_lib.from_model(MnistCNN(rngs=nnx.Rngs(0)))
     x = jax.random.uniform(jax.random.key(2), (batch, 28, 28, 1))
     y = jnp.arange(batch) % 10
     opt = optax.adam(1e-3)
     cases = {}
     variants = (("plain", p, jax.jit), ("fastgrad", fastgrad.fast(p, enabled=True), jax.jit),
-                # what jaxviz's own analyses and training use: the defaults for this backend
-                ("jaxviz default", fastgrad.fast(p), xla_cpu.jit))
+                ("jaxviz default", compile_lib.fast_model(p), compile_lib.jit))
     for label, fn, jit in variants:
         def loss(params, x, y, fn=fn):
             logits = fn(params, x)
@@ -193,7 +169,8 @@ def whole_rows(batch: int, rounds: int) -> list[dict]:
         cases[f"whole/{label}/input_gradient"] = (jit(saliency), (p.params, x, y))
         cases[f"whole/{label}/train_step_adam"] = (
             jit(step), (p.params, opt.init(p.params), x, y))
-    rows = _rows(_interleaved(cases, rounds), f"MnistCNN batch {batch}", "whole/plain/forward")
+    rows = _rows(harness.round_robin(cases, rounds), f"MnistCNN batch {batch}",
+                 "whole/plain/forward")
     for r in rows:
         r["images_per_s"] = batch / r["seconds"]
     return rows
@@ -204,9 +181,3 @@ def rows(quick: bool = False) -> list[dict]:
     return (whole_rows(batch, rounds) + primitive_rows(batch, rounds)
             + scan_dx_rows(batch // 4, 4 if quick else 8, rounds)
             + loop_rows(batch // 2, 4 if quick else 8, max(2, rounds // 2)))
-
-
-if __name__ == "__main__":
-    for r in rows(quick="--quick" in sys.argv):
-        print(f"{r['name']:48s} {r['seconds'] * 1e3:8.1f} ms  x{r['ratio']:5.2f}  "
-              f"cpu {r['cpu_s'] * 1e3:7.1f} ms x{r['cpu_ratio']:5.2f}  [{r['settings']}]")

@@ -1,0 +1,60 @@
+"""Occlusion over many images, a fixed-size group at a time.
+
+    res = grouped_occlusion(probe, probe.params, x, y, group=64, window=4, stride=2)
+    res.attribution   # (N, H, W) numpy, as one `occlusion(...)` call over all N would give
+
+Every group has the same shape (the last one is padded with copies of its first image and
+the padding dropped), so the whole run uses one compiled program, and memory holds one
+group's forward passes, whatever N is.
+"""
+from __future__ import annotations
+
+import numpy as np
+from tqdm import tqdm
+
+from jaxviz.core import checks
+from jaxviz.occlusion.exact import Occlusion, occlusion
+
+
+def _padded(a, start: int, group: int):
+    """Rows start..start+group of a, the last group padded with copies of its first row."""
+    part = np.asarray(a[start:start + group])
+    if len(part) < group:
+        part = np.concatenate([part, np.repeat(part[:1], group - len(part), axis=0)])
+    return part
+
+
+def _per_image_baseline(baseline, n: int) -> bool:
+    return np.ndim(baseline) == 4 and np.shape(baseline)[0] == n and n > 1
+
+
+def grouped_occlusion(fn, params, images, target, *, group: int = 64, progress: bool = False,
+                      **options) -> Occlusion:
+    """`occlusion(fn, params, images, target, **options)` run `group` images at a time.
+
+    images: (N, H, W, C) (numpy or jax; only one group is on the device at once);
+    target: an int or (N,) ints; group: images per compiled call; progress: show a tqdm
+    bar. options: window, stride, baseline (a per-image (N, H, W, C) baseline is grouped
+    with its images), score, chunk_size, method, as for `occlusion`.
+    Returns Occlusion(scores, attribution, base) as numpy arrays over all N images.
+    """
+    group = checks.positive_int(group, "group")
+    if not hasattr(images, "shape"):
+        images = np.asarray(images)
+    if images.ndim != 4:
+        raise ValueError(f"images must be a batch shaped (N, H, W, C); got shape "
+                         f"{tuple(images.shape)}")
+    n = int(images.shape[0])
+    if n == 0:
+        raise ValueError("images: got an empty batch (N = 0); pass at least one image")
+    targets = np.asarray(checks.as_targets(target, n, None))
+    baseline = options.pop("baseline", 0.0)
+    per_image = _per_image_baseline(baseline, n)
+    parts = []
+    for start in tqdm(range(0, n, group), desc="occlusion", disable=not progress):
+        b = _padded(baseline, start, group) if per_image else baseline
+        res = occlusion(fn, params, _padded(images, start, group), _padded(targets, start, group),
+                        baseline=b, **options)
+        keep = min(group, n - start)
+        parts.append([np.asarray(field)[:keep] for field in res])
+    return Occlusion(*(np.concatenate(field) for field in zip(*parts)))
