@@ -4,7 +4,6 @@ One test per guarantee; the README's "What jaxviz guarantees" table points here.
 checks run over one table of analyses on a small NNX model with BatchNorm and Dropout
 that takes any image size, so none of them depends on the reference CNN.
 """
-import logging
 import warnings
 
 import jax
@@ -49,30 +48,26 @@ def images():
 
 
 KEY = jax.random.key(0)
-ANALYSES = {
-    "saliency": lambda f, p, x, t, **kw: A.saliency(f, p, x, t),
-    "integrated_gradients": lambda f, p, x, t, chunk=None: A.integrated_gradients(
-        f, p, x, t, n_steps=6, internal_batch_size=chunk),
-    # One key per image, derived from the image's index, so subsets see the same noise.
-    "smoothgrad": lambda f, p, x, t, chunk=None, idx=None: A.smoothgrad(
-        f, p, x, t, key=jax.vmap(lambda i: jax.random.fold_in(KEY, i))(
-            jnp.arange(x.shape[0]) if idx is None else jnp.asarray(idx)),
-        n_samples=5, batch_size=chunk),
-    "grad_cam": lambda f, p, x, t, **kw: A.grad_cam(f, p, x, t, layer="conv2"),
-    "score_cam": lambda f, p, x, t, chunk=4: A.score_cam(f, p, x, t, layer="conv2",
-                                                         batch_size=chunk),
-    "occlusion": lambda f, p, x, t, chunk=None: O.occlusion(
-        f, p, x, t, window=(4, 4), stride=(3, 3), chunk_size=chunk).attribution,
-}
-CHUNKED = ["integrated_gradients", "smoothgrad", "score_cam", "occlusion"]
+# Every registered method, with its quick options; methods with a chunk knob also run chunked.
+ANALYSES = list(A.METHODS)
+CHUNKED = [n for n in A.METHODS if A.get(n).chunk_option]
 
 
-def run(name, probe, x, t, idx=None, **kw):
-    if name == "smoothgrad" and idx is not None:
-        kw["idx"] = idx
+def run(name, probe, x, t, idx=None, chunk=None):
+    """The registered method's map. Keyed methods get one key per image, derived from the
+    image's index (`idx`, default 0..N-1), so subsets see the same noise."""
+    method = A.get(name)
+    opts = dict(method.quick)
+    if chunk is not None:
+        opts[method.chunk_option] = chunk
+    key = None
+    if method.needs_key:
+        ids = jnp.arange(np.shape(x)[0]) if idx is None else jnp.asarray(idx)
+        key = jax.vmap(lambda i: jax.random.fold_in(KEY, i))(ids)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-zero CAMs are fine here
-        return np.asarray(ANALYSES[name](probe, getattr(probe, "params", None), x, t, **kw))
+        return np.asarray(method(probe, getattr(probe, "params", None), x, t, key=key,
+                                 **opts).map)
 
 
 # 1. uint8 images: one rule everywhere, x / 255.
@@ -213,7 +208,7 @@ def test_all_zero_grad_cam_warns(images):
 @pytest.mark.parametrize("name", CHUNKED)
 def test_chunk_sizes_do_not_change_results(bn, images, name):
     x, t = images[:2], [1, 3]
-    reference = run(name, bn, x, t) if name != "score_cam" else run(name, bn, x, t, chunk=None)
+    reference = run(name, bn, x, t)
     for chunk in (1, 3, 10_000):
         np.testing.assert_allclose(run(name, bn, x, t, chunk=chunk), reference,
                                    rtol=1e-5, atol=1e-5, err_msg=f"{name} chunk={chunk}")
@@ -221,18 +216,9 @@ def test_chunk_sizes_do_not_change_results(bn, images, name):
 
 # 15. No silent recompilation: a second call with the same shapes compiles nothing.
 @pytest.mark.parametrize("name", ANALYSES)
-def test_second_call_compiles_nothing(bn, images, name, caplog):
+def test_second_call_compiles_nothing(bn, images, name, compiles):
     x = images[:2, :11, :11]  # a shape no other test uses: the first call must compile
-
-    def compiled_during(call):
-        with jax.log_compiles(), caplog.at_level(logging.DEBUG):
-            caplog.clear()
-            call()
-        # The analysis program is the one that takes the (2, 11, 11, 1) images; tiny eager
-        # helpers (key splits, casts) that never see them don't count.
-        return [m for m in (r.getMessage() for r in caplog.records)
-                if "Compiling" in m and "float32[2,11,11,1]" in m]
-
-    first = compiled_during(lambda: run(name, bn, x, [0, 1]))
+    # The analysis program is the one that takes the (2, 11, 11, 1) images.
+    first = compiles(lambda: run(name, bn, x, [0, 1]), "float32[2,11,11,1]", "int32[2]")
     assert first, "the first call should compile (is compile logging working?)"
-    assert not compiled_during(lambda: run(name, bn, x + 0.1, [1, 2]))
+    assert not compiles(lambda: run(name, bn, x + 0.1, [1, 2]), "float32[2,11,11,1]", "int32[2]")
