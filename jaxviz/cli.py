@@ -36,13 +36,20 @@ def _common(p: argparse.ArgumentParser, *, checkpoint: bool = True, out_default:
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
 
 
+def _method_names() -> list[str]:
+    """The attribution registry's names, read when the parser is built: a method registered
+    before that is a choice with no edit here."""
+    from jaxviz import attribution  # noqa: PLC0415
+    return list(attribution.METHODS)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jaxviz", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     fmt = argparse.ArgumentDefaultsHelpFormatter
 
-    p = sub.add_parser("train", help="train a model (default: the seed's MNIST CNN)", formatter_class=fmt)
+    p = sub.add_parser("train", help="train a model (default: the Keras recipe's MNIST CNN)", formatter_class=fmt)
     _common(p, checkpoint=False, out_default="runs/train")
     p.add_argument("--epochs", type=int, default=None, help="TrainConfig's if omitted")
     p.add_argument("--batch-size", type=int, default=None, help="TrainConfig's if omitted")
@@ -84,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("attribute", help="gradient attributions (saliency ... Grad-CAM)", formatter_class=fmt)
     _common(p)
-    p.add_argument("--method", default="all", help="one method name, or 'all' for the comparison figure")
+    p.add_argument("--method", default="all", choices=["all", *_method_names()],
+                   help="one registered method, or 'all' for the comparison figure")
     p.add_argument("--images", type=int, default=8, help="number of validation digits")
     p.set_defaults(func=cmd_attribute)
 
@@ -128,23 +136,29 @@ def _loaded(args):
 
 
 def _out(args) -> Path:
-    out = Path(args.out)
+    from jaxviz import io  # noqa: PLC0415
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        return io.ensure_dir(args.out, "--out")
     except OSError as err:
-        raise PermissionError(f"--out {str(out)!r} is not writable: {err.strerror or err}") from err
-    probe_file = out / ".jaxviz-write-test"
-    try:
-        probe_file.write_text("")
-        probe_file.unlink()
-    except OSError as err:
-        raise PermissionError(f"--out {str(out)!r} is not writable: {err.strerror or err}") from err
-    return out
+        cause = err.__cause__ if isinstance(err.__cause__, OSError) else err
+        raise PermissionError(f"--out {str(args.out)!r} is not writable: "
+                              f"{cause.strerror or cause}") from err
 
 
-def _report_written(args, what: dict, t0: float) -> None:
-    files = [str(v) for v in what.values() if isinstance(v, (str, Path))]
-    _info(args, f"{args.command}: {time.perf_counter() - t0:.1f}s, wrote {len(files)} file(s) to {args.out}")
+def _run(args, stage, n_images: int = 1) -> int:
+    """Load the checkpoint, run one report stage on n validation examples, write its files."""
+    from jaxviz import report  # noqa: PLC0415
+    t0 = time.perf_counter()
+    probe, params, built, x, y = _loaded(args)
+    inputs = report.inputs_for(probe, params, x, y, n=n_images, seed=args.seed)
+    done = report.run_stage(stage, inputs, _out(args))
+    _report_written(args, done.paths, t0)
+    return 0
+
+
+def _report_written(args, paths, t0: float) -> None:
+    _info(args, f"{args.command}: {time.perf_counter() - t0:.1f}s, wrote {len(paths)} file(s) "
+                f"to {args.out}")
 
 
 def cmd_train(args) -> int:
@@ -173,34 +187,19 @@ def cmd_train(args) -> int:
 
 
 def cmd_summary(args) -> int:
-    from jaxviz import arch  # noqa: PLC0415
-    t0 = time.perf_counter()
-    out = _out(args)
-    probe, params, built, x, y = _loaded(args)
-    written = arch.write_summary_figures(probe, params, x[:1], out)
-    _report_written(args, written, t0)
-    return 0
+    from jaxviz import report  # noqa: PLC0415
+    return _run(args, report.ArchitectureStage())
 
 
 def cmd_filters(args) -> int:
-    from jaxviz import filters  # noqa: PLC0415
-    t0 = time.perf_counter()
-    probe, params, built, x, y = _loaded(args)
-    written = filters.write_filter_figures(probe, params, x[:1], _out(args))
-    _report_written(args, written, t0)
-    return 0
+    from jaxviz import report  # noqa: PLC0415
+    return _run(args, report.FiltersStage())
 
 
 def cmd_features(args) -> int:
-    from jaxviz import filters  # noqa: PLC0415
-    t0 = time.perf_counter()
-    probe, params, built, x, y = _loaded(args)
-    from jaxviz.recipe import pick_examples  # noqa: PLC0415
-    xs, _ = pick_examples(x, y, args.images)
+    from jaxviz import report  # noqa: PLC0415
     layers = args.layers.split(",") if args.layers else None
-    written = filters.write_feature_figures(probe, params, xs, _out(args), layers=layers)
-    _report_written(args, written, t0)
-    return 0
+    return _run(args, report.FeatureMapsStage(n_images=args.images, layers=layers), args.images)
 
 
 def parse_units(text: str | None) -> list[int] | None:
@@ -217,71 +216,63 @@ def parse_units(text: str | None) -> list[int] | None:
 
 
 def cmd_maximize(args) -> int:
-    import jax  # noqa: PLC0415
-    from jaxviz.plot import maximize as plot_maximize  # noqa: PLC0415
-    t0 = time.perf_counter()
-    probe, params, built, x, y = _loaded(args)
-    key = jax.random.key(args.seed)
+    from jaxviz import report  # noqa: PLC0415
     if args.layer is None and args.units is None:
-        written = plot_maximize.write_maximize_figures(probe, params, args.out, key,
-                                                       steps=args.steps, shape=built.input_shape)
+        stage = report.MaximizeStage(steps=args.steps)
     else:
-        written = plot_maximize.write_units_figure(
-            probe, params, args.layer or "logits", parse_units(args.units), args.out, key,
-            steps=args.steps, shape=built.input_shape)
-    _report_written(args, written, t0)
-    return 0
+        stage = report.UnitsStage(args.layer or "logits", parse_units(args.units),
+                                  steps=args.steps)
+    return _run(args, stage)
 
 
 def cmd_occlusion(args) -> int:
-    from jaxviz import occlusion  # noqa: PLC0415
-    t0 = time.perf_counter()
-    probe, params, built, x, y = _loaded(args)
-    from jaxviz.recipe import pick_examples  # noqa: PLC0415
-    xs, ys = pick_examples(x, y, args.images)
-    written = occlusion.write_occlusion_figures(probe, params, xs, ys, _out(args),
-                                                window=args.window, stride=args.stride,
-                                                method=args.method)
-    _report_written(args, written, t0)
-    return 0
+    from jaxviz import report  # noqa: PLC0415
+    stage = report.OcclusionStage(window=args.window, stride=args.stride, n=args.images,
+                                  method=args.method)
+    return _run(args, stage, args.images)
 
 
 def cmd_attribute(args) -> int:
-    import jax  # noqa: PLC0415
-    import jax.numpy as jnp  # noqa: PLC0415
-    from jaxviz import attribution  # noqa: PLC0415
-    from jaxviz.plot import attribution as plot_attr, save_figure  # noqa: PLC0415
+    from jaxviz import attribution, report  # noqa: PLC0415
 
     if args.method != "all" and args.method not in attribution.METHODS:
         raise ValueError(f"unknown method {args.method!r}; known: all, "
                          f"{', '.join(attribution.METHODS)}")
-    t0 = time.perf_counter()
-    probe, params, built, x, y = _loaded(args)
-    from jaxviz.recipe import pick_examples  # noqa: PLC0415
-    xs, ys = pick_examples(x, y, args.images)
-    key = jax.random.key(args.seed)
-    out = Path(args.out)
     if args.method == "all":
-        written = plot_attr.write_attribution_figures(probe, params, xs, ys, out, key)
-    else:
-        method = attribution.METHODS[args.method]
-        extra = {"key": key} if args.method in attribution.NEEDS_KEY else {}
-        maps = method(probe, params, jnp.asarray(xs), ys, **extra)
-        maps = maps[0] if isinstance(maps, tuple) else maps
-        if maps.ndim == 4:
-            maps = attribution.reduce_channels(jnp.abs(maps), "max")
-        fig = plot_attr.comparison_figure(xs, {args.method: np.asarray(maps)},
-                                          labels=[int(v) for v in ys])
-        written = {"figure": save_figure(fig, out / f"attribution_{args.method}.png")[0]}
-    _report_written(args, written, t0)
-    return 0
+        return _run(args, report.AttributionStage(), args.images)
+    return _run(args, _OneMethod(args.method), args.images)
+
+
+class _OneMethod:
+    """One registered attribution method as a stage: attribution_<method>.png."""
+
+    def __init__(self, method: str):
+        self.name = method
+
+    def run(self, inputs, earlier):
+        import jax  # noqa: PLC0415
+        import jax.numpy as jnp  # noqa: PLC0415
+        from jaxviz import attribution  # noqa: PLC0415
+        method = attribution.get(self.name)
+        key = jax.random.fold_in(inputs.key, 2) if method.needs_key else None
+        res = method(inputs.probe, inputs.params, jnp.asarray(inputs.images), inputs.labels,
+                     key=key)
+        return inputs.images, inputs.labels, np.asarray(attribution.display_map(method, res))
+
+    def render(self, result, out_dir):
+        from jaxviz.plot import attribution as plot_attr  # noqa: PLC0415
+        from jaxviz.report import save  # noqa: PLC0415
+        images, labels, maps = result
+        fig = plot_attr.comparison_figure(images, {self.name: maps},
+                                          labels=[int(v) for v in labels])
+        return save(fig, out_dir, f"attribution_{self.name}.png")
 
 
 def cmd_report(args) -> int:
-    from jaxviz import recipe  # noqa: PLC0415
+    from jaxviz import report  # noqa: PLC0415
     probe, params, built, x, y = _loaded(args)
-    recipe.analyse(probe, params, x, y, _out(args), seed=args.seed, small=args.small,
-                   input_shape=built.input_shape, log=lambda m: _info(args, m))
+    report.run_report(probe, params, x, y, _out(args), seed=args.seed, small=args.small,
+                      log=lambda m: _info(args, m))
     return 0
 
 

@@ -33,8 +33,8 @@ class BNNet(nnx.Module):
         return self.head(nnx.relu(self.conv2(h)).mean(axis=(1, 2)))
 
 
-@pytest.fixture(scope="module")
-def bn():
+def make_bn():
+    """BNNet as a Probe, with non-trivial running statistics (as after training)."""
     model = BNNet(nnx.Rngs(0))
     # Non-trivial running statistics, as after training.
     model.bn.mean[...] = jnp.linspace(-0.2, 0.2, 6)
@@ -43,8 +43,17 @@ def bn():
 
 
 @pytest.fixture(scope="module")
-def images():
+def bn():
+    return make_bn()
+
+
+def make_images():
     return np.asarray(jax.random.uniform(jax.random.key(1), (64, 12, 12, 1)), np.float32)
+
+
+@pytest.fixture(scope="module")
+def images():
+    return make_images()
 
 
 KEY = jax.random.key(0)

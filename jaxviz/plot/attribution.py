@@ -1,15 +1,14 @@
 """Attribution figures: the method comparison grid and the randomization sanity check.
 
-`write_attribution_figures` is the one call the experiment and the CLI make.
+Arrays in, matplotlib Figures out; the attribution stage (jaxviz.report) computes the maps.
 """
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 
 import numpy as np
 
-from jaxviz.plot.core import DIVERGING, GRAY, heatmap_overlay, new_figure, save_figure
+from jaxviz.plot.core import DIVERGING, GRAY, heatmap_overlay, new_figure
 
 SEQ_MAP = "hot"
 
@@ -81,59 +80,3 @@ def randomization_figure(result: Mapping, *, title: str | None = None):
     ax.legend(frameon=False)
     ax.set_title(title or "model randomization (Adebayo et al. 2018)")
     return fig
-
-
-def write_attribution_figures(probe, params, images, labels, out_dir, key, *,
-                              extra_columns: Mapping[str, np.ndarray] | None = None,
-                              n_samples: int = 50, sigma: float = 0.15, n_steps: int = 64,
-                              formats=("png",)) -> dict:
-    """Compute every map for `images` (explaining `labels`), draw and save the figures.
-
-    images: (K, H, W, C), K about 8; labels: (K,) classes to explain; key: a PRNG key
-    (SmoothGrad noise, layer re-initialisation); extra_columns: {name: (K, H, W)} maps from
-    other analyses (e.g. occlusion) appended to the comparison. Returns {"comparison": path,
-    "sanity": path, "ig_delta_rel": max over images of |delta| / |f(x) - f(0)|,
-    "randomization": cascading_randomization's result, "cam_layer": layer used}.
-    """
-    import jax
-    import jax.numpy as jnp
-
-    from jaxviz import attribution as attr
-    from jaxviz.attribution import cam, sanity
-
-    out_dir = Path(out_dir)
-    x = jnp.asarray(images, jnp.float32)
-    y = np.asarray(labels)
-    k_noise, k_rand = jax.random.split(key)
-
-    def gray(a):
-        return np.asarray(attr.reduce_channels(jnp.abs(a), "max"))
-
-    ig, delta = attr.integrated_gradients(probe, params, x, y, n_steps=n_steps,
-                                          return_convergence_delta=True)
-    logits = probe(params, jnp.concatenate([x, jnp.zeros_like(x)]))
-    fx, fb = np.split(np.take_along_axis(np.asarray(logits), np.tile(y, 2)[:, None], 1)[:, 0], 2)
-    rel = np.abs(np.asarray(delta)) / np.maximum(np.abs(fx - fb), 1e-12)
-    columns = {
-        "saliency": gray(attr.saliency(probe, params, x, y)),
-        "guided\nbackprop": gray(attr.guided_backprop(probe, params, x, y)),
-        "SmoothGrad": gray(attr.smoothgrad(probe, params, x, y, key=k_noise,
-                                           n_samples=n_samples, sigma=sigma)),
-        "Integrated\nGradients": np.asarray(attr.reduce_channels(ig, "sum")),
-        "Grad-CAM": np.asarray(attr.grad_cam(probe, params, x, y)),
-        "Guided\nGrad-CAM": gray(attr.guided_grad_cam(probe, params, x, y)),
-        **{name: np.asarray(v) for name, v in (extra_columns or {}).items()},
-    }
-    cam_layer = cam.resolve_layer(probe, None, x.shape)
-    comparison = save_figure(
-        comparison_figure(x, columns, labels=[int(v) for v in y],
-                          title=f"attribution for the true class (Grad-CAM at {cam_layer!r})"),
-        out_dir / "attribution_comparison.png", formats)[0]
-    rand = sanity.cascading_randomization(probe, params, x, y, key=k_rand,
-                                          methods=("saliency", "guided_backprop", "grad_cam"))
-    sanity_path = save_figure(randomization_figure(rand), out_dir / "attribution_sanity.png",
-                              formats)[0]
-    return {"comparison": comparison, "sanity": sanity_path, "ig_delta_rel": float(rel.max()),
-            "randomization": {k: (list(v) if k == "layers" else [float(a) for a in v])
-                              for k, v in rand.items()},
-            "cam_layer": cam_layer}
