@@ -1,4 +1,4 @@
-"""The seed recipe end to end: train the MNIST CNN, then every analysis and a report.
+"""The Keras recipe end to end: train its MNIST CNN, then every analysis and a report.
 
 Command:  python -m experiments.mnist_seed [--out runs/mnist_seed] [--small]   (= `make demo`)
 Time:     first run about 2-3 minutes on a 2-core CPU (most of it training); a second run
@@ -10,7 +10,7 @@ import argparse
 import dataclasses
 import time
 
-from jaxviz import data, recipe, registry, train
+from jaxviz import data, registry, report, train
 
 
 def load_or_train(config, ds, out, quiet=False):
@@ -32,7 +32,7 @@ def load_or_train(config, ds, out, quiet=False):
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/mnist_seed")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="PRNG seed")
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--small", action="store_true", help="tiny run for tests: few steps")
     parser.add_argument("--quiet", action="store_true")
@@ -48,8 +48,8 @@ def main(argv=None) -> None:
     t0 = time.perf_counter()
     model, train_seconds = load_or_train(config, ds, args.out, quiet=args.quiet)
     probe = registry.to_probe(registry.build(config.model, config.seed), model)
-    metrics = recipe.analyse(probe, probe.params, ds.x_val, ds.y_val, args.out, seed=args.seed,
-                             small=args.small, train_seconds=train_seconds)
+    metrics = report.run_report(probe, probe.params, ds.x_val, ds.y_val, args.out,
+                                seed=args.seed, small=args.small, train_seconds=train_seconds)
     print(f"done in {time.perf_counter() - t0:.1f}s: validation accuracy "
           f"{metrics['val_accuracy']:.4f}; open {args.out}/report.html", flush=True)
 

@@ -21,7 +21,6 @@ import functools
 import itertools
 import math
 import re
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -124,23 +123,9 @@ def graph(model, sample_input, params=None) -> Graph:
     return _analyze(model, sample_input, params)[1]
 
 
-def write_summary_figures(model, params, sample_input, out_dir) -> dict:
-    """Write summary.txt and architecture.png/.svg for inputs shaped like sample_input.
-
-    Returns {"figures": [png, svg], file name: path, ..., "params": int, "flops": int}.
-    """
-    from jaxviz.plot.arch import plot_architecture
-    from jaxviz.plot.core import save_figure
-
-    s, g = _analyze(model, sample_input, params)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.txt").write_text(s.text() + "\n")
-    title = f"{s.total_params:,} params, {s.total_flops / 1e6:.4g} MFLOP for {s.input_shape}"
-    figs = save_figure(plot_architecture(g, title=title), out / "architecture.png",
-                       ["png", "svg"])
-    return {"figures": figs, "summary.txt": out / "summary.txt", **{p.name: p for p in figs},
-            "params": s.total_params, "flops": s.total_flops}
+def summary_and_graph(model, sample_input, params=None) -> tuple[Summary, Graph]:
+    """Both, from one trace."""
+    return _analyze(model, sample_input, params)
 
 
 def as_probe(model, params=None, what: str = "model"):

@@ -3,14 +3,13 @@
     tiles = filter_grid(probe, params, "conv1")                 # (32, 3, 3): input channel 0
     tiles = filter_grid(probe, params, "conv2", mode="mosaic")  # (16, 16, 3, 3): out x in
     acts = feature_maps(probe, params, x, ["conv1", "conv2"])   # {layer: (N, H, W, C)}
-    paths = write_arch_figures(probe, params, x[:3], "out/", labels=y[:3])  # all the files
 
 Kernels are Flax's (kh, kw, in, out) 2-D convolution kernels, found by parameter name.
+Arrays only: `jaxviz.plot.arch` draws them, the report's stages save the figures.
 """
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -114,70 +113,3 @@ def feature_maps(probe, params, images, layers: str | Sequence[str]) -> dict[str
     for name in layers:
         probe.check_layer(name, x.shape)
     return _feature_maps_jit(probe, params, x, layers=layers)
-
-
-def write_filter_figures(probe, params, images, out_dir, *, diverging: bool = True) -> dict:
-    """filters_<layer>.png for every layer with a 2-D conv kernel; images: (N, H, W, C).
-
-    One input channel -> its kernels, one tile each; more -> an out x in mosaic (16 x 16 max).
-    Returns {"figures": [paths], file name: path, ...}.
-    """
-    from jaxviz.plot.arch import plot_filters
-    from jaxviz.plot.core import save_figure
-
-    probe, params = arch.as_probe(probe, params, "probe")
-    x = as_images(images, "images")
-    out, written = Path(out_dir), {}
-    for name in conv_layers(probe, params, x.shape):
-        k = conv_kernel(probe, params, name)
-        mode = "channel" if k.shape[2] == 1 else "mosaic"
-        tiles = filter_grid(probe, params, name, mode)
-        title = f"{name}: {k.shape[-1]} filters {k.shape[0]}x{k.shape[1]}" + (
-            "" if mode == "channel" else f", first {tiles.shape[0]} x {tiles.shape[1]} of "
-                                         f"{k.shape[-1]} out x {k.shape[2]} in")
-        path = out / f"filters_{name}.png"
-        written[path.name] = save_figure(plot_filters(tiles, title=title, diverging=diverging),
-                                         path)[0]
-    return {"figures": list(written.values()), **written}
-
-
-def write_feature_figures(probe, params, images, out_dir, *, labels=None,
-                          layers: Sequence[str] | None = None) -> dict:
-    """feature_maps_<layer>.png for the given images (N, H, W, C), all shown; labels: (N,).
-
-    layers: default every layer with a 2-D conv kernel and an (N, H, W, C) output.
-    Returns {"figures": [paths], file name: path, ...}.
-    """
-    from jaxviz.plot.arch import plot_feature_maps
-    from jaxviz.plot.core import save_figure
-
-    probe, params = arch.as_probe(probe, params, "probe")
-    x = as_images(images, "images")
-    if layers is None:
-        shapes = probe.layer_shapes(x.shape)
-        layers = [n for n in conv_layers(probe, params, x.shape) if len(shapes[n]) == 4]
-    written = {}
-    if layers:
-        acts = feature_maps(probe, params, x, layers)
-        for name in layers:
-            path = Path(out_dir) / f"feature_maps_{name}.png"
-            fig = plot_feature_maps(acts[name], name, images=x,
-                                    labels=None if labels is None else list(labels)[:len(x)])
-            written[path.name] = save_figure(fig, path)[0]
-    return {"figures": list(written.values()), **written}
-
-
-def write_arch_figures(probe, params, images, out_dir, *, labels=None, n_images: int = 3,
-                       layers: Sequence[str] | None = None, diverging: bool = True) -> dict:
-    """Everything: architecture.png/.svg, summary.txt, filters_<conv>.png, feature_maps_<layer>.png.
-
-    images: (N, H, W, C), the first `n_images` shown in the feature maps; labels: (N,) ints.
-    Returns {"figures": [paths], file name: path, ..., "params": int, "flops": int (one image)}.
-    """
-    x = as_images(images, "images")[:positive_int(n_images, "n_images")]
-    parts = [arch.write_summary_figures(probe, params, x[:1], out_dir),
-             write_filter_figures(probe, params, x, out_dir, diverging=diverging),
-             write_feature_figures(probe, params, x, out_dir, labels=labels, layers=layers)]
-    result = {k: v for part in parts for k, v in part.items()}
-    result["figures"] = [f for part in parts for f in part["figures"]]
-    return result

@@ -7,10 +7,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxviz import arch
+from jaxviz import arch, io
 from jaxviz.core import probe as probe_lib
 from jaxviz.plot.arch import architecture_layout, plot_architecture
-from jaxviz.plot.core import save_figure
 
 X1 = jax.ShapeDtypeStruct((1, 28, 28, 1), jnp.float32)
 
@@ -141,7 +140,7 @@ def test_residual_layout_no_overlap_and_edges_avoid_boxes(resnet_random):
 
 def test_architecture_png_and_svg_written_not_blank(cnn_random, tmp_path):
     fig = plot_architecture(arch.graph(cnn_random, X1))
-    paths = save_figure(fig, tmp_path / "architecture.png", ["png", "svg"])
+    paths = io.save_figure(fig, tmp_path / "architecture.png", formats=["png", "svg"])
     assert [p.name for p in paths] == ["architecture.png", "architecture.svg"]
     img = matplotlib.image.imread(paths[0])
     assert len(np.unique(img.reshape(-1, img.shape[-1]), axis=0)) > 20

@@ -1,11 +1,11 @@
 """Filter grids, feature maps, their errors, and the figure files written for the main job."""
+import jax
 import matplotlib.image
 import numpy as np
 import pytest
 
-from jaxviz import filters
+from jaxviz import filters, io, report
 from jaxviz.plot.arch import plot_feature_maps, plot_filters
-from jaxviz.plot.core import save_figure
 from jaxviz.core.probe import layer_params
 
 
@@ -81,20 +81,31 @@ def test_filter_and_feature_figures_not_blank(cnn_random, digits, tmp_path):
     x, y = digits[0][:2], digits[1][:2]
     p = cnn_random.params
     t = filters.filter_grid(cnn_random, p, "conv1")
-    a = save_figure(plot_filters(t, title="conv1", diverging=False), tmp_path / "f.png")[0]
+    a = io.save_figure(plot_filters(t, title="conv1", diverging=False), tmp_path / "f.png")[0]
     acts = filters.feature_maps(cnn_random, p, x, "conv1")
-    b = save_figure(plot_feature_maps(acts["conv1"], "conv1", images=x, labels=y),
-                    tmp_path / "m.png")[0]
+    b = io.save_figure(plot_feature_maps(acts["conv1"], "conv1", images=x, labels=y),
+                       tmp_path / "m.png")[0]
     assert _not_blank(a) and _not_blank(b)
 
 
-def test_write_arch_figures_nnx(cnn_random, digits, tmp_path):
-    out = filters.write_arch_figures(cnn_random, cnn_random.params, digits[0][:1], tmp_path,
-                                     labels=digits[1][:1])
+def _model_stages(probe, x, y, out, layers=None):
+    """Architecture, filters and feature maps as the report runs them: {file name: path}, metrics."""
+    inputs = report.Inputs(probe, probe.params, x, y, jax.random.key(0))
+    written, metrics = {}, {}
+    for stage in (report.ArchitectureStage(), report.FiltersStage(),
+                  report.FeatureMapsStage(n_images=len(x), layers=layers)):
+        done = report.run_stage(stage, inputs, out)
+        written.update((p.name, p) for p in done.paths)
+        metrics.update(stage.metrics(done.result))
+    return written, metrics
+
+
+def test_model_stages_nnx(cnn_random, digits, tmp_path):
+    out, metrics = _model_stages(cnn_random, digits[0][:1], digits[1][:1], tmp_path)
     names = {"architecture.png", "architecture.svg", "summary.txt", "filters_conv1.png",
              "filters_conv2.png", "feature_maps_conv1.png", "feature_maps_conv2.png"}
-    assert names <= set(out) and out["params"] == 1_199_882 and out["flops"] == 23_984_896
-    assert sorted(p.name for p in out["figures"]) == sorted(n for n in names if n != "summary.txt")
+    assert set(out) == names
+    assert metrics == {"params": 1_199_882, "forward_flops": 23_984_896}
     for name in names:
         assert (tmp_path / name).stat().st_size > 0
         if name.endswith(".png"):
@@ -102,9 +113,8 @@ def test_write_arch_figures_nnx(cnn_random, digits, tmp_path):
     assert "1,199,882" in (tmp_path / "summary.txt").read_text()
 
 
-def test_write_arch_figures_linen_is_generic(resnet_random, digits, tmp_path):
-    out = filters.write_arch_figures(resnet_random, resnet_random.params, digits[0][:1],
-                                     tmp_path, layers=["stem"])
+def test_model_stages_linen_is_generic(resnet_random, digits, tmp_path):
+    out, _ = _model_stages(resnet_random, digits[0][:1], digits[1][:1], tmp_path, ["stem"])
     convs = ["stem", "block1_conv1", "block1_conv2", "down2", "block2_conv1", "block2_conv2"]
     assert {f"filters_{c}.png" for c in convs} <= set(out)
     assert "feature_maps_stem.png" in out and _not_blank(out["feature_maps_stem.png"])

@@ -23,14 +23,6 @@ LAYERS = {"": 0, "core": 0, "io": 0, **{name: 1 for name in COMPUTE}, "plot": 2,
 WRITERS = {"io", "data", "train", "report", "cli"}
 WRITE_CALLS = {"open", "savefig", "save_figure", "save_npz", "save", "savez", "savez_compressed",
                "dump", "mkdir", "touch", "imsave", "write", "writelines"}
-# Files allowed to break the no-write rule for now, with the reason. An entry that is no
-# longer needed fails `test_temporary_exceptions_are_still_needed`: delete it then.
-TEMPORARY = {
-    "plot/core.py": "save_figure shim (through jaxviz.io) for plot/attribution.py's writer; "
-                    "delete the shim with that writer",
-}
-
-
 def _modules():
     return sorted(p for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.parts)
 
@@ -89,9 +81,9 @@ def _problems():
                 upward.append(f"{rel}:{line} imports {target} (layer {other!r} is above "
                               f"{layer or 'jaxviz'!r})")
             if other == "io" and layer not in WRITERS:
-                writes.append((rel, f"{rel}:{line} imports jaxviz.io"))
+                writes.append(f"{rel}:{line} imports jaxviz.io")
         if layer not in WRITERS:
-            writes += [(rel, f"{rel}:{line} calls {name}()") for line, name in _calls(tree)]
+            writes += [f"{rel}:{line} calls {name}()" for line, name in _calls(tree)]
     return upward, writes
 
 
@@ -102,14 +94,7 @@ def test_no_upward_imports():
 
 def test_compute_and_plot_modules_write_no_files():
     _, writes = _problems()
-    found = [msg for rel, msg in writes if rel not in TEMPORARY]
-    assert not found, "files written outside jaxviz.io's callers:\n" + "\n".join(found)
-
-
-def test_temporary_exceptions_are_still_needed():
-    _, writes = _problems()
-    stale = set(TEMPORARY) - {rel for rel, _ in writes}
-    assert not stale, f"no longer writes files, remove from TEMPORARY: {sorted(stale)}"
+    assert not writes, "files written outside jaxviz.io's callers:\n" + "\n".join(writes)
 
 
 @pytest.mark.parametrize("source, module, expected", [

@@ -168,7 +168,11 @@ def test_bad_input(cnn_random, kwargs, match):
 
 def test_layer_objective_needs_a_probe(cnn_random):
     with pytest.raises(ValueError, match="unknown layer 'conv1'; known layers: \\[\\]"):
-        mx.maximize(cnn_random.__call__, cnn_random.params, mx.channel("conv1", 0), key=KEY)
+        mx.maximize(cnn_random.__call__, cnn_random.params, mx.channel("conv1", 0), key=KEY,
+                    shape=(28, 28, 1))
+    # A plain function carries no input spec: the shape must be given.
+    with pytest.raises(ValueError, match=r"shape: the model's input shape is unknown"):
+        mx.maximize(cnn_random.__call__, cnn_random.params, mx.class_logit(0), key=KEY)
     with pytest.raises(ValueError, match="unknown layer 'conv7'; known layers: \\['logits'"):
         mx.all_units(cnn_random, cnn_random.params, "conv7", key=KEY)
     with pytest.raises(ValueError, match="class index must be an int"):
@@ -189,7 +193,8 @@ def test_figure_functions_return_figures(classes):
     for f in figs:
         assert len(f.axes) >= 1
         plt.close(f)
-    np.testing.assert_allclose(pm.total_variation(r.best), tv(r.best), rtol=1e-5)
+    from jaxviz.report.maximize_stage import total_variation
+    np.testing.assert_allclose(total_variation(r.best), tv(r.best), rtol=1e-5)
 
 
 def test_trained_classes_are_recognised(trained_mnist, tmp_path):
@@ -198,16 +203,21 @@ def test_trained_classes_are_recognised(trained_mnist, tmp_path):
     Test budget: 64 steps of Adam 0.2 (the main job uses 256 steps of Adam 0.05).
     """
     import optax
-    from jaxviz.plot.maximize import write_maximize_figures, write_units_figure
+    from jaxviz import report
     t, opt = trained_mnist, optax.adam(0.2)
-    out = write_maximize_figures(t.probe, t.params, tmp_path, KEY, steps=64, optimizer=opt,
-                                 layers=["conv1"], max_channels=8)
-    assert out["class_pred"] == list(range(10))
+    inputs = report.Inputs(t.probe, t.params, t.x_val[:8], t.y_val[:8], KEY)
+    stage = report.MaximizeStage(steps=64, optimizer=opt, layers=["conv1"], max_channels=8)
+    done = report.run_stage(stage, inputs, tmp_path)
+    out = stage.metrics(done.result)["maximize"]
+    assert done.result.class_probs.argmax(1).tolist() == list(range(10))
+    assert out["classified_as_target"] == 10
     assert min(out["class_prob"]) >= 0.99, out["class_prob"]
     assert out["tv_smooth"] < out["tv_plain"]
-    for name in ("classes", "progress", "tv_comparison", "units_conv1", "trace"):
-        assert (tmp_path / out[name].split("/")[-1]).stat().st_size > 1000
+    assert sorted(p.name for p in done.paths) == sorted(
+        f"maximize_{n}.png" for n in ("classes", "progress", "tv", "conv1", "trace"))
+    assert all(p.stat().st_size > 1000 for p in done.paths)
     # the CLI's one-layer figure reuses the compiled class ascent (same settings)
-    u = write_units_figure(t.probe, t.params, "logits", None, tmp_path, KEY, steps=64,
-                           optimizer=opt)
-    assert len(u["values"]) == 10 and (tmp_path / "maximize_logits_units.png").exists()
+    units = report.UnitsStage("logits", None, steps=64, optimizer=opt)
+    u = report.run_stage(units, inputs, tmp_path)
+    assert len(units.metrics(u.result)["values"]) == 10
+    assert [p.name for p in u.paths] == ["maximize_logits_units.png"]

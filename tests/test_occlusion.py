@@ -1,4 +1,4 @@
-"""Occlusion: Captum's definition against a Python-loop reference, the seed's generator,
+"""Occlusion: Captum's definition against a Python-loop reference, the Keras recipe's generator,
 incremental inference equal to the exact path, bad input, no retracing, figures."""
 import math
 import warnings
@@ -13,8 +13,7 @@ from hypothesis import given, settings, strategies as st
 from jaxviz import occlusion as occ
 from jaxviz.occlusion import incremental
 from jaxviz.core import probe as probe_lib
-from jaxviz.occlusion import axis_starts, occlusion, seed_iter_occlusion
-from jaxviz.occlusion import write_occlusion_figures
+from jaxviz.occlusion import axis_starts, keras_vis_occlusion, occlusion, occlusion_by_score
 
 
 def tiny(params, x):
@@ -115,8 +114,8 @@ def test_chunked_equals_unchunked_on_cnn(cnn_random, digits):
     np.testing.assert_allclose(a.attribution, b.attribution, atol=1e-5)
 
 
-def seed_generator(image, size=8):
-    """The seed's iter_occlusion, as written there (numpy, one occluded copy per cell)."""
+def iter_occlusion_reference(image, size=8):
+    """The Keras recipe's iter_occlusion, as written there (numpy, one occluded copy per cell)."""
     occlusion_ = np.full((size * 5, size * 5, 1), [0.5], np.float32)
     center = np.full((size, size, 1), [0.5], np.float32)
     pad = size * 2
@@ -129,24 +128,24 @@ def seed_generator(image, size=8):
             yield x - pad, y - pad, tmp[pad:tmp.shape[0] - pad, pad:tmp.shape[1] - pad]
 
 
-def test_seed_generator_parity(cnn_random, digits):
+def test_keras_vis_generator_parity(cnn_random, digits):
     x, y = digits[0][:2], digits[1][:2]
-    res = seed_iter_occlusion(cnn_random, cnn_random.params, x, y, size=4)
+    res = keras_vis_occlusion(cnn_random, cnn_random.params, x, y, size=4)
     forward = jax.jit(cnn_random)
     for i in range(2):
         heat = np.zeros((28, 28), np.float32)
         counts = np.zeros(10, int)
-        for x0, y0, img in seed_generator(x[i], size=4):
+        for x0, y0, img in iter_occlusion_reference(x[i], size=4):
             out = np.asarray(jax.nn.softmax(forward(cnn_random.params, img[None])))[0]
             heat[y0:y0 + 4, x0:x0 + 4] = out[y[i]]
             counts[out.argmax()] += 1
             assert res.predicted[i, y0 // 4, x0 // 4] == out.argmax()
         np.testing.assert_allclose(res.heatmap[i], heat, atol=1e-5)
         np.testing.assert_array_equal(res.counts[i], counts)
-    # size 8 on 28x28: the seed's paste overruns its padded image; we clip it instead.
+    # size 8 on 28x28: the recipe's paste overruns its padded image; we clip it instead.
     with pytest.raises(ValueError):
-        list(seed_generator(x[0], size=8))
-    res8 = seed_iter_occlusion(cnn_random, cnn_random.params, x, y, size=8)
+        list(iter_occlusion_reference(x[0], size=8))
+    res8 = keras_vis_occlusion(cnn_random, cnn_random.params, x, y, size=8)
     assert res8.prob.shape == (2, 4, 4) and res8.counts.sum(1).tolist() == [16, 16]
 
 
@@ -291,12 +290,27 @@ def test_uint8_images_are_divided_by_255():
     np.testing.assert_allclose(a.scores, b.scores, atol=1e-6)
 
 
-def test_write_figures(cnn_random, digits, tmp_path):
-    out = write_occlusion_figures(cnn_random, cnn_random.params, digits[0], digits[1], tmp_path,
-                                  window=4, stride=3, n=3)
-    assert out["occlusion_figure"].stat().st_size > 0 and out["seed_figure"].exists()
-    assert out["figures"] == [out["occlusion_figure"], out["seed_figure"]]
-    m = out["metrics"]
+def test_scored_two_ways_equals_two_calls(cnn_random, digits):
+    x, y = digits[0][:3], digits[1][:3]
+    both = occlusion_by_score(cnn_random, cnn_random.params, x, y, scores=("logit", "prob"),
+                              window=4, stride=3)
+    for score in ("logit", "prob"):
+        one = occlusion(cnn_random, cnn_random.params, x, y, window=4, stride=3, score=score)
+        for a, b in zip(both[score], one):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="scores must be distinct names"):
+        occlusion_by_score(cnn_random, cnn_random.params, x, y, scores=("logit", "logit"))
+
+
+def test_occlusion_stage_writes_both_figures(cnn_random, digits, tmp_path):
+    from jaxviz import report
+    inputs = report.Inputs(cnn_random, cnn_random.params, digits[0], digits[1],
+                           jax.random.key(0))
+    stage = report.OcclusionStage(window=4, stride=3, n=3)
+    done = report.run_stage(stage, inputs, tmp_path)
+    assert [p.name for p in done.paths] == ["occlusion.png", "occlusion_seed.png"]
+    assert all(p.stat().st_size > 0 for p in done.paths)
+    m = stage.metrics(done.result)["occlusion"]
     assert len(m["seed_counts"]) == 3 and all(sum(c) == 16 for c in m["seed_counts"])
     assert 0.0 <= m["seed_correct_cells"] <= 1.0
-    assert out["columns"]["occlusion"].shape == (3, 28, 28)
+    assert done.result.attribution.shape == (3, 28, 28)

@@ -15,11 +15,11 @@ outputs. Every (image, position) pair is one row of a `jax.lax.map(..., batch_si
 memory is bounded by `chunk_size` forward passes (default: one image's positions).
 `method="incremental"` recomputes only the changed region of each layer (see
 `jaxviz.occlusion.incremental`); results agree with the exact path to float precision.
-`seed_iter_occlusion` reproduces the seed's `iter_occlusion` generator exactly.
+`occlusion_by_score` scores one set of occluded forward passes several ways (logit drop and
+probability). The Keras recipe's parity version is `jaxviz.occlusion.keras_vis`.
 """
 from __future__ import annotations
 
-import functools
 import math
 from typing import NamedTuple
 
@@ -27,8 +27,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxviz.core import checks, xla_cpu
-from jaxviz.core import analysis
+from jaxviz.core import analysis, checks
+from jaxviz.core import compile as compile_lib
+from jaxviz.core import probe as probe_lib
 
 SCORES = ("logit", "prob", "log_prob")
 METHODS = ("exact", "incremental")
@@ -44,15 +45,6 @@ class Occlusion(NamedTuple):
     def occluded(self) -> jax.Array:
         """The target score with the patch at each position, (N, nH, nW[, nC])."""
         return self.base.reshape((-1,) + (1,) * (self.scores.ndim - 1)) - self.scores
-
-
-class SeedOcclusion(NamedTuple):
-    """The seed's tallies. prob, predicted: (N, nH, nW) per size x size cell; counts: (N, K)
-    positions predicted as each class; heatmap: (N, H, W) the cell probabilities drawn per pixel."""
-    prob: jax.Array
-    predicted: jax.Array
-    counts: jax.Array
-    heatmap: jax.Array
 
 
 def axis_starts(length: int, window: int, stride: int) -> np.ndarray:
@@ -106,28 +98,36 @@ def _base_logits(fn, params, x, batch):
 
 
 def _occlusion_impl(fn, params, x, target, baseline, *, window, stride, score, batch, method):
+    """(deltas, attribution, base) for one score name; a tuple of names gives a tuple of
+    those triples, all from the same forward passes."""
     starts, counts = grid(x.shape[1:], window, stride)
-    base = _score(_base_logits(fn, params, x, batch), target, score)
+    base_logits = _base_logits(fn, params, x, batch)
     if method == "incremental":
         from jaxviz.occlusion import incremental
         logits = incremental.occluded_logits(fn, params, x, baseline, starts, window, batch)
     else:
         logits = _occluded_logits(fn, params, x, baseline, starts, window, batch)
-    occ = _score(logits, target[:, None], score)
-    deltas = (base[:, None] - occ).reshape((x.shape[0],) + counts)
     mats = [jnp.asarray(coverage(n, w, s)) for n, w, s in
             zip(x.shape[1:], window, [axis_starts(*a) for a in zip(x.shape[1:], window, stride)])]
     hi = jax.lax.Precision.HIGHEST
-    total = jnp.einsum("nabc,ah,bw,cz->nhwz", deltas, *mats, precision=hi)
     n_cover = jnp.einsum("a,b,c->abc", *[m.sum(0) for m in mats], precision=hi)
-    # A stride longer than the window leaves gaps; no window saw those pixels: attribution 0.
-    return deltas, total / jnp.maximum(n_cover, 1.0), base
+
+    def scored(name):
+        base = _score(base_logits, target, name)
+        occ = _score(logits, target[:, None], name)
+        deltas = (base[:, None] - occ).reshape((x.shape[0],) + counts)
+        total = jnp.einsum("nabc,ah,bw,cz->nhwz", deltas, *mats, precision=hi)
+        # A stride longer than the window leaves gaps; no window saw those pixels: attribution 0.
+        return deltas, total / jnp.maximum(n_cover, 1.0), base
+
+    return tuple(scored(s) for s in score) if isinstance(score, tuple) else scored(score)
 
 
 _STATIC = ("fn", "window", "stride", "score", "batch", "method")
-_occlusion_exact = jax.jit(_occlusion_impl, static_argnames=_STATIC)
-# The incremental program is many small materialized convs: see jaxviz.core.xla_cpu.
-_occlusion_incremental = xla_cpu.jit(_occlusion_impl, static_argnames=_STATIC)
+_occlusion_exact = compile_lib.jit(_occlusion_impl, kind="forward", static_argnames=_STATIC)
+# The incremental program is many small materialized convs, compiled as backward programs are.
+_occlusion_incremental = compile_lib.jit(_occlusion_impl, kind="backward",
+                                         static_argnames=_STATIC)
 
 
 def _occlusion(*args, method, **kwargs):
@@ -183,8 +183,32 @@ def occlusion(fn, params, images, target, *, window=(4, 4), stride=(2, 2), basel
     method: "exact" or "incremental" (recompute only the changed region of each layer).
     Returns Occlusion(scores (N, nH, nW[, nC]), attribution (N, H, W[, C]), base (N,)).
     """
-    if score not in SCORES:
+    if not isinstance(score, str) or score not in SCORES:
         raise ValueError(f"score must be one of {SCORES}; got {score!r}")
+    return _run(fn, params, images, target, window, stride, baseline, score, chunk_size, method)
+
+
+def occlusion_by_score(fn, params, images, target, *, scores=("logit", "prob"),
+                       window=(4, 4), stride=(2, 2), baseline=0.0,
+                       chunk_size: int | None = None, method: str = "exact") -> dict[str, Occlusion]:
+    """`occlusion` scored several ways from one set of occluded forward passes.
+
+    scores: names from SCORES, e.g. ("logit", "prob"): the logit drop for the attribution and
+    the probability under occlusion, without running the forward passes twice. Other
+    arguments as `occlusion`. Returns {score: Occlusion}, equal to one `occlusion` per score.
+    """
+    names = (scores,) if isinstance(scores, str) else tuple(scores)
+    if not names or len(set(names)) != len(names) or any(s not in SCORES for s in names):
+        raise ValueError(f"scores must be distinct names from {SCORES}, at least one; "
+                         f"got {scores!r}")
+    results = _run(fn, params, images, target, window, stride, baseline, names, chunk_size,
+                   method)
+    return dict(zip(names, results))
+
+
+def _run(fn, params, images, target, window, stride, baseline, score, chunk_size, method):
+    """The checked call shared by `occlusion` (score: a name) and `occlusion_by_score`
+    (score: a tuple of names -> a tuple of Occlusion)."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}; got {method!r}")
     x, t = analysis.check_inputs(fn, params, images, target)
@@ -196,54 +220,13 @@ def occlusion(fn, params, images, target, *, window=(4, 4), stride=(2, 2), basel
     if method == "incremental":
         from jaxviz.occlusion import incremental
         method = incremental.check_supported(fn, params, x.shape[1:], win)
-    deltas, attr, b = _occlusion(fn, params, x, t, base, window=win, stride=std, score=score,
-                                 batch=batch, method=method)
+    out = _occlusion(probe_lib.static_view(fn), params, x, t, base, window=win, stride=std,
+                     score=score, batch=batch, method=method)
     channel_window = not (isinstance(window, (int, np.integer)) or len(tuple(window)) == 2)
-    if not channel_window:
-        deltas, attr = deltas[..., 0], attr[..., 0]
-    return Occlusion(deltas, attr, b)
 
+    def finish(deltas, attr, b):
+        if not channel_window:
+            deltas, attr = deltas[..., 0], attr[..., 0]
+        return Occlusion(deltas, attr, b)
 
-@functools.partial(jax.jit, static_argnames=("fn", "size", "batch"))
-def _seed(fn, params, x, target, *, size, batch):
-    h, w, c = x.shape[1:]
-    ys, xs = np.arange(0, h, size), np.arange(0, w, size)
-    cells = np.stack([a.ravel() for a in np.meshgrid(ys, xs, indexing="ij")], 1)
-    # The seed pastes a 5*size gray square whose corner is 2*size before the cell's corner.
-    starts = np.concatenate([cells - 2 * size, np.zeros((len(cells), 1), int)], 1)
-    logits = _occluded_logits(fn, params, x, jnp.full(x.shape, 0.5, jnp.float32), starts,
-                              (5 * size, 5 * size, c), batch)
-    probs = jax.nn.softmax(logits, axis=-1)
-    prob = jnp.take_along_axis(probs, target[:, None, None], axis=-1)[..., 0]
-    pred = jnp.argmax(logits, axis=-1)
-    counts = jax.nn.one_hot(pred, logits.shape[-1], dtype=jnp.int32).sum(1)
-    grid_shape = (x.shape[0], len(ys), len(xs))
-    prob, pred = prob.reshape(grid_shape), pred.reshape(grid_shape)
-    heat = jnp.repeat(jnp.repeat(prob, size, 1), size, 2)[:, :h, :w]
-    return SeedOcclusion(prob, pred, counts, heat)
-
-
-def seed_iter_occlusion(fn, params, images, target, *, size: int = 8,
-                        chunk_size: int | None = None) -> SeedOcclusion:
-    """The seed's `iter_occlusion(image, size)` loop, vmapped: same occluded images, same tallies.
-
-    For each size x size cell (corners 0, size, 2*size, ...), the seed pads the image by
-    2*size zeros, pastes a (5*size)^2 square of 0.5 centred on the cell and crops back, so
-    pixels within 2*size of the cell turn gray (40 x 40 for size 8: most of a digit). The
-    seed's numpy slice assignment fails where that square overruns the padded image (size
-    8 on 28 x 28); here the square is simply clipped at the edge, as the crop would do.
-    Returns SeedOcclusion: prob of `target` per cell, predicted class per cell, per-class
-    counts over cells, and the per-pixel heat map the seed draws.
-    """
-    size = checks.positive_int(size, "size")
-    x, t = analysis.check_inputs(fn, params, images, target)
-    n_pos = math.ceil(x.shape[1] / size) * math.ceil(x.shape[2] / size)
-    batch = n_pos if chunk_size is None else checks.positive_int(chunk_size, "chunk_size")
-    return _seed(fn, params, x, t, size=size, batch=batch)
-
-
-def write_occlusion_figures(probe, params, images, labels, out_dir, **options) -> dict:
-    """Occlusion and seed-parity figures for the first 8 images; see
-    `jaxviz.plot.occlusion.write_occlusion_figures` for options and the returned dict."""
-    from jaxviz.plot.occlusion import write_occlusion_figures as write
-    return write(probe, params, images, labels, out_dir, **options)
+    return tuple(finish(*r) for r in out) if isinstance(score, tuple) else finish(*out)

@@ -2,9 +2,7 @@
 and the shared tile grid and heat-map overlay."""
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import matplotlib
 
@@ -28,13 +26,6 @@ GRAY = "gray"
 def new_figure(width: float, height: float):
     with plt.rc_context(STYLE):
         return plt.figure(figsize=(width, height))
-
-
-def save_figure(fig, path: str | os.PathLike, formats: Sequence[str] | None = None) -> list[Path]:
-    """Deprecated here: only `plot/attribution.py`'s writer still calls it, until the
-    attribution stage replaces that writer. Writing is `jaxviz.io.save_figure`'s job."""
-    from jaxviz import io  # noqa: PLC0415
-    return io.save_figure(fig, path, formats=formats, rc=STYLE)
 
 
 def _tile_norm(a: np.ndarray, symmetric: bool) -> tuple[float, float]:

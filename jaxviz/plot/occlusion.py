@@ -1,14 +1,10 @@
-"""Occlusion figures: per-digit attribution and probability maps, and the seed's own figure.
-
-`write_occlusion_figures` is the one call the experiment and the CLI make.
-"""
+"""Occlusion figures: per-digit attribution and probability maps, and the Keras recipe's own
+figure. Arrays in, a Figure out; the report's occlusion stage computes and saves."""
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 
-from jaxviz.plot.core import DIVERGING, GRAY, heatmap_overlay, new_figure, save_figure
+from jaxviz.plot.core import DIVERGING, GRAY, heatmap_overlay, new_figure
 
 
 def _gray(image):
@@ -54,9 +50,9 @@ def occlusion_figure(images, attribution, occluded_prob, labels, *, title: str |
     return fig
 
 
-def seed_occlusion_figure(images, heatmap, predicted, counts, labels, *, size: int = 8):
-    """The seed's figure per digit: image, correct-class probability per cell, predicted
-    class per cell, and how many cells were predicted as each class.
+def keras_vis_occlusion_figure(images, heatmap, predicted, counts, labels, *, size: int = 8):
+    """The Keras recipe's figure per digit: image, correct-class probability per cell,
+    predicted class per cell, and how many cells were predicted as each class.
 
     images: (K, H, W, C); heatmap: (K, H, W); predicted: (K, nH, nW); counts: (K, classes).
     """
@@ -89,43 +85,3 @@ def seed_occlusion_figure(images, heatmap, predicted, counts, labels, *, size: i
     fig.colorbar(im, ax=axes[-1, 1], orientation="horizontal", fraction=0.08, pad=0.05,
                  label="p(true class)")
     return fig
-
-
-def write_occlusion_figures(probe, params, images, labels, out_dir, *, window=4, stride=2,
-                            size: int = 8, n: int = 8, method: str = "exact",
-                            formats=("png",)) -> dict:
-    """Compute occlusion for the first n images (explaining `labels`) and save both figures.
-
-    Returns {"occlusion_figure": path, "seed_figure": path, "figures": [paths],
-    "columns": {"occlusion": (n, H, W) attribution} for the attribution comparison,
-    "metrics": {mean_prob_drop, seed_correct_cells, seed_counts}, "settings": {...}}.
-    """
-    from jaxviz.occlusion import occlusion, seed_iter_occlusion
-
-    images, labels = images[:n], np.asarray(labels[:n])
-    out_dir = Path(out_dir)
-    # Attribution in logits: a confident model's probabilities saturate, so a probability
-    # drop would leave most digits blank; the bottom row still shows p(true) under occlusion.
-    res_logit = occlusion(probe, params, images, labels, window=window, stride=stride,
-                          score="logit", method=method)
-    res = occlusion(probe, params, images, labels, window=window, stride=stride,
-                    score="prob", method=method)
-    fig = occlusion_figure(images, res_logit.attribution, res.occluded, labels,
-                           title=f"occlusion, window {window}, stride {stride} "
-                                 f"(attribution: true-class logit drop)")
-    occ_path = save_figure(fig, out_dir / "occlusion.png", formats)[0]
-    seed = seed_iter_occlusion(probe, params, images, labels, size=size)
-    fig = seed_occlusion_figure(images, seed.heatmap, seed.predicted, seed.counts, labels,
-                                size=size)
-    seed_path = save_figure(fig, out_dir / "occlusion_seed.png", formats)[0]
-    correct = np.asarray(seed.predicted) == labels[:, None, None]
-    metrics = {"mean_prob_drop": float(np.asarray(res.scores).mean()),
-               "seed_correct_cells": float(correct.mean()),
-               "seed_counts": np.asarray(seed.counts).tolist()}
-    settings = {"window": window, "stride": stride, "method": method,
-                "score": "logit (attribution), prob (bottom row)",
-                "seed_size": size, "seed_patch": 5 * size, "images": int(len(labels))}
-    return {"occlusion_figure": occ_path, "seed_figure": seed_path,
-            "figures": [occ_path, seed_path],
-            "columns": {"occlusion": np.asarray(res_logit.attribution)},
-            "metrics": metrics, "settings": settings}

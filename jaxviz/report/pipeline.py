@@ -1,0 +1,79 @@
+"""The whole report: every stage on a trained model, then metrics.json, report.html, report.md.
+
+Used by `python -m experiments.mnist_seed` (after training) and `jaxviz report`. Each stage
+logs one line: its name, seconds, where its files went.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from jaxviz import io
+from jaxviz.report.attribution_stage import AttributionStage
+from jaxviz.report.base import inputs_for, pngs, run_stage
+from jaxviz.report.maximize_stage import MaximizeStage
+from jaxviz.report.model_stages import (
+    AccuracyStage, ArchitectureStage, FeatureMapsStage, FiltersStage)
+from jaxviz.report.occlusion_stage import OcclusionStage
+from jaxviz.report.page import write_report
+
+TITLE = "jaxviz: inside the Keras recipe's MNIST CNN"
+INTRO = ("Every figure below was produced by pure, jitted JAX functions on the bundled MNIST "
+         "digits; settings are listed under each section.")
+
+
+def default_stages(small: bool = False, *, accuracy: bool = True) -> list:
+    """The report's stages in order; small: few steps and samples (a quick look)."""
+    return [*([AccuracyStage()] if accuracy else []), ArchitectureStage(), FiltersStage(),
+            FeatureMapsStage(n_images=3),
+            MaximizeStage(steps=16 if small else 256, max_channels=8 if small else 32),
+            OcclusionStage(window=4, stride=2),
+            AttributionStage(n_samples=16 if small else 50)]
+
+
+def run_report(probe, params, x_val, y_val, out_dir, *, seed: int = 0, small: bool = False,
+               accuracy: float | None = None, train_seconds: float | None = None,
+               stages: Sequence | None = None, log: Callable[[str], None] = print) -> dict:
+    """Run every stage on (probe, params) and write its figures, metrics.json and the report.
+
+    x_val: (N, H, W, C) float32 validation images, y_val: (N,) labels; the examples shown
+    are one per class first (8, or 4 when small). seed: the PRNG seed of every stage's key.
+    accuracy: the validation accuracy when already known (the accuracy stage is skipped).
+    stages: default `default_stages(small)`. Returns the metrics written to metrics.json.
+    """
+    out = io.ensure_dir(out_dir, "out_dir")
+    inputs = inputs_for(probe, params, x_val, y_val, n=4 if small else 8, seed=seed)
+    if stages is None:
+        stages = default_stages(small, accuracy=accuracy is None)
+    metrics = {} if accuracy is None else {"val_accuracy": accuracy}
+    times, sections, done = {}, [], {}
+    for stage in stages:
+        d = run_stage(stage, inputs, out, done)
+        done[stage.name] = d.result
+        times[stage.name] = round(d.seconds, 2)
+        log(f"[{stage.name}] {times[stage.name]:.1f}s -> {out}")
+        metrics.update(stage.metrics(d.result))
+        section = stage.section(d.result, pngs(out, d.paths))
+        if section is not None:
+            sections.append(section)
+    metrics["stage_seconds"] = times
+    if train_seconds is not None:
+        metrics["stage_seconds"]["train"] = round(train_seconds, 2)
+    io.write_json(out / "metrics.json", metrics)
+    write_report(out, TITLE, INTRO, _table(metrics, times), sections)
+    log(f"[report] {out / 'report.html'}")
+    return metrics
+
+
+def _table(metrics: dict, times: dict) -> list[list]:
+    table = [["quantity", "value"]]
+    if "val_accuracy" in metrics:
+        table.append(["validation accuracy", f"{metrics['val_accuracy']:.4f}"])
+    if "attribution" in metrics:
+        table.append(["IG completeness |delta| / |f(x) - f(b)| (max over digits)",
+                      f"{metrics['attribution']['ig_delta_rel_max']:.2e}"])
+    hits = metrics.get("maximize", {}).get("classified_as_target")
+    if hits is not None:
+        table.append(["classes whose maximizing image is classified as that class",
+                      f"{hits} / {metrics['maximize'].get('units')}"])
+    return table + [[f"time: {k} (s)", f"{v:.1f}"] for k, v in times.items()]
