@@ -20,6 +20,8 @@ class MnistCNN(nnx.Module):
     x: (N, 28, 28, 1) float32 -> (N, num_classes) float32 logits.
     """
 
+    input_shape = (28, 28, 1)  # fixed by dense1's 12*12*64 inputs; read by probe.from_model
+
     def __init__(self, num_classes: int = 10, *, rngs: nnx.Rngs):
         self.conv1 = nnx.Conv(1, 32, (3, 3), padding="VALID", rngs=rngs)
         self.conv2 = nnx.Conv(32, 64, (3, 3), padding="VALID", rngs=rngs)

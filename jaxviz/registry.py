@@ -1,9 +1,15 @@
 """Model specs: the built-in "mnist_cnn" or a user's "package.module:factory".
 
-A factory takes a seed (int) and returns either an `nnx.Module`, or a pair
-`(linen_module, input_shape)` with input_shape = (H, W, C). Linen models are trained through
+A factory takes a seed (int) and returns the model with its input spec:
+
+    model                                   an nnx.Module with an `input_shape` attribute
+    (model, input_shape)                    input_shape = (H, W, C); pixel range (0, 1)
+    (model, input_shape, input_range)       input_range = (lo, hi)
+
+where model is an `nnx.Module` or a `linen.Module`. Linen models are trained through
 `nnx.bridge.ToNNX` and analysed as Linen (layer names are their module paths), so every
-`jaxviz` subcommand works on a user's network, not only the reference CNN.
+`jaxviz` subcommand works on a user's network, not only the reference CNN. The spec
+travels on the Probe (`probe.input_shape`, `input_range`, `num_classes`).
 """
 from __future__ import annotations
 
@@ -22,6 +28,7 @@ class Built(NamedTuple):
     model: nnx.Module  # trainable (Linen wrapped in ToNNX)
     input_shape: tuple[int, int, int]
     linen: nn.Module | None
+    input_range: tuple[float, float] = (0.0, 1.0)
 
 
 def _mnist_cnn(seed: int):
@@ -48,25 +55,43 @@ def resolve(spec: str):
 
 
 def build(spec: str, seed: int = 0) -> Built:
-    made = resolve(spec)(seed)
-    if isinstance(made, nnx.Module):
-        return Built(made, (28, 28, 1), None)
-    if isinstance(made, tuple) and len(made) == 2 and isinstance(made[0], nn.Module):
-        module, shape = made
-        wrapped = nnx.bridge.ToNNX(module, rngs=nnx.Rngs(seed))
-        nnx.bridge.lazy_init(wrapped, jnp.zeros((1, *shape), jnp.float32))
-        return Built(wrapped, tuple(shape), module)
-    raise ValueError(f"model factory {spec!r} must return an nnx.Module or "
-                     f"(linen.Module, (H, W, C)); got {type(made).__name__}")
+    """The model `spec` names, initialised from `seed`, with its input spec."""
+    model, shape, input_range = _unpack(resolve(spec)(seed), spec)
+    if isinstance(model, nnx.Module):
+        return Built(model, shape, None, input_range)
+    wrapped = nnx.bridge.ToNNX(model, rngs=nnx.Rngs(seed))
+    nnx.bridge.lazy_init(wrapped, jnp.zeros((1, *shape), jnp.float32))
+    return Built(wrapped, shape, model, input_range)
+
+
+def _unpack(made, spec: str):
+    """A factory's return value -> (model, input_shape, input_range), or a clear error."""
+    expected = (f"model factory {spec!r} must return an nnx.Module with an `input_shape` "
+                f"attribute, (model, (H, W, C)) or (model, (H, W, C), (lo, hi))")
+    parts = made if isinstance(made, tuple) else (made,)
+    if not 1 <= len(parts) <= 3 or not isinstance(parts[0], (nnx.Module, nn.Module)):
+        raise ValueError(f"{expected}; got {type(made).__name__}")
+    model = parts[0]
+    shape = parts[1] if len(parts) > 1 else getattr(model, "input_shape", None)
+    if shape is None:
+        raise ValueError(f"{expected}; got a {type(model).__name__} without input_shape")
+    input_range = parts[2] if len(parts) > 2 else (0.0, 1.0)
+    try:
+        shape, input_range = probe_lib.check_spec(shape, input_range)
+    except ValueError as err:
+        raise ValueError(f"model factory {spec!r}: {err}") from None
+    return model, shape, input_range
 
 
 def to_probe(built: Built, model: nnx.Module | None = None) -> probe_lib.Probe:
-    """A Probe over the (trained) model: NNX as is, Linen through its own variables."""
+    """A Probe over the (trained) model, carrying the factory's input spec: NNX as is,
+    Linen through its own variables."""
     model = built.model if model is None else model
+    spec = dict(input_shape=built.input_shape, input_range=built.input_range)
     if built.linen is None:
-        return probe_lib.from_model(model)
+        return probe_lib.from_model(model, **spec)
     variables = {"params": nnx.to_pure_dict(nnx.state(model, nnx.Param))}
     stats = nnx.to_pure_dict(nnx.state(model, nnx.BatchStat))
     if stats:
         variables["batch_stats"] = stats
-    return probe_lib.from_model(built.linen, variables, apply_kwargs={})
+    return probe_lib.from_model(built.linen, variables, apply_kwargs={}, **spec)

@@ -24,7 +24,7 @@ import optax
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from jaxviz.core import fastgrad, xla_cpu
+from jaxviz.core import compile as compile_lib
 from jaxviz import io
 
 
@@ -118,9 +118,8 @@ def forward(trainable: Trainable, params, x, key=None):
 
 
 def train_logits(trainable: Trainable, params, x, key):
-    """forward() in train mode, through fastgrad's faster backward rules (same gradients;
-    JAXVIZ_FASTGRAD=0 turns them off)."""
-    return fastgrad.fast(lambda p, x, k: forward(trainable, p, x, k))(params, x, key)
+    """forward() in train mode, through the compile policy's fast model (same gradients)."""
+    return compile_lib.fast_model(lambda p, x, k: forward(trainable, p, x, k))(params, x, key)
 
 
 def train_step(graphdef, optimizer, shift, params, rest, opt_state, x, y, key):
@@ -145,18 +144,19 @@ def eval_step(graphdef, params, rest, x, y):
     return loss, jnp.sum(jnp.argmax(logits, -1) == y)
 
 
-_train_step = xla_cpu.jit(train_step, static_argnums=(0, 1, 2), donate_argnums=(3, 5))  # backward
-_eval_step = jax.jit(eval_step, static_argnums=(0,))
+_train_step = compile_lib.jit(train_step, kind="backward", static_argnums=(0, 1, 2),
+                              donate_argnums=(3, 5))
+_eval_step = compile_lib.jit(eval_step, kind="forward", static_argnums=(0,))
 # The compiled steps fit() runs, public for callers that drive their own loop (the benchmark).
 jitted_train_step, jitted_eval_step = _train_step, _eval_step
 
 
-def evaluate(trainable, params, x, y, batch_size: int = 500) -> tuple[float, float]:
-    """(mean loss, accuracy) over all of x: (N, H, W, C), y: (N,)."""
+def evaluate(trainable, params, x, y, chunk_size: int = 500) -> tuple[float, float]:
+    """(mean loss, accuracy) over all of x: (N, H, W, C), y: (N,), chunk_size images at once."""
     loss, correct = 0.0, 0
-    for i in range(0, len(x), batch_size):
-        l, c = _eval_step(trainable.graphdef, params, trainable.rest, jnp.asarray(x[i:i + batch_size]),
-                          jnp.asarray(y[i:i + batch_size]))
+    for i in range(0, len(x), chunk_size):
+        l, c = _eval_step(trainable.graphdef, params, trainable.rest, jnp.asarray(x[i:i + chunk_size]),
+                          jnp.asarray(y[i:i + chunk_size]))
         loss, correct = loss + float(l), correct + int(c)
     return loss / len(x), correct / len(x)
 
@@ -188,7 +188,7 @@ def fit(config: TrainConfig, data, run_dir: str | os.PathLike | None = None, *,
     store = None
     if run_dir is not None:
         store = CheckpointStore(run_dir)
-        store.prepare(config, resume)
+        store.open(config, resume)
         if resume and store.latest() is not None:
             resumed_from = store.latest()
             params, opt_state = store.restore(resumed_from, params, opt_state)
@@ -250,7 +250,9 @@ class CheckpointStore:
         self.run_dir = Path(run_dir)
         self.ckpt_dir = self.run_dir / "checkpoints"
 
-    def prepare(self, config: TrainConfig, resume: bool) -> None:
+    def open(self, config: TrainConfig, resume: bool) -> None:
+        """Make run_dir writable and consistent with `config`: check a resumed run's config,
+        clear a stale run's checkpoints, drop partial saves, write config.json."""
         try:
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         except OSError as err:

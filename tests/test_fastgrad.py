@@ -8,6 +8,7 @@ import pytest
 from flax import linen as nn
 from jax import lax
 
+from jaxviz.core import compile as compile_lib
 from jaxviz.core import fastgrad
 from jaxviz.core import probe as probe_lib
 
@@ -28,6 +29,14 @@ class OverlapPoolNet(nn.Module):
 def overlap_random():
     module = OverlapPoolNet()
     return probe_lib.from_model(module, module.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1))))
+
+
+@pytest.fixture
+def policy():
+    """jaxviz.core.compile, with the compile policy restored after the test."""
+    old = compile_lib.config()
+    yield compile_lib
+    compile_lib.configure(old)
 
 
 def _rel(a, b):
@@ -83,6 +92,18 @@ def test_mnist_cnn_rewrites_apply(cnn_random, digits):
     assert "optimization_barrier" in fast  # the input gradient's kernel is materialized
 
 
+def test_conv_padding_is_a_parameter(cnn_random, digits):
+    """pad_convs=False (for programs compiled with YNNPACK off): no extra padding row, the
+    same gradients, the rest of the rewrite kept."""
+    p, x = cnn_random, jnp.asarray(digits[0][:2])
+    unpadded = fastgrad.fast(p, enabled=True, pad_convs=False)
+    grad = lambda fn: jax.jit(jax.grad(lambda x: fn(p.params, x)[:, 3].sum()))
+    text = str(jax.make_jaxpr(grad(unpadded))(x))
+    assert "padding=((0, 1), (0, 0))" not in text and "optimization_barrier" in text
+    assert _rel(grad(unpadded)(x), grad(p)(x)) <= 1e-5
+    assert unpadded != fastgrad.fast(p, enabled=True)  # a different static function
+
+
 def test_pool_ties_follow_first_maximum():
     """Equal values in a window: the gradient goes to the first, as select_and_scatter does."""
     x = jnp.array([[1.0, 1.0, 0.0, 2.0], [1.0, 0.5, 2.0, 2.0], [0.0, 0.0, 3.0, 1.0],
@@ -126,29 +147,17 @@ def test_conv_gradients_match(strides, dilation, spec, padding):
     assert _rel(got[1], want[1]) <= 1e-5
 
 
-def test_switch_off(cnn_random, digits, monkeypatch):
+def test_switch_off(cnn_random, digits, policy):
     p, x = cnn_random, jnp.asarray(digits[0][:2])
 
     def grad_jaxpr(fn):
         return str(jax.make_jaxpr(jax.grad(lambda x: fn(p.params, x).sum()))(x))
 
     assert grad_jaxpr(fastgrad.fast(p, enabled=False)) == grad_jaxpr(p)
-    monkeypatch.setenv(fastgrad.ENV_VAR, "0")
-    assert not fastgrad.enabled_by_default()
-    assert grad_jaxpr(fastgrad.fast(p)) == grad_jaxpr(p)
+    policy.configure(fastgrad="0")  # what JAXVIZ_FASTGRAD=0 at import sets
+    assert not policy.fastgrad_on()
+    assert grad_jaxpr(policy.fast_model(p)) == grad_jaxpr(p)
     assert grad_jaxpr(fastgrad.fast(p, enabled=True)) != grad_jaxpr(p)
-
-
-@pytest.mark.parametrize("value,backend,expected", [
-    (None, "cpu", True), (None, "gpu", False), ("auto", "tpu", False),
-    ("1", "gpu", True), ("0", "cpu", False), ("off", "cpu", False)])
-def test_default_follows_backend_unless_forced(value, backend, expected, monkeypatch):
-    monkeypatch.setattr(jax, "default_backend", lambda: backend)
-    if value is None:
-        monkeypatch.delenv(fastgrad.ENV_VAR, raising=False)
-    else:
-        monkeypatch.setenv(fastgrad.ENV_VAR, value)
-    assert fastgrad.enabled_by_default() is expected
 
 
 def test_static_argument_does_not_retrace(cnn_random, digits):

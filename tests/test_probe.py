@@ -121,3 +121,148 @@ def test_targets():
         checks.as_targets([1, 10], 2, 10)
     with pytest.raises(ValueError, match=r"shape \(3,\)"):
         checks.as_targets([1, 2], 3, 10)
+
+
+# ---- input spec, structural equality, static views -------------------------------------
+
+def _fresh_cnn(seed, **kwargs):
+    return probe.from_model(MnistCNN(rngs=nnx.Rngs(seed)), **kwargs)
+
+
+def test_probes_compare_by_structure_not_weights(resnet_random):
+    a, b = _fresh_cnn(0), _fresh_cnn(1)
+    assert not np.array_equal(jax.tree.leaves(a.params)[-1], jax.tree.leaves(b.params)[-1])
+    assert a == b and hash(a) == hash(b)
+    assert a != probe.from_model(MnistCNN(num_classes=5, rngs=nnx.Rngs(0)))  # architecture
+    assert a != resnet_random                                                # NNX vs Linen
+    assert a != _fresh_cnn(0, input_range=(-1.0, 1.0))                       # input spec
+    x = np.zeros((1, 28, 28, 1), np.float32)
+    other = ResidualCNN(width=8)
+    same = probe.from_model(other, other.init(jax.random.key(5), x), input_shape=(28, 28, 1))
+    assert same == resnet_random and hash(same) == hash(resnet_random)
+    wide = ResidualCNN(width=16)
+    assert probe.from_model(wide, wide.init(jax.random.key(0), x),
+                            input_shape=(28, 28, 1)) != resnet_random
+
+
+def test_static_view_is_equal_and_holds_no_arrays(digits):
+    a = _fresh_cnn(0)
+    v = probe.static_view(a)
+    assert v == a and hash(v) == hash(a) and probe.static_view(v) is v
+    assert all(isinstance(leaf, jax.ShapeDtypeStruct) for leaf in jax.tree.leaves(v.params))
+    assert not any(isinstance(leaf, jax.Array) for leaf in jax.tree.leaves(v.params))
+    x = jnp.asarray(digits[0][:2])
+    assert v.layer_shapes(x.shape) == a.layer_shapes(x.shape)
+    assert (v.input_shape, v.input_range, v.num_classes) == ((28, 28, 1), (0.0, 1.0), 10)
+    np.testing.assert_array_equal(v(a.params, x), a(a.params, x))  # weights come as arguments
+    fn = lambda params, x: x  # noqa: E731
+    assert probe.static_view(fn) is fn
+
+
+def test_input_spec_from_model_or_arguments(resnet_random):
+    cnn = _fresh_cnn(0)  # MnistCNN declares its input_shape
+    assert (cnn.input_shape, cnn.input_range, cnn.num_classes) == ((28, 28, 1), (0.0, 1.0), 10)
+    module = ResidualCNN(width=8)
+    variables = module.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+    unknown = probe.from_model(module, variables)
+    assert unknown.input_shape is None and unknown.num_classes is None
+    rgb = probe.from_model(module, variables, input_shape=(32, 32, 3), input_range=(-1, 1))
+    assert (rgb.input_shape, rgb.input_range, rgb.num_classes) == ((32, 32, 3), (-1.0, 1.0), 10)
+    with pytest.raises(ValueError, match=r"input_shape must be one image's \(H, W, C\).*\(28, 28\)"):
+        probe.from_model(module, variables, input_shape=(28, 28))
+    with pytest.raises(ValueError, match=r"input_range must be finite with lo < hi"):
+        probe.from_model(module, variables, input_range=(1.0, 0.0))
+
+
+class _Plain(nnx.Module):
+    """An NNX model that does not declare its input shape."""
+
+    def __init__(self, rngs):
+        self.lin = nnx.Linear(8 * 8 * 3, 4, rngs=rngs)
+
+    def __call__(self, x):
+        return self.lin(x.reshape(x.shape[0], -1))
+
+
+@pytest.mark.parametrize("made,shape,input_range,classes", [
+    (lambda s: _Plain(nnx.Rngs(s)), None, None, None),
+    (lambda s: (_Plain(nnx.Rngs(s)), (8, 8, 3)), (8, 8, 3), (0.0, 1.0), 4),
+    (lambda s: (_Plain(nnx.Rngs(s)), (8, 8, 3), (-1.0, 1.0)), (8, 8, 3), (-1.0, 1.0), 4),
+    (lambda s: (ResidualCNN(width=4), (12, 12, 2)), (12, 12, 2), (0.0, 1.0), 10),
+    (lambda s: MnistCNN(rngs=nnx.Rngs(s)), (28, 28, 1), (0.0, 1.0), 10),
+])
+def test_factories_give_the_probe_its_spec(made, shape, input_range, classes, monkeypatch):
+    """Today's forms (a bare NNX model, (linen, shape)) and the spec forms."""
+    from jaxviz import registry
+    monkeypatch.setitem(registry.BUILTIN, "toy", made)
+    if shape is None:
+        with pytest.raises(ValueError, match="model factory 'toy' must return .* without input_shape"):
+            registry.build("toy")
+        return
+    built = registry.build("toy", seed=1)
+    p = registry.to_probe(built)
+    assert (built.input_shape, p.input_shape, p.input_range) == (shape, shape, input_range)
+    assert p.num_classes == classes
+
+
+def test_fresh_probe_of_the_same_model_compiles_nothing(compiles):
+    """New weights, same structure: the analyses reuse their compiled code. A different
+    architecture compiles (the counting can fail)."""
+    from jaxviz import maximize as mx
+    from jaxviz import occlusion
+
+    x = jnp.full((1, 28, 28, 1), 0.5)
+
+    def analyses(p):
+        mx.maximize(p, p.params, mx.class_logit(3), key=jax.random.key(0), steps=2)
+        occlusion.occlusion(p, p.params, x, 3, window=14, stride=14)
+
+    analyses(_fresh_cnn(0))
+    assert compiles(lambda: analyses(_fresh_cnn(1)), "") == []
+    assert compiles(lambda: analyses(probe.from_model(MnistCNN(num_classes=5,
+                                                                rngs=nnx.Rngs(0)))), "") != []
+
+
+_NO_PINNED_WEIGHTS = """
+import gc, json, weakref
+import jax, jax.numpy as jnp
+from flax import nnx
+from jaxviz import maximize as mx, occlusion
+from jaxviz.maximize import loop
+from jaxviz.core import probe
+from jaxviz.models import MnistCNN
+
+def fresh(seed):
+    return probe.from_model(MnistCNN(rngs=nnx.Rngs(seed)))
+
+x = jnp.full((1, 28, 28, 1), 0.5)
+p = fresh(0)
+viewed = weakref.ref(jax.tree.leaves(p.params)[-1])
+mx.maximize(p, p.params, mx.class_logit(3), key=jax.random.key(0), steps=2, loop="scan")
+occlusion.occlusion(p, p.params, x, 3, window=14, stride=14)
+q = fresh(1)
+pinned = weakref.ref(jax.tree.leaves(q.params)[-1])
+jax.jit(lambda fn, x: fn(fn.params, x), static_argnums=0)(q, x)  # the Probe itself as static
+del p, q
+gc.collect()
+traces, cached = dict(loop.TRACES), loop.scan._cache_size()
+r = fresh(2)
+mx.maximize(r, r.params, mx.class_logit(3), key=jax.random.key(0), steps=2, loop="scan")
+print(json.dumps({"viewed_alive": viewed() is not None, "pinned_alive": pinned() is not None,
+                  "retraced": loop.TRACES != traces, "cached": cached}))
+"""
+
+
+def test_compiled_caches_do_not_pin_weights():
+    """In a fresh process: after `del probe`, its weights are freed although the compiled
+    ascent stays cached (and is reused by the next probe); a Probe passed as a static
+    argument itself, not as its static view, keeps its weights alive."""
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _NO_PINNED_WEIGHTS], capture_output=True,
+                         text=True, check=True, timeout=600)
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got == {"viewed_alive": False, "pinned_alive": True, "retraced": False,
+                   "cached": 1}

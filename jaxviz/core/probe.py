@@ -14,9 +14,20 @@ while the model runs, which is how gradients at a layer are taken without editin
 model's code. The model always runs in inference mode (NNX: `eval()` on a private copy;
 Linen: pass `apply_kwargs`, e.g. `{"train": False}`), so dropout and batch-norm
 statistics never depend on batching.
+
+A Probe also carries the model's input spec: `input_shape` (H, W, C) (from
+`from_model(..., input_shape=...)` or the model's own `input_shape` attribute),
+`input_range` (lo, hi) and `num_classes` (read off the output for that input shape).
+
+Probes compare and hash by structure (model structure, output selector, parameter shapes
+and dtypes, input spec), never by weights: a fresh `from_model` of the same model with new
+weights is an equal static argument, so jitted analyses reuse their compiled code. Pass
+`static_view(probe)` (equal, but holding no arrays) as the static argument so a compiled
+cache never keeps weights alive.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -37,14 +48,45 @@ class Probe:
 
     run(params, x, edits=None, on_call=None) -> (output, {layer name: activation}).
     `on_call(name, module, activation)` is called for each layer in call order while tracing.
+    params: the weights `from_model` found (read-only; analyses take params as an argument).
+    input_shape: (H, W, C) or None (unknown); input_range: (lo, hi) of valid pixel values;
+    num_classes: K of the (N, K) output for input_shape, or None.
+    Equal (and hash-equal) to any Probe of the same structure, whatever its weights.
     """
 
-    def __init__(self, run_fn, params, *, kind: str, output=None):
+    def __init__(self, run_fn, params, *, kind: str, structure, output=None,
+                 input_shape=None, input_range=(0.0, 1.0)):
         self._run = run_fn
-        self.params = params
+        self._params = params
         self.kind = kind
         self.output = output
+        self.input_shape = _input_shape(input_shape)
+        self.input_range = _input_range(input_range)
+        self._key = (kind, structure, _freeze(output), _signature(params), self.input_shape,
+                     self.input_range)
         self._shape_cache: dict = {}
+        self._view: Probe | None = None
+
+    @property
+    def params(self):
+        return self._params
+
+    def __eq__(self, other):
+        return isinstance(other, Probe) and self._key == other._key
+
+    def __hash__(self):
+        return hash(self._key)
+
+    def __repr__(self):
+        return (f"Probe({self.kind}, input_shape={self.input_shape}, "
+                f"input_range={self.input_range})")
+
+    @property
+    def num_classes(self) -> int | None:
+        if self.input_shape is None:
+            return None
+        out = self.output_shape((1, *self.input_shape))
+        return int(out[-1]) if len(out) == 2 else None
 
     def __call__(self, params, x: jax.Array) -> jax.Array:
         return self.run(params, x)[0]
@@ -88,6 +130,75 @@ def _shape(v):
     return tuple(v.shape) if hasattr(v, "shape") else jax.tree.map(lambda a: tuple(a.shape), v)
 
 
+def static_view(fn):
+    """For a Probe: an equal, hash-equal Probe whose params are ShapeDtypeStructs (enough
+    for layer_shapes and eval_shape), to pass as a jit static argument so that compiled
+    caches hold no weights. Any other callable is returned unchanged."""
+    if not isinstance(fn, Probe):
+        return fn
+    if fn._view is None:
+        abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(jax.numpy.shape(a), _dtype(a)),
+                                fn.params)
+        view = Probe(fn._run, abstract, kind=fn.kind, structure=fn._key[1], output=fn.output,
+                     input_shape=fn.input_shape, input_range=fn.input_range)
+        view._shape_cache = fn._shape_cache  # shapes only: sharing them saves retracing
+        view._view = view
+        fn._view = view
+    return fn._view
+
+
+def _dtype(a):
+    return a.dtype if hasattr(a, "dtype") else jax.numpy.result_type(a)
+
+
+def _signature(params):
+    """Parameter tree structure, shapes and dtypes: what compiled code depends on."""
+    leaves, tree = jax.tree.flatten(params)
+    return tree, tuple((tuple(jax.numpy.shape(a)), str(_dtype(a))) for a in leaves)
+
+
+def _freeze(v):
+    """A hashable stand-in for model options (dicts and lists by value, the rest as is)."""
+    if isinstance(v, Mapping):
+        return ("dict",) + tuple(sorted(((k, _freeze(x)) for k, x in v.items()), key=repr))
+    if isinstance(v, (list, tuple)):
+        return (type(v).__name__,) + tuple(_freeze(x) for x in v)
+    try:
+        hash(v)
+    except TypeError:
+        return ("id", id(v))  # unhashable and unknown: equal only to itself
+    return v
+
+
+def check_spec(input_shape, input_range) -> tuple[tuple[int, int, int], tuple[float, float]]:
+    """Validated (input_shape, input_range), or a ValueError naming the bad one."""
+    return _input_shape(input_shape), _input_range(input_range)
+
+
+def _input_shape(shape):
+    if shape is None:
+        return None
+    try:
+        shape = tuple(shape)
+    except TypeError:
+        shape = None
+    if (shape is None or len(shape) != 3 or any(isinstance(s, bool) or not isinstance(s, int)
+                                                or s < 1 for s in shape)):
+        raise ValueError(f"input_shape must be one image's (H, W, C) as positive ints; "
+                         f"got {shape!r}")
+    return shape
+
+
+def _input_range(input_range):
+    try:
+        lo, hi = (float(v) for v in input_range)
+    except (TypeError, ValueError):
+        raise ValueError(f"input_range must be a pair (lo, hi); got {input_range!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi)) or lo >= hi:
+        raise ValueError(f"input_range must be finite with lo < hi; got {input_range!r}")
+    return lo, hi
+
+
 def select_output(out, output):
     """Pick the logits out of a model's output; a tuple/dict needs an explicit selector."""
     if output is None:
@@ -100,27 +211,33 @@ def select_output(out, output):
 
 
 def from_model(model, variables=None, *, output=None, apply_kwargs: Mapping | None = None,
-               method=None) -> Probe:
+               method=None, input_shape=None, input_range=(0.0, 1.0)) -> Probe:
     """Wrap an `nnx.Module`, or a `linen.Module` with its `variables`, as a Probe.
 
     output: selects the logits when the model returns a tuple or dict (index, key or callable).
     apply_kwargs: extra keyword arguments for every call (e.g. `{"train": False}` for Linen).
+    input_shape: one image's (H, W, C); default: the model's `input_shape` attribute if it
+      has one, else unknown (analyses that need it then ask for it).
+    input_range: (lo, hi) of valid pixel values (activation maximization stays inside it).
     """
     if isinstance(model, Probe):
         return model
+    spec = dict(output=output, input_range=input_range,
+                input_shape=getattr(model, "input_shape", None) if input_shape is None
+                else input_shape)
     if isinstance(model, nnx.Module):
         if variables is not None:
             raise ValueError("variables: an nnx.Module carries its own state; pass only the model")
-        return _nnx_probe(model, output, dict(apply_kwargs or {}))
+        return _nnx_probe(model, dict(apply_kwargs or {}), spec)
     if isinstance(model, nn.Module):
         if variables is None:
             raise ValueError("variables: a linen.Module needs its variables, e.g. "
                              "from_model(module, module.init(key, x))")
-        return _linen_probe(model, variables, output, dict(apply_kwargs or {}), method)
+        return _linen_probe(model, variables, dict(apply_kwargs or {}), method, spec)
     raise TypeError(f"model must be a flax nnx.Module or linen.Module; got {type(model).__name__}")
 
 
-def _nnx_probe(model: nnx.Module, output, apply_kwargs) -> Probe:
+def _nnx_probe(model: nnx.Module, apply_kwargs, spec) -> Probe:
     graphdef, state = nnx.split(model)
 
     def run(state, x, edits, acts, on_call):
@@ -149,10 +266,10 @@ def _nnx_probe(model: nnx.Module, output, apply_kwargs) -> Probe:
                 object.__setattr__(sub, "__class__", tap_class(type(sub)))
         return m(x, **apply_kwargs)
 
-    return Probe(run, state, kind="nnx", output=output)
+    return Probe(run, state, kind="nnx", structure=(graphdef, _freeze(apply_kwargs)), **spec)
 
 
-def _linen_probe(module: nn.Module, variables, output, apply_kwargs, method) -> Probe:
+def _linen_probe(module: nn.Module, variables, apply_kwargs, method, spec) -> Probe:
     def run(variables, x, edits, acts, on_call):
         def interceptor(next_fun, args, kwargs, context):
             path = context.module.path
@@ -171,7 +288,8 @@ def _linen_probe(module: nn.Module, variables, output, apply_kwargs, method) -> 
         with nn.intercept_methods(interceptor):
             return module.apply(variables, x, method=method, **apply_kwargs)
 
-    return Probe(run, variables, kind="linen", output=output)
+    return Probe(run, variables, kind="linen",
+                 structure=(_freeze(module), _freeze(method), _freeze(apply_kwargs)), **spec)
 
 
 def layer_params(probe: Probe, params, layer: str) -> Mapping[str, Any]:

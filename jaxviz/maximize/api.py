@@ -1,4 +1,5 @@
-"""`maximize` and `all_units`: validate in Python, then run the cached jitted ascent."""
+"""`maximize` and `all_units`: validate in Python (`plan_ascent`), then run the cached
+jitted ascent (`loop.run`)."""
 from __future__ import annotations
 
 import math
@@ -9,11 +10,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxviz.core import probe as probe_lib
 from jaxviz.core.checks import positive_int
+from jaxviz.core.probe import Probe
 from jaxviz.maximize import image as image_lib
 from jaxviz.maximize import loop as loop_lib
 from jaxviz.maximize.objectives import Objective, as_objective, batch, channel, class_logit
-from jaxviz.core.probe import Probe
 
 ADAM = optax.adam(0.05)  # one object, so the default never forces a retrace
 
@@ -23,13 +25,13 @@ class _LogitsOnly:
     """A plain apply_fn seen as a probe with no named layers."""
     fn: Callable
 
-    def __call__(self, params, x):
+    def run(self, params, x):
         return self.fn(params, x), {}
 
 
 def maximize(model, params, objective, *, key, steps: int = 256,
-             optimizer: optax.GradientTransformation = ADAM, shape=(28, 28, 1),
-             input_range=(0.0, 1.0), regularizers=(), transforms=(), param="pixel",
+             optimizer: optax.GradientTransformation = ADAM, shape=None,
+             input_range=None, regularizers=(), transforms=(), param="pixel",
              squash: str = "sigmoid", loop: str = "auto",
              checkpoints: Sequence[int] = ()) -> loop_lib.Maximized:
     """Gradient ascent on the input for one objective or a list (one image per unit).
@@ -37,13 +39,15 @@ def maximize(model, params, objective, *, key, steps: int = 256,
     model: a Probe (layer objectives) or any `fn(params, x) -> logits` (class objectives).
     objective: an Objective, a plain function `fn(acts) -> (B,)` of the activations dict
       (`acts["logits"]` is the output), or a list of them (U units, batched with vmap).
-    shape: one image (H, W, C); input_range: (lo, hi), reached by `squash` ("sigmoid" or
-      "clip"); param: "pixel", "fourier" or a parametrization object (image.Pixels, ...).
+    shape: one image (H, W, C); default: the Probe's input_shape (a plain fn needs it).
+    input_range: (lo, hi), reached by `squash` ("sigmoid" or "clip"); default: the Probe's
+      input_range, (0, 1) for a plain fn.
+    param: "pixel", "fourier" or a parametrization object (image.Pixels, ...).
     regularizers: penalties `image -> scalar` subtracted from the objective (image.lp_norm,
       total_variation, blur, decay); transforms: `(key, image) -> image` applied in order
       before the model sees the image (image.jitter, scale, rotate, pad, crop).
     loop: "python", "scan" (same results) or "auto": scan, except on CPU with fastgrad off
-      (JAXVIZ_FASTGRAD=0), where python unless a step is cheap (loop.choose_loop).
+      (jaxviz.core.compile's policy), where python unless a step is cheap (loop.choose_loop).
     checkpoints: steps (0..steps) at which to also return the images, e.g. (0, 16, 64, 256).
     Every unit starts from the same image (from `key`) and sees the same transforms, so a
     unit's result does not depend on the other units. The trace (and so `best`) is the
@@ -58,17 +62,20 @@ def maximize(model, params, objective, *, key, steps: int = 256,
         r = maximize(probe, params, [class_logit(k) for k in range(10)], key=jax.random.key(0),
                      regularizers=(total_variation(0.1),), transforms=(jitter(1),))
     """
-    return loop_lib.run(*prepare(model, params, objective, key=key, steps=steps,
-                                 optimizer=optimizer, shape=shape, input_range=input_range,
-                                 regularizers=regularizers, transforms=transforms, param=param,
-                                 squash=squash, loop=loop, checkpoints=checkpoints))
+    return loop_lib.run(*plan_ascent(model, params, objective, key=key, steps=steps,
+                                     optimizer=optimizer, shape=shape, input_range=input_range,
+                                     regularizers=regularizers, transforms=transforms,
+                                     param=param, squash=squash, loop=loop,
+                                     checkpoints=checkpoints))
 
 
-def prepare(model, params, objective, *, key, steps, optimizer, shape, input_range,
-            regularizers, transforms, param, squash, loop, checkpoints) -> tuple:
-    """Validate everything -> the arguments of `loop.run` (benchmarks lower `loop.step`)."""
+def plan_ascent(model, params, objective, *, key, steps, optimizer, shape, input_range,
+                regularizers, transforms, param, squash, loop, checkpoints) -> tuple:
+    """Validate everything -> the arguments of `loop.run` (benchmarks lower `loop.step`).
+
+    The model enters the compiled ascent as `probe.static_view(model)`: no weights kept."""
     steps = positive_int(steps, "steps")
-    shape, (lo, hi) = _shape(shape), _range(input_range)
+    shape, (lo, hi) = _shape(shape, model), _range(input_range, model)
     if loop not in ("auto", "python", "scan"):
         raise ValueError(f"loop must be 'auto', 'python' or 'scan'; got {loop!r}")
     objs = [as_objective(o) for o in (objective if isinstance(objective, (list, tuple))
@@ -87,22 +94,24 @@ def prepare(model, params, objective, *, key, steps, optimizer, shape, input_ran
     trs = _callables(transforms, "transforms")
     transform = image_lib.chain(*trs) if trs else None
     seen = _seen_shape(transform, shape)
-    run_fn = model.run if isinstance(model, Probe) else _as_fn(model)
     out_shape, layer_shapes = model_shapes(model, params, seen)
     for o in objs:
         o.node.check(o.args, out_shape, layer_shapes)
     node, unit_args, shared = batch(objs)
-    cfg = loop_lib.Config(run_fn, node, parametrization, optimizer, regs, transform)
+    static_model = probe_lib.static_view(_as_fn(model))  # a Probe or _LogitsOnly: has .run
+    cfg = loop_lib.Config(static_model, node, parametrization, optimizer, regs, transform)
     return cfg, params, unit_args, shared, key, steps, loop, cps, [o.name for o in objs]
 
 
 def all_units(model, params, layer: str = "logits", *, units: Sequence[int] | None = None,
-              key, shape=(28, 28, 1), **kwargs) -> loop_lib.Maximized:
+              key, shape=None, **kwargs) -> loop_lib.Maximized:
     """Maximize every class (layer="logits") or every channel of `layer` in one call.
 
-    units: a subset of indices (default all). kwargs go to `maximize`.
+    units: a subset of indices (default all). shape: as in `maximize` (default: the
+    Probe's input_shape). kwargs go to `maximize`.
     """
-    out_shape, layer_shapes = model_shapes(model, params, _shape(shape))
+    shape = _shape(shape, model)
+    out_shape, layer_shapes = model_shapes(model, params, shape)
     if layer == "logits":
         n, make = out_shape[-1], class_logit
     else:
@@ -138,16 +147,22 @@ def _as_fn(model):
     return _LogitsOnly(model)
 
 
-def _shape(shape) -> tuple[int, int, int]:
+def _shape(shape, model) -> tuple[int, int, int]:
+    if shape is None:
+        shape = model.input_shape if isinstance(model, Probe) else None
+        if shape is None:
+            raise ValueError("shape: the model's input shape is unknown; pass shape=(H, W, C) "
+                             "or make the probe with from_model(..., input_shape=(H, W, C))")
     shape = tuple(shape)
     if len(shape) != 3 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1
                               for s in shape):
-        raise ValueError(f"shape must be one image (H, W, C) of positive ints, e.g. (28, 28, 1);"
-                         f" got {shape}")
+        raise ValueError(f"shape must be one image (H, W, C) of positive ints; got {shape}")
     return shape
 
 
-def _range(input_range) -> tuple[float, float]:
+def _range(input_range, model) -> tuple[float, float]:
+    if input_range is None:
+        return model.input_range if isinstance(model, Probe) else (0.0, 1.0)
     try:
         lo, hi = (float(v) for v in input_range)
     except (TypeError, ValueError):
@@ -172,4 +187,4 @@ def _seen_shape(transform, shape):
     return tuple(out.shape)
 
 
-__all__ = ["maximize", "all_units", "model_shapes", "Objective", "ADAM"]
+__all__ = ["maximize", "all_units", "model_shapes", "plan_ascent", "Objective", "ADAM"]

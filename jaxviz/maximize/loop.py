@@ -3,10 +3,12 @@
 Every unit (class, channel, ...) has its own image, optimizer state and PRNG stream; a step
 is `jax.vmap` of the single-unit step. Two loop forms run the same step and give the same
 images: "python" (a Python loop over steps calling the jitted step) and "scan" (all steps
-in one program via `lax.scan`). XLA CPU runs backward convolutions ~2-4x slower inside a
-loop body than at top level unless fastgrad's rewrite is on (the default), so "auto" is
-"scan" except on CPU with JAXVIZ_FASTGRAD=0 (see choose_loop and experiments/bench_maximize.py). Both are cached at module level with static settings: a
-second call with the same shapes and settings does not retrace.
+in one program via `lax.scan`). XLA CPU runs backward convolutions slower inside a loop body
+than at top level unless fastgrad's rewrite is on (the default), so "auto" is "scan" except
+on CPU with fastgrad off (see choose_loop; measurements in docs/maximize.md). Both are
+cached at module level with static settings (the model as `probe.static_view`, so no
+weights are kept): a second call with the same shapes and settings does not retrace, also
+for a fresh Probe of the same model.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxviz.core import fastgrad, xla_cpu
+from jaxviz.core import compile as compile_lib
 from jaxviz.maximize import objectives as obj_lib
 
 TRACES = {"init": 0, "step": 0, "scan": 0}  # incremented while tracing; tests read it
@@ -27,7 +29,7 @@ TRACES = {"init": 0, "step": 0, "scan": 0}  # incremented while tracing; tests r
 
 class Config(NamedTuple):
     """Everything static about an ascent (all hashable)."""
-    run: object          # (params, x (1, H, W, C)) -> (logits, {layer: activation})
+    model: object        # .run(params, x (1, H, W, C)) -> (logits, {layer: activation})
     node: object         # objective node (objectives.py)
     param: object        # parametrization: init(key) -> p, p -> image (H, W, C)
     optimizer: object    # an optax GradientTransformation
@@ -65,7 +67,7 @@ def _unit_init(cfg: Config, key):
 def _unit_loss(p, cfg: Config, params, unit_args, shared, key):
     img = cfg.param(p)
     seen = img if cfg.transform is None else cfg.transform(key, img)
-    logits, acts = fastgrad.fast(cfg.run)(params, seen[None])  # same gradients, faster on CPU
+    logits, acts = compile_lib.fast_model(cfg.model.run)(params, seen[None])
     value = obj_lib.evaluate(cfg.node, unit_args, shared, logits, acts).mean()
     penalty = sum((r(img) for r in cfg.regularizers), jnp.float32(0))
     return penalty - value, (value, img)  # maximize value: the one place the sign flips
@@ -92,25 +94,25 @@ def _vstep(cfg, params, shared, unit_args, keys, state, t):
         params, shared, unit_args, keys, state, t)
 
 
-@partial(jax.jit, static_argnames=("cfg",))
+@partial(compile_lib.jit, kind="forward", static_argnames=("cfg",))
 def init(cfg: Config, keys):
     TRACES["init"] += 1
     return jax.vmap(partial(_unit_init, cfg))(keys)
 
 
-@partial(xla_cpu.jit, static_argnames=("cfg",))
+@partial(compile_lib.jit, kind="backward", static_argnames=("cfg",))
 def step(cfg: Config, params, shared, unit_args, keys, state: State, t):
     """One ascent step for every unit -> (state, objective values (U,))."""
     TRACES["step"] += 1
     return _vstep(cfg, params, shared, unit_args, keys, state, t)
 
 
-@partial(jax.jit, static_argnames=("cfg",))
+@partial(compile_lib.jit, kind="forward", static_argnames=("cfg",))
 def images_of(cfg: Config, p):
     return jax.vmap(cfg.param)(p)
 
 
-@partial(xla_cpu.jit, static_argnames=("cfg", "segments"))
+@partial(compile_lib.jit, kind="backward", static_argnames=("cfg", "segments"))
 def scan(cfg: Config, params, shared, unit_args, keys, state: State, segments: tuple):
     """All steps in one program: lax.scan per segment; a snapshot after each segment."""
     TRACES["scan"] += 1
@@ -160,20 +162,19 @@ def run(cfg: Config, params, unit_args, shared, key, steps: int, loop: str,
     return Maximized(images_of(cfg, state.p), state.best, trace, state.best_step, snaps)
 
 
-SCAN_BELOW_FLOPS = 5e7  # per step; rough crossover on XLA CPU (2 cores), see bench_maximize
+SCAN_BELOW_FLOPS = 5e7  # per step; the crossover on XLA CPU, see docs/maximize.md
 _CHOICES: dict = {}
 
 
 def choose_loop(cfg: Config, params, shared, unit_args, keys, state) -> str:
     """'scan' off CPU, and on CPU while fastgrad is on (its convolution VJPs keep their speed
-    inside loop bodies, so scan also saves the per-step dispatch: 1.15x on 10 classes, 4.4x
-    on 32 conv1 filters, experiments/bench_maximize.py). With JAXVIZ_FASTGRAD=0, XLA CPU runs
-    backward convolutions 2-10x slower inside a loop body: 'python' unless a step is so
-    cheap (< SCAN_BELOW_FLOPS) that per-step dispatch dominates."""
-    if jax.default_backend() != "cpu" or fastgrad.enabled_by_default():
+    inside loop bodies, so scan also saves the per-step dispatch). With fastgrad off, XLA
+    CPU runs backward convolutions much slower inside a loop body: 'python' unless a step
+    is so cheap (< SCAN_BELOW_FLOPS) that per-step dispatch dominates (docs/maximize.md)."""
+    if jax.default_backend() != "cpu" or compile_lib.fastgrad_on():
         return "scan"
-    sig = (cfg, str(jax.tree.map(lambda a: (jnp.shape(a), jnp.result_type(a)),
-                                 (params, shared, unit_args, state))))
+    sig = (cfg, compile_lib.config(), str(jax.tree.map(lambda a: (jnp.shape(a), jnp.result_type(a)),
+                                                     (params, shared, unit_args, state))))
     if sig not in _CHOICES:
         cost = step.lower(cfg, params, shared, unit_args, keys, state, jnp.int32(0)).cost_analysis()
         cost = cost[0] if isinstance(cost, (list, tuple)) else cost
