@@ -61,7 +61,7 @@ def test_parse_units():
         cli.parse_units("a-b")
 
 
-def test_every_analysis_subcommand_on_a_user_model(user_run, tmp_path):
+def test_every_analysis_subcommand_on_a_user_model(user_run, tmp_path, capsys):
     """Each subcommand through the entry point, on the Linen model trained above (32x32x3)."""
     common = ["--checkpoint", str(user_run), "--quiet"]
     expected = {
@@ -80,4 +80,8 @@ def test_every_analysis_subcommand_on_a_user_model(user_run, tmp_path):
         assert cli.main([sub, *common, "--out", str(out), *extra.get(sub, [])]) == 0, sub
         for name in files:
             assert (out / name).stat().st_size > 0, (sub, name, sorted(p.name for p in out.iterdir()))
-    assert cli.main(["attribute", *common, "--out", str(tmp_path / "a"), "--method", "nope"]) == 1
+    # An unknown method is a bad argument (exit 2), refused before loading, naming the choices.
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["attribute", *common, "--out", str(tmp_path / "a"), "--method", "nope"])
+    assert exc.value.code == 2
+    assert "invalid choice: 'nope'" in capsys.readouterr().err
