@@ -1,0 +1,5 @@
+"""Which map to believe: metrics that score attribution maps (faithfulness, robustness,
+randomisation, complexity, axiomatic, localisation), each a pure, batched, jitted function,
+registered in `registry.METRICS`."""
+from jaxviz.evaluate.registry import (  # noqa: F401
+    FAMILIES, METRICS, Metric, MetricResult, get, register, unregister)
