@@ -64,6 +64,7 @@ class Probe:
         self.input_range = _input_range(input_range)
         self._key = (kind, structure, _freeze(output), _signature(params), self.input_shape,
                      self.input_range)
+        self._hash = hash(self._key)  # jit hashes static arguments on every call
         self._shape_cache: dict = {}
         self._view: Probe | None = None
 
@@ -72,10 +73,11 @@ class Probe:
         return self._params
 
     def __eq__(self, other):
-        return isinstance(other, Probe) and self._key == other._key
+        return self is other or (isinstance(other, Probe) and self._hash == other._hash
+                                 and self._key == other._key)
 
     def __hash__(self):
-        return hash(self._key)
+        return self._hash
 
     def __repr__(self):
         return (f"Probe({self.kind}, input_shape={self.input_shape}, "
