@@ -22,7 +22,7 @@ def test_filter_grid_modes_nnx(cnn_random):
     k1, k2 = _kernel(cnn_random, "conv1"), _kernel(cnn_random, "conv2")
     tiles = filters.filter_grid(cnn_random, cnn_random.params, "conv1")
     assert tiles.shape == (32, 3, 3)
-    np.testing.assert_array_equal(tiles[5], k1[:, :, 0, 5])  # the seed's weights[:, :, 0, k]
+    np.testing.assert_array_equal(tiles[5], k1[:, :, 0, 5])  # the Keras recipe's weights[:, :, 0, k]
     ch = filters.filter_grid(cnn_random, cnn_random.params, "conv2", in_channel=7)
     np.testing.assert_array_equal(ch[3], k2[:, :, 7, 3])
     mean = filters.filter_grid(cnn_random, cnn_random.params, "conv2", "mean")

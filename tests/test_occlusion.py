@@ -302,12 +302,21 @@ def test_scored_two_ways_equals_two_calls(cnn_random, digits):
         occlusion_by_score(cnn_random, cnn_random.params, x, y, scores=("logit", "logit"))
 
 
-def test_occlusion_stage_writes_both_figures(cnn_random, digits, tmp_path):
+def test_occlusion_stage_writes_both_figures(cnn_random, digits, tmp_path, monkeypatch):
     from jaxviz import report
+    from jaxviz.occlusion import exact
+    sweeps, real = [], exact._occlusion
+
+    def counted(*args, **kwargs):
+        sweeps.append(kwargs["score"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(exact, "_occlusion", counted)
     inputs = report.Inputs(cnn_random, cnn_random.params, digits[0], digits[1],
                            jax.random.key(0))
     stage = report.OcclusionStage(window=4, stride=3, n=3)
     done = report.run_stage(stage, inputs, tmp_path)
+    assert sweeps == [("logit", "prob")]  # one set of occluded forward passes for both figures
     assert [p.name for p in done.paths] == ["occlusion.png", "occlusion_seed.png"]
     assert all(p.stat().st_size > 0 for p in done.paths)
     m = stage.metrics(done.result)["occlusion"]
