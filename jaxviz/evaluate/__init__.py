@@ -3,3 +3,4 @@ randomisation, complexity, axiomatic, localisation), each a pure, batched, jitte
 registered in `registry.METRICS`."""
 from jaxviz.evaluate.registry import (  # noqa: F401
     FAMILIES, METRICS, Metric, MetricResult, get, register, unregister)
+from jaxviz.evaluate import localisation  # noqa: F401,E402  (registers the localisation metrics)
