@@ -3,7 +3,7 @@ imported), may import only its own layer or those below it, and the layers that 
 draw never write files.
 
     core, io  <  compute (attribution, occlusion, maximize, arch, filters, models, data,
-                 train, sharding, registry)  <  plot  <  report  <  cli
+                 train, sharding, registry, evaluate, cluttered)  <  plot  <  report  <  cli
 
 A new top-level module or package must be given a layer in LAYERS.
 """
@@ -16,7 +16,7 @@ import jaxviz
 
 PACKAGE = Path(jaxviz.__file__).parent
 COMPUTE = ("attribution", "occlusion", "maximize", "arch", "filters", "models", "data", "train",
-           "sharding", "registry", "evaluate")
+           "sharding", "registry", "evaluate", "cluttered")
 LAYERS = {"": 0, "core": 0, "io": 0, **{name: 1 for name in COMPUTE}, "plot": 2, "report": 3,
           "cli": 4}
 # Only these write files, always through jaxviz.io: downloads, checkpoints, figures and pages.
