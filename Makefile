@@ -81,13 +81,19 @@ lock: $(LOCK_VENV)/bin/uv
 	$(UV_COMPILE) -o requirements.lock
 	$(UV_COMPILE) --extra test -c requirements.lock -o requirements-test.lock
 
-# The newest releases pyproject.toml's ranges allow, in a venv of their own, then the suite:
-# a breaking release shows up here rather than in a user's bug report.
+# The newest releases pyproject.toml's ranges allow, in a venv of their own made afresh, then
+# the suite: a breaking release shows up here rather than in a user's bug report. Newer
+# releases may need a newer Python (jax 0.11 needs 3.12), so run it with the newest Python
+# at hand too: `make test-latest LATEST_PYTHON=python3.13`.
+LATEST_PYTHON ?= $(PYTHON)
+
 test-latest:
-	@$(CHECK_PYTHON)
-	test -x $(LATEST)/bin/python || $(PYTHON) -m venv $(LATEST)
+	@$(MAKE) --no-print-directory check-python PYTHON=$(LATEST_PYTHON)
+	rm -rf $(LATEST)
+	$(LATEST_PYTHON) -m venv $(LATEST)
 	$(LATEST)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -e '.[test]'
 	$(LATEST)/bin/python -m pip freeze --exclude-editable > $(LATEST)/versions.txt
+	$(LATEST)/bin/python --version
 	grep -i -E '^(jax|jaxlib|flax|optax|orbax-checkpoint|numpy|scipy|matplotlib)==' $(LATEST)/versions.txt
 	$(LATEST)/bin/python -m pytest $(PYTEST_ARGS)
 
