@@ -23,17 +23,18 @@ versions with the same values and the same gradients (to float rounding):
   `conv=False` or `enabled=False` there.
 
 Everything else (overlapping pools, custom_jvp functions such as relu, the bodies of
-scans inside `fn`) is evaluated as traced, so any model keeps working. Nested `jit`s are
-inlined.
-By default it is on where the default backend is the CPU and off elsewhere (GPU
-backward passes are already fast, and there the rewrite costs 10-20%). Force it with
-`enabled=True/False` or the environment variable `JAXVIZ_FASTGRAD=1/0` (read at trace time). See docs/xla_cpu_backward.md for the measurements behind each rule.
+scans inside `fn`) is evaluated as traced, so any model keeps working. The rules are a
+table on `jaxviz.core.interpret`, which inlines nested `jit`s and `jax.checkpoint`s and keeps
+custom derivatives.
+This module has no policy: `fast` rewrites when asked to. Whether jaxviz's analyses use
+it (on the CPU backend by default, JAXVIZ_FASTGRAD) and whether convolutions get their
+padding (not in programs compiled with YNNPACK fusions off) is decided in
+`jaxviz.core.compile`, whose `fast_model` passes both explicitly. See
+docs/xla_cpu_backward.md for the measurements behind each rule.
 """
 from __future__ import annotations
 
-import itertools
 import math
-import os
 from collections.abc import Callable
 from functools import partial
 
@@ -42,33 +43,24 @@ import jax.numpy as jnp
 from jax import lax
 from jax.extend import core as jcore
 
-from jaxviz.core import xla_cpu
+from jaxviz.core import interpret
 
-ENV_VAR = "JAXVIZ_FASTGRAD"
+
 _prims = jcore.primitives
-
-
-def enabled_by_default() -> bool:
-    """JAXVIZ_FASTGRAD=1/0 forces the rewrite on/off; unset (or "auto"), it is on for the CPU
-    backend only: on a GPU the native rules are already fast and the rewrite measured
-    10-20% slower (H200, jax 0.11.2; docs/device/bench_gpu.log)."""
-    value = os.environ.get(ENV_VAR, "auto").strip().lower()
-    if value in ("", "auto"):
-        return jax.default_backend() == "cpu"
-    return value not in ("0", "false", "off", "no")
 
 
 class _Fast:
     """`fn` with rewritten VJPs. Equal (and hash-equal) for equal (fn, options), so
     `jax.jit(..., static_argnames="fn")` does not retrace when `fast(fn)` is rebuilt."""
 
-    def __init__(self, fn: Callable, enabled: bool | None, pool: bool, conv: bool):
+    def __init__(self, fn: Callable, enabled: bool, pool: bool, conv: bool, pad_convs: bool):
         self.fn, self.enabled, self.pool, self.conv = fn, enabled, pool, conv
+        self.pad_convs = pad_convs
         self.__wrapped__ = fn
         self.__name__ = f"fast({getattr(fn, '__name__', type(fn).__name__)})"
 
     def _key(self):
-        return (self.fn, self.enabled, self.pool, self.conv)
+        return (self.fn, self.enabled, self.pool, self.conv, self.pad_convs)
 
     def __eq__(self, other):
         return isinstance(other, _Fast) and self._key() == other._key()
@@ -78,7 +70,7 @@ class _Fast:
 
     def __repr__(self):
         return (f"fastgrad.fast({self.fn!r}, enabled={self.enabled}, pool={self.pool}, "
-                f"conv={self.conv})")
+                f"conv={self.conv}, pad_convs={self.pad_convs})")
 
     def __getattr__(self, name):  # keep Probe attributes (params, run, layer_shapes) reachable
         if name == "fn":
@@ -86,70 +78,44 @@ class _Fast:
         return getattr(self.fn, name)
 
     def __call__(self, *args, **kwargs):
-        on = enabled_by_default() if self.enabled is None else self.enabled
-        if not on or not (self.pool or self.conv):
+        if not self.enabled or not (self.pool or self.conv):
             return self.fn(*args, **kwargs)
-        flat, in_tree = jax.tree.flatten((args, kwargs))
-
-        def flat_fn(*leaves):
-            a, k = jax.tree.unflatten(in_tree, leaves)
-            return self.fn(*a, **k)
-
-        closed, out_shape = jax.make_jaxpr(flat_fn, return_shape=True)(*flat)
         rules = {}
         if self.pool:
-            rules[_prims.reduce_window_max_p] = _pool_rule
+            rules["reduce_window_max"] = partial(_on_eqn, _pool_rule)
         if self.conv:
-            rules[_prims.conv_general_dilated_p] = _conv_rule
-        outs = _eval(closed.jaxpr, closed.consts, flat, rules)
-        return jax.tree.unflatten(jax.tree.structure(out_shape), outs)
+            rules["conv_general_dilated"] = partial(_on_eqn, _conv_rule, pad=self.pad_convs)
+        # A `with_relu_rule(fn)` is itself a rewrite: its rules join these, one pass in all.
+        return interpret.rewrite(self.fn, rules)(*args, **kwargs)
 
 
-def fast(fn: Callable, *, enabled: bool | None = None, pool: bool = True,
-         conv: bool = True) -> Callable:
+def fast(fn: Callable, *, enabled: bool = True, pool: bool = True, conv: bool = True,
+         pad_convs: bool = True) -> Callable:
     """`fn` with the same values and gradients but XLA-CPU-friendly backward passes.
 
     fn: any function of pytrees of arrays (an apply_fn, a Probe, a loss).
-    enabled: True/False forces the rewrite on/off; None (default) follows JAXVIZ_FASTGRAD,
-        else on for the CPU backend only.
+    enabled: False returns fn's own behaviour (jaxviz's analyses get this flag from
+        `jaxviz.core.compile.fast_model`, which follows the compile policy).
     pool, conv: turn single rewrites off (for measuring and debugging).
+    pad_convs: give unpadded wide convolutions their extra zero row under differentiation;
+        pass False for programs compiled with YNNPACK fusions off, which have no slow
+        unpadded path to dodge.
     Returns a callable with fn's signature; attribute access falls through to fn.
     """
     if not callable(fn):
         raise TypeError(f"fn: expected a callable fn(params, x); got {type(fn).__name__}")
     if isinstance(fn, _Fast):
         fn = fn.fn  # the newest options win
-    return _Fast(fn, enabled, bool(pool), bool(conv))
+    return _Fast(fn, bool(enabled), bool(pool), bool(conv), bool(pad_convs))
 
 
 transform = fast
 
 
-def _eval(jaxpr, consts, args, rules):
-    """Evaluate a jaxpr under the current trace, applying `rules` and inlining jits."""
-    env = {}
-
-    def read(v):
-        return v.val if isinstance(v, jcore.Literal) else env[v]
-
-    for v, a in itertools.chain(zip(jaxpr.constvars, consts), zip(jaxpr.invars, args)):
-        env[v] = a
-    for eqn in jaxpr.eqns:
-        invals = [read(v) for v in eqn.invars]
-        outs = None
-        if eqn.primitive is _prims.jit_p:
-            sub = eqn.params["jaxpr"]
-            outs = _eval(sub.jaxpr, sub.consts, invals, rules)
-        elif eqn.primitive in rules:
-            outs = rules[eqn.primitive](eqn.params, invals)
-        if outs is None:
-            with eqn.ctx.manager:
-                outs = eqn.primitive.bind(*invals, **eqn.primitive.get_bind_params(eqn.params))
-        if not eqn.primitive.multiple_results:
-            outs = [outs]
-        for v, o in zip(eqn.outvars, outs):
-            env[v] = o
-    return [read(v) for v in jaxpr.outvars]
+def _on_eqn(rule, eqn, invals, **options):
+    """rule(params, invals, **options) -> one value or None, as an interpreter rule."""
+    out = rule(eqn.params, invals, **options)
+    return None if out is None else [out]
 
 
 # ---- max-pool with non-overlapping windows -------------------------------------------
@@ -207,18 +173,18 @@ def _block_max_jvp(win, primals, tangents):
 MIN_CONV_CHANNELS = 16  # below this the padded form measured no faster (see the benchmark)
 
 
-def _conv_rule(params, invals):
+def _conv_rule(params, invals, *, pad: bool = True):
     lhs, rhs = invals
-    pad = params["padding"]
-    if (not isinstance(pad, (tuple, list)) or not 1 <= len(pad) <= 3
+    padding = params["padding"]
+    if (not isinstance(padding, (tuple, list)) or not 1 <= len(padding) <= 3
             or params["feature_group_count"] != 1 or params["batch_group_count"] != 1
             or any(d != 1 for d in params["lhs_dilation"])
             or params["preferred_element_type"] is not None):
         return None
-    unpadded = all(tuple(p) == (0, 0) for p in pad)
+    unpadded = all(tuple(p) == (0, 0) for p in padding)
     wide = lhs.shape[params["dimension_numbers"].lhs_spec[1]] >= MIN_CONV_CHANNELS
-    # The padding dodges a slow YNNPACK path; a program compiled without YNNPACK has none.
-    pad_it = unpadded and wide and not xla_cpu.ynn_off_while_tracing()
+    # The padding dodges a slow YNNPACK path; the caller says whether the program has one.
+    pad_it = unpadded and wide and pad
     return _conv(lhs, rhs, (tuple(sorted(params.items())), pad_it))
 
 
