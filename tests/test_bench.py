@@ -59,6 +59,11 @@ def test_row_schema_and_printed_line():
         assert part in line
 
 
+def test_a_row_measured_without_running_prints_not_run():
+    line = harness.format_row(harness.row("mem", float("nan"), xla_temp_gb=17.0))
+    assert "not run" in line and "nan" not in line
+
+
 @pytest.mark.parametrize("args, kwargs, match", [
     (("", 1.0), {}, "name must be a non-empty string"),
     (("a", None), {}, "seconds must be a number"),

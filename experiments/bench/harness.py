@@ -137,7 +137,8 @@ def with_peak(r: dict, section: str, peak: dict) -> dict:
 
 def format_row(r: dict) -> str:
     """The printed line: name, time, compile, then whichever figures the row has."""
-    parts = [f"{r['name']:<48}", f"{r['seconds'] * 1e3:9.1f} ms"]
+    ms = r["seconds"] * 1e3
+    parts = [f"{r['name']:<48}", "  not run" if math.isnan(ms) else f"{ms:9.1f} ms"]
     if r.get("compile_s") is not None:
         parts.append(f"compile {r['compile_s']:.2f}s")
     for key, fmt in (("images_per_s", "{:.0f} img/s"), ("forward_equiv", "{:.2f}x fwd"),

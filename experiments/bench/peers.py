@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from typing import NamedTuple
 
 import numpy as np
 
@@ -184,103 +185,140 @@ def rows(quick: bool = False) -> list[dict]:
         return _rows(torch, quick)
 
 
-def _rows(torch, quick: bool) -> list[dict]:
-    import captum.attr  # noqa: PLC0415
-    import jax  # noqa: PLC0415
+class _Setup(NamedTuple):
+    """Both sides' inputs: the same digits, weights and targets."""
+    torch: object
+    net: object        # the PyTorch twin (eval mode)
+    probe: object      # jaxviz Probe of the same NNX model
+    xj: object         # (N, 28, 28, 1) jax
+    yj: object         # (N,) int32 jax
+    xt: object         # (N, 1, 28, 28) torch
+    yt: object         # (N,) int64 torch
+    logit_diff: float  # max |torch logits - jaxviz logits|
+    light: int         # repeats of the fast methods
+    heavy: int         # repeats of the slow ones
+    warm: bool         # a warm-up call before timing the long Captum runs
+
+
+def _setup(torch, quick: bool) -> _Setup:
     import jax.numpy as jnp  # noqa: PLC0415
     from flax import nnx  # noqa: PLC0415
 
-    from jaxviz import attribution as A  # noqa: PLC0415
     from jaxviz.core import probe as probe_lib  # noqa: PLC0415
     from jaxviz.data import load_bundled  # noqa: PLC0415
     from jaxviz.models import MnistCNN  # noqa: PLC0415
-    from jaxviz.occlusion import occlusion  # noqa: PLC0415
 
     torch.set_num_threads(os.cpu_count() or 1)
     torch.manual_seed(0)
-    light, heavy = (2, 1) if quick else (5, 3)
-    warm = not quick  # quick: a long Captum run is timed once, without a warm-up call
-
     ds = load_bundled()
     x, y = ds.x_val[:N_IMAGES], np.asarray(ds.y_val[:N_IMAGES])
     model = MnistCNN(rngs=nnx.Rngs(0))
     net = torch_mnist_cnn(torch, model)
     probe = probe_lib.from_model(model)
-    params = probe.params
     xj, yj = jnp.asarray(x), jnp.asarray(y, jnp.int32)
     xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
-    yt = torch.from_numpy(y.astype(np.int64))
-
     with torch.no_grad():
         torch_logits = net(xt).numpy()
-    jax_logits = np.asarray(probe(params, xj))
-    diff = float(np.abs(torch_logits - jax_logits).max())
+    diff = float(np.abs(torch_logits - np.asarray(probe(probe.params, xj))).max())
     assert diff < 1e-4, f"PyTorch and jaxviz logits differ by {diff:.2e} (weights mis-copied?)"
+    light, heavy = (2, 1) if quick else (5, 3)
+    # quick: a long Captum run is timed once, without a warm-up call
+    return _Setup(torch, net, probe, xj, yj, xt, torch.from_numpy(y.astype(np.int64)), diff,
+                  light, heavy, warm=not quick)
 
-    def jaxcall(name, **kw):  # a call of the public jaxviz.attribution.<name>
-        return lambda: getattr(A, name)(probe, params, xj, yj, **kw)
 
-    same = lambda p, j: (_nhwc(p), j)  # noqa: E731
-    out = _train_pair(torch, heavy)
+def _jaxcall(s: _Setup, name: str, **kw):
+    """A call of the public jaxviz.attribution.<name> on the setup's digits."""
+    from jaxviz import attribution as A  # noqa: PLC0415
+    return lambda: getattr(A, name)(s.probe, s.probe.params, s.xj, s.yj, **kw)
 
-    # Occlusion: 625 positions x 64 digits = 40,000 forward passes (+ 64 unoccluded).
-    occ = captum.attr.Occlusion(net)
+
+def _same(p, j):
+    return _nhwc(p), j
+
+
+def _occlusion_pairs(s: _Setup, quick: bool) -> list[dict]:
+    """625 positions x 64 digits = 40,000 forward passes (+ 64 unoccluded)."""
+    import captum.attr  # noqa: PLC0415
+
+    from jaxviz.occlusion import occlusion  # noqa: PLC0415
+
+    occ = captum.attr.Occlusion(s.net)
     ppes = (64,) if quick else (16, 64, 256)  # 625 would hold ~10 GB of activations at once
     occ_s, ppe, tried, occ_out = _best_of_settings(
-        lambda ppe: occ.attribute(xt, sliding_window_shapes=(1, 4, 4), strides=(1, 1, 1),
-                                  baselines=0.0, target=yt, perturbations_per_eval=ppe),
-        ppes, 1 if quick else 2, warm)
+        lambda ppe: occ.attribute(s.xt, sliding_window_shapes=(1, 4, 4), strides=(1, 1, 1),
+                                  baselines=0.0, target=s.yt, perturbations_per_eval=ppe),
+        ppes, 1 if quick else 2, s.warm)
     occ_settings = (f"4x4 window, stride 1, baseline 0; best perturbations_per_eval={ppe} "
                     f"({_tried(tried)})")
+    out = []
     for method in ("exact", "incremental"):
         call = lambda m=method: occlusion(  # noqa: E731
-            probe, params, xj, yj, window=(4, 4), stride=(1, 1), baseline=0.0, method=m)
+            s.probe, s.probe.params, s.xj, s.yj, window=(4, 4), stride=(1, 1), baseline=0.0,
+            method=m)
         out += _pair(f"occlusion {method}", "captum", occ_settings, (occ_s, occ_out),
                      f"method={method!r}, chunk = one image's 625 positions", call,
-                     (625 + 1) * F * N_IMAGES if method == "exact" else None, N_IMAGES, heavy,
-                     agree=lambda p, j: (_nhwc(p)[..., 0], j.attribution))
-
-    ig = captum.attr.IntegratedGradients(net)
-    ig_s, ibs, tried, ig_out = _best_of_settings(
-        lambda ibs: ig.attribute(xt, baselines=0.0, target=yt, n_steps=50,
-                                 method="gausslegendre", internal_batch_size=ibs),
-        (None,) if quick else (None, 10 * N_IMAGES), heavy, warm)
-    out += _pair("integrated gradients (50 steps)", "captum",
-                 f"gausslegendre, baseline 0, best internal_batch_size={ibs} ({_tried(tried)}; "
-                 f"None = all {50 * N_IMAGES:,} at once)", (ig_s, ig_out),
-                 "gausslegendre, baseline 0, all 50 path points vmapped",
-                 jaxcall("integrated_gradients", n_steps=50), (3 * 50 + 2) * F * N_IMAGES,
-                 N_IMAGES, heavy, agree=same)
-
-    nt = captum.attr.NoiseTunnel(captum.attr.Saliency(net))
-    nt_s, _, nt_out = harness.timed(lambda: nt.attribute(
-        xt, nt_type="smoothgrad", nt_samples=50, stdevs=0.15, target=yt), heavy, warm=warm)
-    out += _pair("smoothgrad (50 samples)", "captum",
-                 "NoiseTunnel(Saliency), stdevs=0.15 absolute, all 50 samples at once",
-                 (nt_s, nt_out),
-                 "method='saliency', sigma=0.15 x each image's range (~1.0 here), vmapped",
-                 jaxcall("smoothgrad", key=jax.random.key(0), n_samples=50, sigma=0.15),
-                 50 * 3 * F * N_IMAGES, N_IMAGES, heavy)  # different noise: no agreement check
-
-    sal = captum.attr.Saliency(net)
-    out += _pair("saliency", "captum", "abs=True", lambda: sal.attribute(xt, target=yt),
-                 "abs=True", jaxcall("saliency"), 3 * F * N_IMAGES, N_IMAGES, light, agree=same)
-
-    gbp = captum.attr.GuidedBackprop(net)
-    out += _pair("guided backprop", "captum", "backward hooks on nn.ReLU",
-                 lambda: gbp.attribute(xt, target=yt), "jaxpr ReLU rewrite",
-                 jaxcall("guided_backprop"), 3 * F * N_IMAGES, N_IMAGES, light, agree=same)
-
-    gc = captum.attr.LayerGradCam(net, net.conv2)
-    out += _pair("grad-cam at conv2", "captum",
-                 "LayerGradCam(conv2), relu_attributions=True, (N, 1, 24, 24) not upsampled",
-                 lambda: gc.attribute(xt, target=yt, relu_attributions=True),
-                 "layer='conv2', relu=True, upsample=False -> (N, 24, 24)",
-                 jaxcall("grad_cam", layer="conv2", upsample=False),
-                 (F + DENSE_BWD) * N_IMAGES, N_IMAGES, light,
-                 agree=lambda p, j: (_nhwc(p)[..., 0], j))
-    for row in out:
-        row["threads"] = torch.get_num_threads()
-        row["logit_max_diff"] = diff
+                     (625 + 1) * F * N_IMAGES if method == "exact" else None, N_IMAGES,
+                     s.heavy, agree=lambda p, j: (_nhwc(p)[..., 0], j.attribution))
     return out
 
+
+def _sampling_pairs(s: _Setup, quick: bool) -> list[dict]:
+    """Integrated Gradients (50 steps) and SmoothGrad (50 samples)."""
+    import captum.attr  # noqa: PLC0415
+    import jax  # noqa: PLC0415
+
+    ig = captum.attr.IntegratedGradients(s.net)
+    ig_s, ibs, tried, ig_out = _best_of_settings(
+        lambda ibs: ig.attribute(s.xt, baselines=0.0, target=s.yt, n_steps=50,
+                                 method="gausslegendre", internal_batch_size=ibs),
+        (None,) if quick else (None, 10 * N_IMAGES), s.heavy, s.warm)
+    out = _pair("integrated gradients (50 steps)", "captum",
+                f"gausslegendre, baseline 0, best internal_batch_size={ibs} ({_tried(tried)}; "
+                f"None = all {50 * N_IMAGES:,} at once)", (ig_s, ig_out),
+                "gausslegendre, baseline 0, all 50 path points vmapped",
+                _jaxcall(s, "integrated_gradients", n_steps=50), (3 * 50 + 2) * F * N_IMAGES,
+                N_IMAGES, s.heavy, agree=_same)
+    nt = captum.attr.NoiseTunnel(captum.attr.Saliency(s.net))
+    nt_s, _, nt_out = harness.timed(lambda: nt.attribute(
+        s.xt, nt_type="smoothgrad", nt_samples=50, stdevs=0.15, target=s.yt), s.heavy,
+        warm=s.warm)
+    return out + _pair(
+        "smoothgrad (50 samples)", "captum",
+        "NoiseTunnel(Saliency), stdevs=0.15 absolute, all 50 samples at once", (nt_s, nt_out),
+        "method='saliency', sigma=0.15 x each image's range (~1.0 here), vmapped",
+        _jaxcall(s, "smoothgrad", key=jax.random.key(0), n_samples=50, sigma=0.15),
+        50 * 3 * F * N_IMAGES, N_IMAGES, s.heavy)  # different noise: no agreement check
+
+
+def _gradient_pairs(s: _Setup) -> list[dict]:
+    """Saliency, guided backprop and Grad-CAM at conv2: one backward pass each."""
+    import captum.attr  # noqa: PLC0415
+
+    sal = captum.attr.Saliency(s.net)
+    out = _pair("saliency", "captum", "abs=True", lambda: sal.attribute(s.xt, target=s.yt),
+                "abs=True", _jaxcall(s, "saliency"), 3 * F * N_IMAGES, N_IMAGES, s.light,
+                agree=_same)
+    gbp = captum.attr.GuidedBackprop(s.net)
+    out += _pair("guided backprop", "captum", "backward hooks on nn.ReLU",
+                 lambda: gbp.attribute(s.xt, target=s.yt), "jaxpr ReLU rewrite",
+                 _jaxcall(s, "guided_backprop"), 3 * F * N_IMAGES, N_IMAGES, s.light,
+                 agree=_same)
+    gc = captum.attr.LayerGradCam(s.net, s.net.conv2)
+    return out + _pair(
+        "grad-cam at conv2", "captum",
+        "LayerGradCam(conv2), relu_attributions=True, (N, 1, 24, 24) not upsampled",
+        lambda: gc.attribute(s.xt, target=s.yt, relu_attributions=True),
+        "layer='conv2', relu=True, upsample=False -> (N, 24, 24)",
+        _jaxcall(s, "grad_cam", layer="conv2", upsample=False), (F + DENSE_BWD) * N_IMAGES,
+        N_IMAGES, s.light, agree=lambda p, j: (_nhwc(p)[..., 0], j))
+
+
+def _rows(torch, quick: bool) -> list[dict]:
+    s = _setup(torch, quick)
+    out = (_train_pair(torch, s.heavy) + _occlusion_pairs(s, quick) + _sampling_pairs(s, quick)
+           + _gradient_pairs(s))
+    for row in out:
+        row["threads"] = torch.get_num_threads()
+        row["logit_max_diff"] = s.logit_diff
+    return out
