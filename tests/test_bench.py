@@ -119,3 +119,25 @@ def test_runner_keeps_other_sections_when_one_fails(monkeypatch, capsys):
     assert [(r["name"], r["section"], r["pct_of_peak"]) for r in rows] == [
         ("good row", "good", 10.0)]
     assert "## bad: FAILED (RuntimeError: boom)" in capsys.readouterr().out
+
+
+def test_compare_pairs_rows_by_section_and_name(tmp_path):
+    from experiments.bench import compare
+
+    def run_file(name, rows, peak):
+        path = tmp_path / name
+        path.write_text(json.dumps({"peak": {"peak_gflops": peak}, "rows": rows}))
+        return compare.load(str(path))
+
+    before = run_file("b.json", [{"section": "s", "name": "a", "seconds": 2.0, "ratio": 4.0},
+                                 {"section": "s", "name": "gone", "seconds": 1.0}], 100.0)
+    after = run_file("a.json", [{"section": "s", "name": "a", "seconds": 1.0, "ratio": 3.0},
+                                {"section": "t", "name": "a", "seconds": 1.0}], 50.0)
+    both, gone, added = compare.paired(before, after)
+    assert [(b["seconds"], a["seconds"]) for b, a in both] == [(2.0, 1.0)]
+    assert (gone, added) == (["s: gone"], ["t: a"])
+    row_line = compare.lines(before, after)[2].split()
+    assert row_line[-3:] == ["0.50", "4.00", "3.00"]  # after/before, ratio before, ratio after
+    (tmp_path / "x.json").write_text("{}")
+    with pytest.raises(ValueError, match="has no 'rows'"):
+        compare.load(str(tmp_path / "x.json"))

@@ -1,7 +1,8 @@
 """Timings as ratios measured in one run, with achieved GFLOP/s against this machine's peak.
 
 Command:  python -m experiments.bench [--quick] [--json PATH] [--only NAME,...] [--peers]
-          (`python -m experiments.benchmark` is the same command)
+          (`python -m experiments.benchmark` is the same command;
+          `python -m experiments.bench.compare BEFORE.json AFTER.json` puts two runs side by side)
 Time:     about 3-6 minutes on a 2-core CPU (--quick: about a minute).
 Result:   one table; the peak is the best of numpy's and jnp.dot's fp32 2048x2048 matmul rate
           (8192x8192 on an accelerator). A forward pass of the seed's CNN is ~23.98 MFLOP per
