@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
+from flax import linen, nnx
 
 from jaxviz import attribution as A
 from jaxviz.core import probe as probe_lib
@@ -241,9 +241,51 @@ def test_grad_cam_matches_hand_computation():
                                A.score_cam(p, p.params, x, t, chunk_size=None), rtol=1e-5)
 
 
-def test_default_cam_layer_is_last_spatial(cnn_random, resnet_random):
+def test_default_cam_layer_is_on_the_main_path(cnn_random, resnet_random):
+    """The default is the last spatial layer every path to the logits goes through: the
+    ResidualCNN's block convs are branches (the skip bypasses them), `down2` is not."""
     assert cam.resolve_layer(cnn_random, None, (1, 28, 28, 1)) == "dropout1"
-    assert cam.resolve_layer(resnet_random, None, (1, 28, 28, 1)) == "block2_conv2"
+    assert cam.resolve_layer(resnet_random, None, (1, 28, 28, 1)) == "down2"
+    on_main = {n: m for n, _, m in cam.suggest_layers(resnet_random, (1, 28, 28, 1))}
+    assert on_main == {"stem": True, "block1_conv1": False, "block1_conv2": False,
+                       "down2": True, "block2_conv1": False, "block2_conv2": False}
+
+
+class _Block(linen.Module):
+    @linen.compact
+    def __call__(self, x):
+        h = linen.Conv(x.shape[-1], (3, 3), name="conv")(linen.relu(x))
+        return linen.relu(x + h)
+
+
+class _BlockNet(linen.Module):
+    """Residual blocks as modules: a block's output (after the merge) is on the main path."""
+    @linen.compact
+    def __call__(self, x):
+        x = linen.Conv(4, (3, 3), name="stem")(x)
+        x = _Block(name="block1")(x)
+        x = _Block(name="block2")(x)
+        return linen.Dense(3, name="head")(x.mean(axis=(1, 2)))
+
+
+class _TwoBranches(linen.Module):
+    @linen.compact
+    def __call__(self, x):
+        y = linen.Conv(2, (3, 3), name="a")(x) + linen.Conv(2, (3, 3), name="b")(x)
+        return y.mean(axis=(1, 2))
+
+
+def test_default_cam_layer_of_blocks_and_of_branches_only():
+    x = np.zeros((1, 8, 8, 1), np.float32)
+    net = _BlockNet()
+    p = probe_lib.from_model(net, net.init(jax.random.key(0), x))
+    assert cam.resolve_layer(p, None, x.shape) == "block2"
+    assert [n for n, _, m in cam.suggest_layers(p, x.shape) if not m] == ["block1.conv",
+                                                                          "block2.conv"]
+    two = _TwoBranches()
+    q = probe_lib.from_model(two, two.init(jax.random.key(0), x))
+    with pytest.raises(ValueError, match=r"no layer output .* every path.*a \(8, 8\), b \(8, 8\)"):
+        cam.resolve_layer(q, None, x.shape)
 
 
 # ---- sanity check, normalization, figures -------------------------------------------------

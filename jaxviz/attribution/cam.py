@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxviz.attribution.gradients import gradient_map
-from jaxviz.core import analysis
+from jaxviz.core import analysis, paths
 from jaxviz.core import compile as compile_lib
 from jaxviz.core.probe import Probe
 
@@ -32,21 +32,35 @@ def spatial_layers(probe: Probe, x_shape) -> list[str]:
     return [k for k, s in probe.layer_shapes(tuple(x_shape)).items() if _is_spatial(s)]
 
 
+def suggest_layers(probe: Probe, x_shape) -> list[tuple[str, tuple, bool]]:
+    """The CAM candidates: (layer, activation shape, on the main path) for every spatial
+    layer, in call order. A layer off the main path (a residual branch) misses what the
+    logits receive around it; the default is the last one on it."""
+    main = set(paths.main_path_layers(probe, x_shape))
+    shapes = probe.layer_shapes(tuple(x_shape))
+    return [(name, shapes[name], name in main) for name in spatial_layers(probe, x_shape)]
+
+
 def resolve_layer(fn, layer: str | None, x_shape, method: str = "Grad-CAM") -> str:
-    """Check `fn` is a Probe and `layer` a spatial layer of it; None -> the last spatial one."""
+    """Check `fn` is a Probe and `layer` a spatial layer of it. None -> the last spatial
+    layer that every path from the input to the logits goes through (`suggest_layers`)."""
     if not isinstance(fn, Probe):
         raise ValueError(f"{method} needs a layer's activations: pass a jaxviz.core.probe.Probe "
                          f"(jaxviz.core.probe.from_model(model)) as fn; got {type(fn).__name__}")
-    spatial = spatial_layers(fn, x_shape)
     if layer is None:
-        if not spatial:
-            raise ValueError(f"{method}: the model has no layer with a spatial (N, h, w, K) "
-                             f"output; layers: {fn.layer_shapes(tuple(x_shape))}")
-        return spatial[-1]
+        candidates = suggest_layers(fn, x_shape)
+        main = [name for name, _, on_main in candidates if on_main]
+        if not main:
+            listed = ", ".join(f"{n} {s[1:3]}" for n, s, _ in candidates) or "none"
+            raise ValueError(f"{method}: no layer output with a spatial (N, h, w, K) shape lies "
+                             f"on every path to the logits; pass layer= one of the spatial "
+                             f"layers (name (h, w)): {listed}")
+        return main[-1]
     shape = fn.check_layer(layer, tuple(x_shape))
     if not _is_spatial(shape):
         raise ValueError(f"layer {layer!r} has output shape {shape}, not (N, h, w, K): "
-                         f"{method} needs a spatial layer; spatial layers: {spatial}")
+                         f"{method} needs a spatial layer; spatial layers: "
+                         f"{spatial_layers(fn, x_shape)}")
     return layer
 
 
