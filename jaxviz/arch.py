@@ -259,79 +259,98 @@ def _jaxpr_flops(jaxpr) -> int:
 
 
 def _build_graph(ops, x_ids, out_ids, x_shape, rows) -> Graph:
-    # A layer that calls other layers is a container: its own ops (a residual add inside a
-    # block) become op nodes, and its output marker passes values through unchanged.
-    containers = {n for n in rows if any(m.startswith(n + ".") for m in rows)}
-    nodes: dict[str, Node] = {"input": Node("input", "input", "Input", [], [], tuple(x_shape))}
-    producer = {i: "input" for i in x_ids}
-    shapes = {i: tuple(x_shape) for i in x_ids}
-    shapes.update((i, shape) for op in ops for i, shape in op.outs)
-    uses = collections.Counter([i for op in ops for i in op.ins] + list(out_ids))
-    last_out: dict[str, int] = {}
-    alias: dict[str, str] = {}  # op nodes merged into another
-    flows: list[tuple[str, str, int]] = []  # (producer, consumer, value) across nodes
+    builder = _GraphBuilder(ops, x_ids, out_ids, x_shape, rows)
+    for op in ops:
+        builder.add(op)
+    return builder.graph()
 
-    def find(name):
-        while name in alias:
-            name = alias[name]
+
+class _GraphBuilder:
+    """Layer and op nodes from the flattened ops, and the value flows between them."""
+
+    def __init__(self, ops, x_ids, out_ids, x_shape, rows):
+        # A layer that calls other layers is a container: its own ops (a residual add inside
+        # a block) become op nodes, and its output marker passes values through unchanged.
+        self.rows = rows
+        self.containers = {n for n in rows if any(m.startswith(n + ".") for m in rows)}
+        self.nodes: dict[str, Node] = {"input": Node("input", "input", "Input", [], [],
+                                                     tuple(x_shape))}
+        self.producer = {i: "input" for i in x_ids}
+        self.shapes = {i: tuple(x_shape) for i in x_ids}
+        self.shapes.update((i, shape) for op in ops for i, shape in op.outs)
+        self.uses = collections.Counter([i for op in ops for i in op.ins] + list(out_ids))
+        self.last_out: dict[str, int] = {}
+        self.alias: dict[str, str] = {}  # op nodes merged into another
+        self.flows: list[tuple[str, str, int]] = []  # (producer, consumer, value) across nodes
+
+    def find(self, name):
+        while name in self.alias:
+            name = self.alias[name]
         return name
 
-    def attach(node, op, dep):
-        flows.extend((producer[i], node.name, i) for i in dep)
+    def attach(self, node, op, dep):
+        self.flows.extend((self.producer[i], node.name, i) for i in dep)
         for i, shape in op.outs:
-            producer[i] = node.name
-            last_out[node.name] = i
+            self.producer[i] = node.name
+            self.last_out[node.name] = i
             node.out_shape = shape
         node.flops += op.flops
 
-    for op in ops:
-        dep = list(dict.fromkeys(i for i in op.ins if i in producer))
+    def add(self, op):
+        dep = list(dict.fromkeys(i for i in op.ins if i in self.producer))
         if not dep:
-            continue  # computed from parameters and constants only
+            return  # computed from parameters and constants only
         for i in dep:
-            producer[i] = find(producer[i])
-        srcs = list(dict.fromkeys(producer[i] for i in dep))
-        layer = next((n for n in reversed(op.layers) if n not in containers), None)
+            self.producer[i] = self.find(self.producer[i])
+        layer = next((n for n in reversed(op.layers) if n not in self.containers), None)
         if layer is None and op.layers and op.label == "optimization_barrier":
-            producer.update((o, producer[i]) for (o, _), i in zip(op.outs, op.ins)
-                            if i in producer)
-            continue
-        if layer is not None:
-            if layer not in nodes:
-                r = rows.get(layer)
-                nodes[layer] = Node(layer, "layer", r.type if r else "?", [], [], (),
-                                    r.params if r else 0)
-            attach(nodes[layer], op, dep)
-            continue
+            self.producer.update((o, self.producer[i]) for (o, _), i in zip(op.outs, op.ins)
+                                 if i in self.producer)
+        elif layer is not None:
+            if layer not in self.nodes:
+                r = self.rows.get(layer)
+                self.nodes[layer] = Node(layer, "layer", r.type if r else "?", [], [], (),
+                                         r.params if r else 0)
+            self.attach(self.nodes[layer], op, dep)
+        else:
+            self.add_op_node(op, dep)
+
+    def add_op_node(self, op, dep):
+        nodes, shapes = self.nodes, self.shapes
+        srcs = list(dict.fromkeys(self.producer[i] for i in dep))
         src, shape = nodes[srcs[0]], op.outs[0][1] if op.outs else ()
-        if (len(dep) == 1 and len(op.outs) == 1 and src.kind == "layer" and uses[dep[0]] == 1
-                and last_out.get(src.name) == dep[0] and shape == shapes[dep[0]]):
+        if (len(dep) == 1 and len(op.outs) == 1 and src.kind == "layer"
+                and self.uses[dep[0]] == 1 and self.last_out.get(src.name) == dep[0]
+                and shape == shapes[dep[0]]):
             src.ops.append(op.label)  # the layer's activation
-            attach(src, op, [])
+            self.attach(src, op, [])
         elif len(srcs) == 1 and src.kind == "op" and len(shape) >= len(shapes[dep[0]]):
             # a rank-reducing op (global pool, flatten) starts a node of its own
             src.ops.append(op.label)
-            attach(src, op, dep)
+            self.attach(src, op, dep)
         elif len(srcs) > 1 and all(nodes[n].kind == "op" for n in srcs):
             for n in srcs[1:]:  # ops joining only op nodes (a softmax): one node
-                alias[n] = src.name
+                self.alias[n] = src.name
                 src.ops += nodes[n].ops
                 src.flops += nodes[n].flops
             src.ops.append(op.label)
-            attach(src, op, dep)
+            self.attach(src, op, dep)
         else:
-            name = _fresh(op.label, nodes, rows)
+            name = _fresh(op.label, nodes, self.rows)
             nodes[name] = Node(name, "op", op.label, [op.label], [], ())
-            attach(nodes[name], op, dep)
-    edges, seen = {}, set()
-    for a, b, i in flows:
-        a, b = find(a), find(b)
-        if a != b:
-            edges[(a, b)] = None
-            if (b, i) not in seen:
-                seen.add((b, i))
-                nodes[b].in_shapes.append(shapes[i])
-    return Graph(tuple(n for n in nodes.values() if n.name not in alias), tuple(edges))
+            self.attach(nodes[name], op, dep)
+
+    def graph(self) -> Graph:
+        edges, seen = {}, set()
+        for a, b, i in self.flows:
+            a, b = self.find(a), self.find(b)
+            if a != b:
+                edges[(a, b)] = None
+                if (b, i) not in seen:
+                    seen.add((b, i))
+                    self.nodes[b].in_shapes.append(self.shapes[i])
+        return Graph(tuple(n for n in self.nodes.values() if n.name not in self.alias),
+                     tuple(edges))
 
 
 def _fresh(label, nodes, rows) -> str:
