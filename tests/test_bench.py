@@ -1,8 +1,11 @@
 """The benchmark harness (experiments/bench): timing, the row schema, JSON, the runner.
 No test here times anything for real: speed claims live in the benchmark's own output."""
+import ast
 import importlib
 import itertools
 import json
+import pathlib
+import types
 
 import jax
 import jax.numpy as jnp
@@ -141,3 +144,38 @@ def test_compare_pairs_rows_by_section_and_name(tmp_path):
     (tmp_path / "x.json").write_text("{}")
     with pytest.raises(ValueError, match="has no 'rows'"):
         compare.load(str(tmp_path / "x.json"))
+
+
+def _jaxviz_names(tree):
+    """{local name: object} for every `import jaxviz...` / `from jaxviz... import` in tree."""
+    names = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("jaxviz"):
+            for a in node.names:
+                try:
+                    obj = importlib.import_module(f"{node.module}.{a.name}")
+                except ModuleNotFoundError:
+                    obj = getattr(importlib.import_module(node.module), a.name)
+                names[a.asname or a.name] = obj
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.startswith("jaxviz") and a.asname:
+                    names[a.asname] = importlib.import_module(a.name)
+    return names
+
+
+@pytest.mark.parametrize("module", sorted(
+    {where.split(":")[0] for where in {**run.SECTIONS, **run.OPT_IN}.values()}))
+def test_sections_use_only_public_jaxviz_names_that_exist(module):
+    """Every jaxviz name a section reaches (`train.jitted_train_step`, `api.plan_ascent`, ...)
+    exists and is public, so a library rename breaks this test, not the next benchmark run."""
+    path = pathlib.Path(run.__file__).with_name(f"{module}.py")
+    tree = ast.parse(path.read_text())
+    names = _jaxviz_names(tree)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            obj = names.get(node.value.id)
+            if isinstance(obj, types.ModuleType):
+                assert not node.attr.startswith("_"), (
+                    f"{module}.py uses private {node.value.id}.{node.attr}")
+                assert hasattr(obj, node.attr), f"{module}.py: {obj.__name__} has no {node.attr}"

@@ -28,8 +28,8 @@ FORMS = {"python": "batched, python loop over steps", "scan": "batched, lax.scan
 
 def _one_step(probe, objs, kw) -> tuple[float, str]:
     """(XLA's FLOPs of one batched ascent step, the loop form `loop="auto"` picks)."""
-    cfg, params, unit_args, shared, key, *_ = api.plan_ascent(probe, probe.params, objs, key=KEY,
-                                                              loop="auto", **kw)
+    cfg, params, unit_args, shared, key, *_ = api.plan_ascent(
+        probe, probe.params, objs, key=KEY, loop="auto", **kw)
     keys = jax.random.split(key, len(objs))
     state = loop_lib.init(cfg, keys)
     args = (cfg, params, shared, unit_args, keys, state)
