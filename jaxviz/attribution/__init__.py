@@ -17,6 +17,8 @@ check, the tests and the benchmark iterate over `METHODS` (see `registry`).
 from jaxviz import occlusion as _occlusion
 from jaxviz.attribution.cam import (  # noqa: F401
     grad_cam, grad_cam_plus_plus, guided_grad_cam, score_cam, spatial_layers)
+from jaxviz.attribution.cam_variants import (  # noqa: F401
+    ablation_cam, eigen_cam, full_grad, hires_cam, layer_cam, xgrad_cam)
 from jaxviz.attribution.gradients import (  # noqa: F401
     deconvnet, gradient_x_input, guided_backprop, saliency)
 from jaxviz.attribution.integrated import (  # noqa: F401
@@ -66,5 +68,12 @@ for _m in (
     Method("occlusion", _occlusion.occlusion, kind="occlusion", label="occlusion",
            captum="Occlusion", to_result=_occlusion_result, **_CHUNK,
            defaults=dict(window=(4, 4), stride=(2, 2)), quick=dict(window=(4, 4), stride=(3, 3))),
+    Method("hires_cam", hires_cam, kind="layer", label="HiResCAM", signed=False, **_PROBE),
+    Method("xgrad_cam", xgrad_cam, kind="layer", label="XGrad-CAM", signed=False, **_PROBE),
+    Method("layer_cam", layer_cam, kind="layer", label="LayerCAM", signed=False, **_PROBE),
+    Method("eigen_cam", eigen_cam, kind="layer", label="EigenCAM", signed=False, **_PROBE),
+    Method("ablation_cam", ablation_cam, kind="layer", label="Ablation-CAM", signed=False,
+           **_PROBE, **_CHUNK, quick=dict(chunk_size=None)),
+    Method("full_grad", full_grad, kind="layer", label="FullGrad", signed=False, **_PROBE),
 ):
     register(_m)
