@@ -4,3 +4,7 @@ registered in `registry.METRICS`."""
 from jaxviz.evaluate.registry import (  # noqa: F401
     FAMILIES, METRICS, Metric, MetricResult, get, register, unregister)
 from jaxviz.evaluate import localisation  # noqa: F401,E402  (registers the localisation metrics)
+# Each family module registers its own metrics on import.
+from jaxviz.evaluate import (  # noqa: F401,E402
+    axiomatic, complexity, faithfulness, faithfulness_random, randomisation, robustness)
+from jaxviz.evaluate.table import Cell, Table, bootstrap, evaluate  # noqa: F401,E402

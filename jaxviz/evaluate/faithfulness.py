@@ -21,9 +21,15 @@ are the score. Each step count must divide the units (a clear error otherwise).
 """
 from __future__ import annotations
 
+import functools
+
 from jaxviz.core import analysis, checks
 from jaxviz.evaluate import common, perturb
-from jaxviz.evaluate.registry import MetricResult
+from jaxviz.evaluate.registry import Metric, MetricResult, register
+
+_SAMEK = ("Samek et al. 2017, Evaluating the visualization of what a deep neural network "
+          "has learned")
+_ROAD = "Rong et al. 2022, A consistent and efficient evaluation strategy for attribution methods"
 
 
 def _deletion_auc(curve, base):
@@ -164,3 +170,34 @@ def _hw(images) -> tuple[int, int]:
     if shape is None or len(shape) != 4:
         shape = checks.as_images(images).shape  # the images' own clear error
     return int(shape[1]), int(shape[2])
+
+
+def _ordered(metric, order):
+    f = functools.partial(metric, order=order)
+    f.__name__ = f"{metric.__name__}_{order}"
+    f.__doc__ = metric.__doc__
+    return f
+
+
+_STEP = dict(pixels_per_step=16)  # divides 28 x 28 and the tests' 8 x 8
+for _m in (
+    Metric("deletion", deletion, "lower", "faithfulness", quick=_STEP,
+           paper="Petsiuk et al. 2018, RISE: randomized input sampling for explanation"),
+    Metric("insertion", insertion, "higher", "faithfulness", quick=_STEP,
+           paper="Petsiuk et al. 2018, RISE: randomized input sampling for explanation"),
+    Metric("pixel_flipping", pixel_flipping, "lower", "faithfulness", quick=_STEP,
+           paper="Bach et al. 2015, On pixel-wise explanations ... by layer-wise relevance "
+                 "propagation"),
+    Metric("region_perturbation_morf", _ordered(region_perturbation, "morf"), "higher",
+           "faithfulness", paper=_SAMEK),
+    Metric("region_perturbation_lerf", _ordered(region_perturbation, "lerf"), "lower",
+           "faithfulness", paper=_SAMEK),
+    Metric("irof", irof, "higher", "faithfulness",
+           paper="Rieger & Hansen 2020, IROF: a low resource evaluation metric for "
+                 "explanation methods"),
+    Metric("road_morf", _ordered(road, "morf"), "lower", "faithfulness", needs_key=True,
+           paper=_ROAD, quick=dict(percentages=(25, 50, 75))),
+    Metric("road_lerf", _ordered(road, "lerf"), "higher", "faithfulness", needs_key=True,
+           paper=_ROAD, quick=dict(percentages=(25, 50, 75))),
+):
+    register(_m)

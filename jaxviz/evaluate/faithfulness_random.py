@@ -27,7 +27,7 @@ import jax.numpy as jnp
 from jaxviz.core import analysis, checks
 from jaxviz.core import compile as compile_lib
 from jaxviz.evaluate import common
-from jaxviz.evaluate.registry import MetricResult
+from jaxviz.evaluate.registry import Metric, MetricResult, register
 
 PERTURBATIONS = ("gaussian", "subset")
 
@@ -179,3 +179,19 @@ def infidelity(fn, params, images, target, attributions, *, key, n_samples: int 
         multiply_by_inputs=bool(multiply_by_inputs), normalize=bool(normalize), score=score,
         chunk_size=analysis.check_chunk_size(chunk_size))
     return MetricResult(scores, err)
+
+
+for _m in (
+    Metric("faithfulness_correlation", faithfulness_correlation, "higher", "faithfulness",
+           needs_key=True, quick=dict(n_runs=8, subset_size=16),
+           paper="Bhatt et al. 2020, Evaluating and aggregating feature-based model "
+                 "explanations"),
+    Metric("monotonicity_correlation", monotonicity_correlation, "higher", "faithfulness",
+           needs_key=True, quick=dict(pixels_per_step=16, n_samples=2),
+           paper="Nguyen & Martinez 2020, On quantitative aspects of model interpretability"),
+    # Normalised in the table: maps of different methods live on different scales.
+    Metric("infidelity", infidelity, "lower", "faithfulness", needs_key=True,
+           defaults=dict(normalize=True), quick=dict(n_samples=4, normalize=True),
+           paper="Yeh et al. 2019, On the (in)fidelity and sensitivity of explanations"),
+):
+    register(_m)

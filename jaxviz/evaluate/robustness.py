@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from jaxviz.core import analysis, checks
 from jaxviz.core import compile as compile_lib
 from jaxviz.evaluate import common, rerun
-from jaxviz.evaluate.registry import MetricResult
+from jaxviz.evaluate.registry import Metric, MetricResult, register
 
 NOISES = ("uniform", "gaussian")
 
@@ -99,3 +99,17 @@ def local_lipschitz_estimate(fn, params, images, target, attributions, *, method
                 method_options=method_options, key=key, n_samples=n_samples, noise="gaussian",
                 scale=sigma, ratio="input", reduce="max", display=display,
                    chunk_size=chunk_size)
+
+
+_YEH = "Yeh et al. 2019, On the (in)fidelity and sensitivity of explanations"
+_QUICK = dict(n_samples=2)
+for _m in (
+    Metric("max_sensitivity", max_sensitivity, "lower", "robustness", needs_key=True,
+           needs_method=True, quick=_QUICK, paper=_YEH),
+    Metric("avg_sensitivity", avg_sensitivity, "lower", "robustness", needs_key=True,
+           needs_method=True, quick=_QUICK, paper=_YEH),
+    Metric("local_lipschitz_estimate", local_lipschitz_estimate, "lower", "robustness",
+           needs_key=True, needs_method=True, quick=_QUICK,
+           paper="Alvarez-Melis & Jaakkola 2018, On the robustness of interpretability methods"),
+):
+    register(_m)
