@@ -2,6 +2,7 @@
 then behaviour (linear model, completeness, guided ReLU rule, hand-computed Grad-CAM),
 the randomization sanity check and bad input."""
 import functools
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -362,3 +363,26 @@ def test_errors(cnn_random, digits):
         A.smoothgrad(p, params, x, t, key=KEY, nt_type="mean")
     with pytest.raises(ValueError, match="rule must be one of"):
         A.with_relu_rule(p, "leaky")
+
+
+class _GeluNet(nnx.Module):
+    def __init__(self, rngs):
+        self.conv = nnx.Conv(1, 3, (3, 3), rngs=rngs)
+        self.head = nnx.Linear(3, 2, rngs=rngs)
+
+    def __call__(self, x):
+        return self.head(nnx.gelu(self.conv(x), approximate=False).mean(axis=(1, 2)))
+
+
+def test_guided_backprop_warns_without_relus(cnn_random, digits):
+    """A GELU model: guided backprop would silently be the plain gradient, so it warns and
+    names what it found; a ReLU model does not warn."""
+    p = probe_lib.from_model(_GeluNet(nnx.Rngs(0)))
+    x = np.asarray(jax.random.uniform(KEY, (2, 6, 6, 1)))
+    with pytest.warns(RuntimeWarning, match=r"no ReLU to rewrite.*'erfc?'"):
+        gb = A.guided_backprop(p, p.params, x, 0)
+    np.testing.assert_allclose(gb, A.saliency(p, p.params, x, 0, abs=False), rtol=1e-5,
+                               atol=1e-7)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        A.guided_backprop(cnn_random, cnn_random.params, digits[0][:1], digits[1][:1])

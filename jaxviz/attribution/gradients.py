@@ -12,10 +12,12 @@ and the options static, so a second call with the same shapes does not retrace.
 from __future__ import annotations
 
 import functools
+import warnings
 
 import jax
 import jax.numpy as jnp
 
+from jaxviz.attribution import relu_rules
 from jaxviz.attribution.relu_rules import with_relu_rule
 from jaxviz.core import analysis
 from jaxviz.core import compile as compile_lib
@@ -37,8 +39,28 @@ def _map(fn, params, x, t, variant):
     return gradient_map(variant, fn, params, x, t)
 
 
+_CENSUS: dict = {}
+
+
+def _warn_without_relus(variant, fn, params, x) -> None:
+    """Guided backprop and deconvnet change only ReLUs' backward rules: on a model with none
+    they would silently return the plain gradient, so say so (once per model and shape)."""
+    if analysis.checks.is_traced(x):
+        return
+    key = (analysis.static_fn(fn), x.shape)
+    if key not in _CENSUS:
+        _CENSUS[key] = relu_rules.census(fn, params, jax.ShapeDtypeStruct(x.shape, x.dtype))
+    found = _CENSUS[key]
+    if found["relu"] == 0:
+        warnings.warn(f"{variant}: the model has no ReLU to rewrite, so this is the plain "
+                      f"input gradient; activations found: {found['other'] or 'none'}",
+                      RuntimeWarning, stacklevel=4)
+
+
 def _run(variant, fn, params, images, target) -> jax.Array:
     x, t = analysis.check_inputs(fn, params, images, target)
+    if variant in ("guided_backprop", "deconvnet"):
+        _warn_without_relus(variant, fn, params, x)
     return _map(analysis.static_fn(fn), params, x, t, variant)
 
 
@@ -58,6 +80,9 @@ def gradient_x_input(fn, params, images, target) -> jax.Array:
 
 def guided_backprop(fn, params, images, target) -> jax.Array:
     """Input gradient through guided ReLUs (see `relu_rules`). (N, H, W, C) -> same, signed.
+
+    Only ReLUs change (GELU, SiLU, tanh keep their gradient): on a model without ReLUs it
+    warns and returns the plain gradient.
 
     `jnp.abs` of it is keras-vis' `visualize_saliency(..., backprop_modifier='guided')`.
     """

@@ -110,3 +110,26 @@ def with_relu_rule(fn, rule: str):
     Returns an `interpret.Rewritten`: `fastgrad.fast` of it runs both rule tables in one pass.
     """
     return interpret.rewrite(fn, rules(rule))
+
+
+# Primitives through which other activations appear in a traced model: the sigmoid of
+# SiLU/swish ("logistic"), tanh, and the exact GELU's erf.
+OTHER_ACTIVATIONS = ("logistic", "tanh", "erf", "erfc")
+
+
+def census(fn, *args) -> dict:
+    """What `with_relu_rule` would rewrite in fn(*args), by tracing (no compute):
+    {"relu": number of ReLUs found, "other": sorted names of other activation primitives}."""
+    closed = jax.make_jaxpr(fn)(*args)
+    relus, other = 0, set()
+    for eqn in interpret.leaf_eqns(closed, custom="keep", remat="inline"):
+        name = eqn.primitive.name
+        sub = interpret.body(eqn) if name == "custom_jvp_call" else None
+        if _is_bare_relu(eqn) or (sub is not None and _body_is_relu(sub)):
+            relus += 1
+        elif sub is not None:
+            other.update(e.primitive.name for e in interpret.leaf_eqns(sub)
+                         if e.primitive.name in OTHER_ACTIVATIONS)
+        elif name in OTHER_ACTIVATIONS:
+            other.add(name)
+    return {"relu": relus, "other": sorted(other)}
