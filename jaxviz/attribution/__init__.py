@@ -19,6 +19,10 @@ from jaxviz.attribution.cam import (  # noqa: F401
     grad_cam, grad_cam_plus_plus, guided_grad_cam, score_cam, spatial_layers)
 from jaxviz.attribution.cam_variants import (  # noqa: F401
     ablation_cam, eigen_cam, full_grad, hires_cam, layer_cam, xgrad_cam)
+from jaxviz.attribution import gradient_shap as _gradient_shap
+from jaxviz.attribution.gradient_shap import gradient_shap  # noqa: F401
+from jaxviz.attribution.perturbation import feature_ablation, rise, shapley_sampling  # noqa: F401
+from jaxviz.attribution.surrogate import kernel_shap, lime  # noqa: F401
 from jaxviz.attribution.gradients import (  # noqa: F401
     deconvnet, gradient_x_input, guided_backprop, saliency)
 from jaxviz.attribution.integrated import (  # noqa: F401
@@ -75,5 +79,20 @@ for _m in (
     Method("ablation_cam", ablation_cam, kind="layer", label="Ablation-CAM", signed=False,
            **_PROBE, **_CHUNK, quick=dict(chunk_size=None)),
     Method("full_grad", full_grad, kind="layer", label="FullGrad", signed=False, **_PROBE),
+    Method("gradient_shap", gradient_shap, label="GradientSHAP", needs_key=True,
+           captum="GradientShap",
+           to_result=_gradient_shap.to_attribution, **_CHUNK, defaults=dict(n_samples=50),
+           quick=dict(n_samples=3, stdevs=0.1)),
+    Method("feature_ablation", feature_ablation, kind="occlusion", label="feature\nablation",
+           captum="FeatureAblation", **_CHUNK, quick=dict(grid=(7, 7))),
+    Method("shapley_sampling", shapley_sampling, kind="occlusion", label="Shapley\nsampling",
+           needs_key=True, captum="ShapleyValueSampling", **_CHUNK,
+           quick=dict(n_samples=2, grid=(7, 7))),
+    Method("kernel_shap", kernel_shap, kind="occlusion", label="KernelSHAP", needs_key=True,
+           captum="KernelShap", **_CHUNK, quick=dict(n_samples=20, grid=(7, 7))),
+    Method("lime", lime, kind="occlusion", label="LIME", needs_key=True, captum="Lime", **_CHUNK,
+           quick=dict(n_samples=20, grid=(7, 7), lasso_steps=50)),
+    Method("rise", rise, kind="occlusion", label="RISE", needs_key=True, signed=False, **_CHUNK,
+           quick=dict(n_masks=8)),
 ):
     register(_m)

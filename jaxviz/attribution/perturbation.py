@@ -1,0 +1,260 @@
+"""Perturbation samplers: feature ablation, Shapley value sampling and RISE, with every model
+evaluation a batched forward pass (KernelSHAP and LIME, which fit a surrogate on the same
+kind of samples, are in `surrogate`).
+
+    maps = feature_ablation(fn, params, x, y, grid=(4, 4))            # (N, H, W)
+    maps = shapley_sampling(fn, params, x, y, key=key, n_samples=25)  # (N, H, W)
+    maps = rise(fn, params, x, y, key=key, n_masks=1000)              # (N, H, W)
+
+Features. Feature ablation, Shapley sampling, KernelSHAP and LIME perturb groups of pixels:
+`feature_mask` (H, W) ints shared by every image, or (N, H, W) one per image (e.g.
+superpixels), ids 0..F-1 spanning all channels; by default a grid of `grid` = (h, w)
+pixel cells, cell id (i // h) * nW + j // w (the last row and column cut off at the edge:
+occlusion's windows with stride == window). A sample z in {0, 1}^F keeps the features with
+z = 1 and puts the baseline in the others: x_z = where(z[mask], x, baselines). Every pixel
+of a feature carries that feature's attribution, so maps are (N, H, W).
+
+Batching. Samples are vmapped: `chunk_size` samples, each a perturbed copy of the whole
+batch, go through the model as one forward pass (None: all at once). Random samplers take
+`key`, one PRNG key (split per image) or one per image, and draw image i's samples from
+image i's key alone, so a result never depends on which images share the batch. (Captum
+draws one permutation or mask set per call and applies it to every image of the batch.)
+"""
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxviz.core import analysis, checks
+from jaxviz.core import compile as compile_lib
+
+
+def check_score(score) -> str:
+    if not isinstance(score, str) or score not in analysis.SCORES:
+        raise ValueError(f"score must be one of {analysis.SCORES}; got {score!r}")
+    return score
+
+
+def grid_mask(shape, grid) -> tuple[np.ndarray, int]:
+    """(H, W) cell ids of a (h, w)-pixel grid over an (H, W) image, and the cell count F."""
+    (h, w), (gh, gw) = shape, checks.pair(grid, "grid")
+    if gh > h or gw > w:
+        raise ValueError(f"grid cells {(gh, gw)} are larger than the images' (H, W) {(h, w)}")
+    cols = math.ceil(w / gw)
+    ids = (np.arange(h)[:, None] // gh) * cols + np.arange(w)[None, :] // gw
+    return ids.astype(np.int32), math.ceil(h / gh) * cols
+
+
+def feature_mask(mask, grid, x_shape) -> tuple[jax.Array, int]:
+    """A checked feature mask as (1 or N, H, W) int32 and its feature count F (static)."""
+    n, h, w, _ = x_shape
+    if mask is None:
+        ids, f = grid_mask((h, w), grid)
+        return jnp.asarray(ids[None]), f
+    if checks.is_traced(mask):
+        raise ValueError("feature_mask must be a concrete array (its number of features sets "
+                         "the shapes); build it outside jit")
+    m = np.asarray(mask)
+    if not np.issubdtype(m.dtype, np.integer):
+        raise ValueError(f"feature_mask must hold integer feature ids; got dtype {m.dtype}")
+    if m.shape not in ((h, w), (1, h, w), (n, h, w)):
+        raise ValueError(f"feature_mask must be (H, W) = {(h, w)} or (N, H, W) = {(n, h, w)}; "
+                         f"got shape {m.shape}")
+    if m.min() < 0:
+        raise ValueError(f"feature_mask ids must be >= 0 (0..F-1); got minimum {int(m.min())}")
+    return jnp.asarray(m.reshape((-1, h, w)), jnp.int32), int(m.max()) + 1
+
+
+def baseline_like(baselines, x, name: str = "baselines") -> jax.Array:
+    """A number, (H, W, C), (1, H, W, C) or (N, H, W, C) -> (N, H, W, C) float32."""
+    if isinstance(baselines, (int, float)) and not isinstance(baselines, bool):
+        b = jnp.full_like(x, baselines)
+    else:
+        b = jnp.asarray(baselines, jnp.float32) if baselines is not None else None
+        if b is None or b.shape not in (x.shape, x.shape[1:], (1,) + x.shape[1:]):
+            raise ValueError(f"{name} must be a number or an array of shape (H, W, C), "
+                             f"(1, H, W, C) or (N, H, W, C) = {tuple(x.shape)}; got "
+                             f"{getattr(b, 'shape', baselines)!r}")
+        b = jnp.broadcast_to(b, x.shape)
+    checks.warn_outside_range(b, x, name)
+    return b
+
+
+def masked_inputs(x, b, masks, z):
+    """x, b: (N, H, W, C); masks: (1 or N, H, W) ids; z: (N, F) bool -> where(z[mask], x, b)."""
+    n = x.shape[0]
+    ids = jnp.broadcast_to(masks, x.shape[:3]).reshape(n, -1)
+    keep = jnp.take_along_axis(z, ids, axis=1).reshape(x.shape[:3] + (1,))
+    return jnp.where(keep, x, b)
+
+
+def to_pixels(values, masks):
+    """values: (N, F) per feature -> (N, H, W), each pixel its feature's value."""
+    n = values.shape[0]
+    ids = jnp.broadcast_to(masks, (n,) + masks.shape[1:])
+    return jnp.take_along_axis(values, ids.reshape(n, -1), axis=1).reshape(ids.shape)
+
+
+def sample_scores(fn, params, x, b, t, masks, make_z, items, chunk_size, score):
+    """(S, N) target scores of the perturbed batches; items: a pytree with leading axis S,
+    make_z(item) -> (N, F) bool. Traced inline."""
+    def one(item):
+        return analysis.target_score(fn(params, masked_inputs(x, b, masks, make_z(item))), t,
+                                     score)
+    return analysis.chunked(one, items, chunk_size)
+
+
+def chunked_sum(f, n: int, chunk_size: int | None):
+    """sum of f(s) over s = 0..n-1 (f: int32 scalar -> pytree of arrays), vmapped chunk_size
+    at a time under a scan, so memory holds one chunk's outputs (None: all at once)."""
+    ids = jnp.arange(n, dtype=jnp.int32)
+    if chunk_size is None or chunk_size >= n:
+        return jax.tree.map(lambda a: a.sum(0), jax.vmap(f)(ids))
+    steps = -(-n // chunk_size)
+    ids = jnp.arange(steps * chunk_size, dtype=jnp.int32).reshape(steps, chunk_size)
+
+    def body(acc, chunk):
+        valid = chunk < n  # the last chunk's padding is evaluated, then dropped
+        out = jax.tree.map(lambda o: jnp.where(
+            valid.reshape((-1,) + (1,) * (o.ndim - 1)), o, 0).sum(0), jax.vmap(f)(chunk))
+        return jax.tree.map(jnp.add, acc, out), None
+
+    init = jax.tree.map(lambda s: jnp.zeros(s.shape[1:], s.dtype),
+                        jax.eval_shape(jax.vmap(f), ids[0]))
+    return jax.lax.scan(body, init, ids)[0]
+
+
+def _prepare(fn, params, images, target, baselines, mask, grid, score, chunk_size):
+    score = check_score(score)
+    chunk_size = analysis.check_chunk_size(chunk_size)
+    x, t = analysis.check_inputs(fn, params, images, target)
+    masks, n_features = feature_mask(mask, grid, x.shape)
+    return x, t, baseline_like(baselines, x), masks, n_features, score, chunk_size
+
+
+# ---- feature ablation --------------------------------------------------------------------
+
+@functools.partial(compile_lib.jit, kind="forward",
+                   static_argnames=("fn", "n_features", "score", "chunk_size"))
+def _ablation(fn, params, x, b, t, masks, n_features, score, chunk_size):
+    base = analysis.target_score(fn(params, x), t, score)
+    feats = jnp.arange(n_features)
+    ablated = sample_scores(fn, params, x, b, t, masks,
+                            lambda j: jnp.broadcast_to(feats != j, (x.shape[0], n_features)),
+                            feats, chunk_size, score)  # (F, N)
+    return to_pixels((base[None] - ablated).T, masks)
+
+
+def feature_ablation(fn, params, images, target, *, feature_mask=None, grid=(4, 4),
+                     baselines=0.0, score: str = "logit", chunk_size: int | None = 16
+                     ) -> jax.Array:
+    """Feature ablation (Captum's FeatureAblation): feature f's attribution is
+    score(x) - score(x with feature f set to the baseline). -> (N, H, W).
+
+    feature_mask: (H, W) or (N, H, W) ids, default the `grid` cells; baselines: a number or
+    an image-shaped array; score: "logit", "prob" or "log_prob"; chunk_size: features
+    (ablated copies of the batch) evaluated at once."""
+    x, t, b, masks, f, score, chunk = _prepare(fn, params, images, target, baselines,
+                                               feature_mask, grid, score, chunk_size)
+    return _ablation(analysis.static_fn(fn), params, x, b, t, masks, f, score, chunk)
+
+
+# ---- Shapley value sampling --------------------------------------------------------------
+
+def permutation_ranks(keys, n_samples: int, n_features: int) -> jax.Array:
+    """Each image's n_samples random feature orders, as ranks: (N, n_samples, F) int32,
+    ranks[i, s, f] = the position of feature f in image i's s-th permutation."""
+    def ranks(key, s):
+        return jnp.argsort(jax.random.permutation(jax.random.fold_in(key, s), n_features))
+    s = jnp.arange(n_samples)
+    return jax.vmap(lambda k: jax.vmap(lambda i: ranks(k, i))(s))(keys).astype(jnp.int32)
+
+
+@functools.partial(compile_lib.jit, kind="forward", static_argnames=(
+    "fn", "n_features", "n_samples", "score", "chunk_size"))
+def _shapley(fn, params, x, b, t, masks, keys, n_features, n_samples, score, chunk_size):
+    n, f = x.shape[0], n_features
+    ranks = permutation_ranks(keys, n_samples, f)
+    # Prefix j (1 <= j < F) of permutation s: the first j features in, the rest baseline.
+    s_idx, j_idx = (a.ravel() for a in np.meshgrid(np.arange(n_samples), np.arange(1, f),
+                                                   indexing="ij"))
+    inner = sample_scores(fn, params, x, b, t, masks, lambda sj: ranks[:, sj[0], :] < sj[1],
+                          (jnp.asarray(s_idx), jnp.asarray(j_idx)), chunk_size, score)
+    ends = analysis.target_score(fn(params, jnp.concatenate([b, x])), jnp.tile(t, 2), score)
+    ys = jnp.concatenate([jnp.broadcast_to(ends[:n], (n_samples, 1, n)),
+                          inner.reshape(n_samples, f - 1, n),
+                          jnp.broadcast_to(ends[n:], (n_samples, 1, n))], axis=1)
+    ys = jnp.moveaxis(ys, -1, 0)  # (N, n_samples, F + 1): score after the first j features
+    gain = (jnp.take_along_axis(ys, ranks + 1, axis=2) - jnp.take_along_axis(ys, ranks, axis=2))
+    return to_pixels(gain.mean(axis=1), masks)
+
+
+def shapley_sampling(fn, params, images, target, *, key, n_samples: int = 25,
+                     feature_mask=None, grid=(4, 4), baselines=0.0, score: str = "logit",
+                     chunk_size: int | None = 16) -> jax.Array:
+    """Shapley value sampling (Captum's ShapleyValueSampling; Castro et al. 2009): add the
+    features to the baseline one by one in a random order; a feature's attribution is the
+    score's change when it is added, averaged over n_samples orders. -> (N, H, W).
+
+    Costs n_samples * (F - 1) + 2 forward passes per image. key: one PRNG key or one per
+    image. Other options as `feature_ablation`; chunk_size: prefixes evaluated at once."""
+    n_samples = checks.positive_int(n_samples, "n_samples")
+    x, t, b, masks, f, score, chunk = _prepare(fn, params, images, target, baselines,
+                                               feature_mask, grid, score, chunk_size)
+    keys = analysis.image_keys(key, x.shape[0])
+    return _shapley(analysis.static_fn(fn), params, x, b, t, masks, keys, f, n_samples, score,
+                    chunk)
+
+
+# ---- RISE ----------------------------------------------------------------------------------
+
+def rise_mask(key, shape, cells: int, p_keep: float) -> jax.Array:
+    """One RISE mask (Petsiuk et al. 2018): a cells x cells Bernoulli(p_keep) grid, upsampled
+    bilinearly to (cells + 1) * ceil(H / cells) pixels a side and cropped to (H, W) at a
+    random offset below one cell. -> (H, W) float32 in [0, 1]."""
+    (h, w), (ch, cw) = shape, (math.ceil(shape[0] / cells), math.ceil(shape[1] / cells))
+    k_grid, k_y, k_x = jax.random.split(key, 3)
+    grid = jax.random.bernoulli(k_grid, p_keep, (cells, cells)).astype(jnp.float32)
+    up = jax.image.resize(grid, ((cells + 1) * ch, (cells + 1) * cw), "bilinear")
+    dy, dx = jax.random.randint(k_y, (), 0, ch), jax.random.randint(k_x, (), 0, cw)
+    return jax.lax.dynamic_slice(up, (dy, dx), (h, w))
+
+
+@functools.partial(compile_lib.jit, kind="forward", static_argnames=(
+    "fn", "n_masks", "cells", "p_keep", "score", "chunk_size"))
+def _rise(fn, params, x, b, t, keys, n_masks, cells, p_keep, score, chunk_size):
+    def one(s):  # mask s of every image, from that image's own key
+        m = jax.vmap(lambda k: rise_mask(jax.random.fold_in(k, s), x.shape[1:3], cells,
+                                         p_keep))(keys)
+        xm = m[..., None] * x + (1 - m[..., None]) * b
+        return analysis.target_score(fn(params, xm), t, score)[:, None, None] * m
+
+    return chunked_sum(one, n_masks, chunk_size) / (n_masks * p_keep)
+
+
+def rise(fn, params, images, target, *, key, n_masks: int = 1000, cells: int = 8,
+         p_keep: float = 0.5, baselines=0.0, score: str = "prob",
+         chunk_size: int | None = 16) -> jax.Array:
+    """RISE (Petsiuk et al. 2018): the score-weighted mean of random smooth masks,
+    sum_i score(x * M_i + b * (1 - M_i)) M_i / (n_masks * p_keep). -> (N, H, W).
+
+    cells: the coarse grid's size (s in the paper); p_keep: each cell's chance to be kept;
+    score: "prob" (the paper's softmax probability), "logit" or "log_prob"; key: one PRNG
+    key or one per image; chunk_size: masks (masked copies of the batch) evaluated at once.
+    The mask's upsampling handles borders like `jax.image.resize`, not skimage's reflect.
+    """
+    n_masks = checks.positive_int(n_masks, "n_masks")
+    cells = checks.positive_int(cells, "cells")
+    if isinstance(p_keep, bool) or not isinstance(p_keep, (int, float)) or not 0 < p_keep <= 1:
+        raise ValueError(f"p_keep must be a number in (0, 1]; got {p_keep!r}")
+    score, chunk_size = check_score(score), analysis.check_chunk_size(chunk_size)
+    x, t = analysis.check_inputs(fn, params, images, target)
+    if cells > min(x.shape[1:3]):
+        raise ValueError(f"cells must be <= the images' H and W {x.shape[1:3]}; got {cells}")
+    keys = analysis.image_keys(key, x.shape[0])
+    return _rise(analysis.static_fn(fn), params, x, baseline_like(baselines, x), t, keys,
+                 n_masks, cells, float(p_keep), score, chunk_size)

@@ -1,0 +1,190 @@
+"""KernelSHAP and LIME: a weighted linear surrogate fitted, in JAX and batched over images,
+to the model's scores on randomly perturbed copies of each image.
+
+    maps = kernel_shap(fn, params, x, y, key=key, n_samples=500)   # (N, H, W)
+    maps = lime(fn, params, x, y, key=key, n_samples=500)          # (N, H, W)
+
+Both perturb the features of `perturbation` (a feature mask or a grid; x_z keeps the
+features with z = 1 and puts the baseline in the others), evaluate every sample as a
+batched forward pass (`chunk_size` perturbed copies of the batch at once), then fit
+score(x_z) ~ intercept + z . coef per image and return coef on the pixels. Definitions are
+Captum's:
+
+- KernelSHAP (Lundberg & Lee 2017): the first two samples are all features and none,
+  weighted 1e6; the others draw a size k in 1..F-1 with probability proportional to
+  (F - 1) / (k (F - k)), then k features uniformly, each weighted 1 (the Shapley kernel,
+  sampled); unregularised weighted least squares. The two 1e6-weighted samples act as
+  constraints (intercept = score(baseline), intercept + sum(coef) = score(x)); we impose
+  them exactly, the limit of Captum's fit as that weight grows (a difference of order 1e-6
+  of the scores, where float32 least squares with 1e6 weights would lose the other
+  samples), and take the minimum-norm coef when underdetermined. With enough samples
+  coef -> the Shapley values of the F features; they always sum to score(x) - score(b).
+- LIME (Ribeiro et al. 2016): z ~ Bernoulli(0.5) per feature; weight
+  exp(-d^2 / (2 kernel_width^2)), d the cosine (or euclidean) distance between the
+  flattened image and its perturbed copy; Lasso with sklearn's objective,
+  1/2 sum_s w_s r_s^2 / sum_s w_s + alpha |coef|_1 (alpha=0.01 is Captum's default;
+  alpha=0 gives weighted least squares), solved by FISTA for `lasso_steps` steps.
+
+Randomness: `key`, one PRNG key or one per image; image i's samples come from its key.
+Memory: the binary samples, n_samples x N x F booleans, are kept for the fit.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from jaxviz.attribution import perturbation as pert
+from jaxviz.core import analysis, checks
+from jaxviz.core import compile as compile_lib
+
+DISTANCES = ("cosine", "euclidean")
+
+
+def _centred(z, y, w):
+    """Weighted means removed and sqrt(weight) applied: the intercept drops out."""
+    wn = w / w.sum()
+    zm, ym = wn @ z, wn @ y
+    sw = jnp.sqrt(wn)
+    return (z - zm) * sw[:, None], (y - ym) * sw, zm, ym
+
+
+def lasso_fista(a, r, alpha, steps: int):
+    """argmin_c 1/2 |r - a c|^2 + alpha |c|_1 by FISTA (Beck & Teboulle 2009). a: (S, F)."""
+    gram, corr = a.T @ a, a.T @ r
+    lip = jnp.maximum(jnp.linalg.eigvalsh(gram)[-1], 1e-12)
+
+    def step(_, state):
+        c, v, k = state
+        u = v - (gram @ v - corr) / lip
+        c_new = jnp.sign(u) * jnp.maximum(jnp.abs(u) - alpha / lip, 0)
+        k_new = (1 + jnp.sqrt(1 + 4 * k * k)) / 2
+        return c_new, c_new + (k - 1) / k_new * (c_new - c), k_new
+
+    zeros = jnp.zeros(a.shape[1], a.dtype)
+    return jax.lax.fori_loop(0, steps, step, (zeros, zeros, jnp.ones((), a.dtype)))[0]
+
+
+def fit_linear(z, y, w, alpha: float = 0.0, lasso_steps: int = 1000):
+    """Weighted linear fit y ~ intercept + z . coef with an unpenalised intercept.
+
+    z: (S, F), y: (S,), w: (S,) >= 0 -> (coef (F,), intercept ()). alpha == 0: least
+    squares (minimum-norm coef when underdetermined); alpha > 0: Lasso (see module doc)."""
+    a, r, zm, ym = _centred(z.astype(jnp.float32), y, w)
+    coef = jnp.linalg.pinv(a) @ r if alpha == 0 else lasso_fista(a, r, alpha, lasso_steps)
+    return coef, ym - zm @ coef
+
+
+def kernel_shap_samples(key, n_samples: int, n_features: int) -> jax.Array:
+    """One image's KernelSHAP coalitions: (n_samples, F) bool, rows 0 and 1 all / none."""
+    f = n_features
+    sizes = jnp.arange(1, f)
+    p = (f - 1) / (sizes * (f - sizes))
+
+    def draw(k):
+        k_size, k_order = jax.random.split(k)
+        size = jax.random.choice(k_size, sizes, p=p / p.sum())
+        return jnp.argsort(jnp.argsort(jax.random.uniform(k_order, (f,)))) < size
+
+    rest = jax.vmap(lambda s: draw(jax.random.fold_in(key, s)))(jnp.arange(n_samples - 2))
+    return jnp.concatenate([jnp.ones((1, f), bool), jnp.zeros((1, f), bool), rest])[:n_samples]
+
+
+def fit_efficient(z, y, y_none, y_all):
+    """Least squares y ~ y_none + z . coef subject to sum(coef) = y_all - y_none, the
+    minimum-norm solution. z: (S, F) samples other than all/none, y: (S,) -> coef (F,).
+
+    coef = delta / F + c with c orthogonal to the ones vector: z c = y - y_none - z.1 delta/F,
+    and z c = (z - row means) c for such c, so c = pinv(z - row means) @ (...)."""
+    z = z.astype(jnp.float32)
+    f = z.shape[1]
+    delta = y_all - y_none
+    r = y - y_none - z.sum(1) * delta / f
+    if z.shape[0] == 0:
+        return jnp.full((f,), delta / f)
+    return delta / f + jnp.linalg.pinv(z - z.mean(1, keepdims=True)) @ r
+
+
+def lime_samples(key, n_samples: int, n_features: int) -> jax.Array:
+    """One image's LIME samples: (n_samples, F) bool, each feature kept with p = 0.5."""
+    return jax.random.bernoulli(key, 0.5, (n_samples, n_features))
+
+
+def lime_weights(x, b, masks, z, n_features, distance, kernel_width):
+    """exp(-d^2 / (2 width^2)), d between each image and its perturbed copies, from
+    per-feature sums (no perturbed image is built). z: (S, N, F) -> (S, N)."""
+    def per_feature(v):  # (N, H, W, C) -> (N, F) sums over each feature's pixels
+        ids = jnp.broadcast_to(masks, v.shape[:3]).reshape(v.shape[0], -1)
+        return jax.vmap(lambda i, s: jax.ops.segment_sum(s, i, n_features))(
+            ids, v.sum(-1).reshape(v.shape[0], -1))
+    zf = z.astype(jnp.float32)
+    if distance == "euclidean":
+        d2 = ((1 - zf) * per_feature((x - b) ** 2)).sum(-1)
+    else:  # torch's CosineSimilarity: dot / max(|x| |x_z|, 1e-8)
+        xx, xb, bb = per_feature(x * x), per_feature(x * b), per_feature(b * b)
+        dot = (zf * xx + (1 - zf) * xb).sum(-1)
+        norm_z = jnp.sqrt((zf * xx + (1 - zf) * bb).sum(-1))
+        d2 = (1 - dot / jnp.maximum(jnp.sqrt(xx.sum(-1)) * norm_z, 1e-8)) ** 2
+    return jnp.exp(-d2 / (2 * kernel_width ** 2))
+
+
+@functools.partial(compile_lib.jit, kind="forward", static_argnames=(
+    "fn", "method", "n_features", "n_samples", "distance", "kernel_width", "alpha",
+    "lasso_steps", "score", "chunk_size"))
+def _surrogate(fn, params, x, b, t, masks, keys, method, n_features, n_samples, distance,
+               kernel_width, alpha, lasso_steps, score, chunk_size):
+    draw = kernel_shap_samples if method == "kernel_shap" else lime_samples
+    z = jnp.swapaxes(jax.vmap(lambda k: draw(k, n_samples, n_features))(keys), 0, 1)
+    ys = pert.sample_scores(fn, params, x, b, t, masks, lambda zs: zs, z, chunk_size, score)
+    if method == "kernel_shap":
+        coef = jax.vmap(fit_efficient, in_axes=(1, 1, 0, 0))(z[2:], ys[2:], ys[1], ys[0])
+    else:
+        w = lime_weights(x, b, masks, z, n_features, distance, kernel_width)
+        coef, _ = jax.vmap(lambda zi, yi, wi: fit_linear(zi, yi, wi, alpha, lasso_steps),
+                           in_axes=1)(z, ys, w)
+    return pert.to_pixels(coef, masks)
+
+
+def _run(method, fn, params, images, target, key, n_samples, feature_mask, grid, baselines,
+         score, chunk_size, **fit):
+    n_samples = checks.positive_int(n_samples, "n_samples", 2)
+    x, t, b, masks, f, score, chunk = pert._prepare(fn, params, images, target, baselines,
+                                                    feature_mask, grid, score, chunk_size)
+    if f < 2:
+        raise ValueError(f"{method} needs at least 2 features; the feature mask has {f}")
+    keys = analysis.image_keys(key, x.shape[0])
+    return _surrogate(analysis.static_fn(fn), params, x, b, t, masks, keys, method, f,
+                      n_samples, score=score, chunk_size=chunk, **fit)
+
+
+def kernel_shap(fn, params, images, target, *, key, n_samples: int = 500, feature_mask=None,
+                grid=(4, 4), baselines=0.0, score: str = "logit",
+                chunk_size: int | None = 16) -> jax.Array:
+    """KernelSHAP (Captum's KernelShap; see the module docstring). -> (N, H, W).
+
+    n_samples: coalitions per image (>= 2, counting the all and none samples; use more
+    than the number of features F). Other options as `perturbation.feature_ablation`."""
+    return _run("kernel_shap", fn, params, images, target, key, n_samples, feature_mask,
+                grid, baselines, score, chunk_size, distance="cosine", kernel_width=1.0,
+                alpha=0.0, lasso_steps=0)
+
+
+def lime(fn, params, images, target, *, key, n_samples: int = 500, feature_mask=None,
+         grid=(4, 4), baselines=0.0, kernel_width: float = 1.0, distance: str = "cosine",
+         alpha: float = 0.01, lasso_steps: int = 1000, score: str = "logit",
+         chunk_size: int | None = 16) -> jax.Array:
+    """LIME (Captum's Lime with its default kernel; see the module docstring). -> (N, H, W).
+
+    kernel_width: the exponential kernel's width; distance: "cosine" or "euclidean";
+    alpha: the Lasso penalty (0: weighted least squares); lasso_steps: FISTA iterations."""
+    if distance not in DISTANCES:
+        raise ValueError(f"distance must be one of {DISTANCES}; got {distance!r}")
+    for name, v, least in (("kernel_width", kernel_width, "> 0"), ("alpha", alpha, ">= 0")):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or (
+                name == "kernel_width" and v == 0):
+            raise ValueError(f"{name} must be a number {least}; got {v!r}")
+    return _run("lime", fn, params, images, target, key, n_samples, feature_mask, grid,
+                baselines, score, chunk_size, distance=distance,
+                kernel_width=float(kernel_width), alpha=float(alpha),
+                lasso_steps=checks.positive_int(lasso_steps, "lasso_steps"))
