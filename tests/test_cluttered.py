@@ -117,3 +117,13 @@ def test_a_few_training_steps_beat_chance(mnist):
     res = fit(TrainConfig(epochs=2, batch_size=64, learning_rate=5e-3, seed=0), sets,
               model=C.cluttered_cnn(0), quiet=True)
     assert res.metrics[-1]["val_accuracy"] > 0.5  # chance is 0.1
+
+
+def test_mask_overlay_figure(made):
+    from jaxviz.plot.localisation import mask_overlay_figure
+    maps = {"a": made.images[:3, ..., 0], "b": -made.images[:3, ..., 0]}
+    fig = mask_overlay_figure(made.images[:3], made.masks[:3], maps, labels=made.labels[:3])
+    assert len(fig.axes) == 3 * 3
+    assert [ax.get_title() for ax in fig.axes[:3]] == ["image + mask", "a", "b"]
+    with pytest.raises(ValueError, match=r"columns\['a'\] must be \(3, 60, 60\)"):
+        mask_overlay_figure(made.images[:3], made.masks[:3], {"a": made.images[:2, ..., 0]})
