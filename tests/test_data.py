@@ -23,7 +23,8 @@ def test_bundled_is_real_stratified_and_deterministic(mnist):
 def _write_idx(path, array, magic_dims=None, gz=True):
     header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
     blob = header + array.astype(np.uint8).tobytes()
-    (gzip.open if gz else open)(path, "wb").write(blob)
+    with (gzip.open if gz else open)(path, "wb") as f:  # closed here: Python 3.13 drops unflushed gzip data
+        f.write(blob)
 
 
 def _fake_mnist_dir(tmp_path, n_train=60, n_test=10, gz=True, label_count=None):
@@ -52,7 +53,8 @@ def test_idx_errors_name_the_problem(tmp_path):
     with pytest.raises(FileNotFoundError, match="train-images-idx3-ubyte.gz"):
         data.load_idx_dir(tmp_path)
     bad = tmp_path / "bad.gz"
-    gzip.open(bad, "wb").write(b"\x00\x00\x09\x03" + b"\x00" * 20)
+    with gzip.open(bad, "wb") as f:
+        f.write(b"\x00\x00\x09\x03" + b"\x00" * 20)
     with pytest.raises(ValueError, match="magic"):
         data.read_idx(bad)
     trunc = tmp_path / "trunc"
