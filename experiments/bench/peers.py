@@ -149,12 +149,12 @@ def _train_pair(torch, repeats):
 
     trainable, params = train.split_model(model)
     optimizer = train.make_optimizer(config, 31)
-    state = {"p": params, "o": optimizer.init(params)}
+    state = {"p": params, "r": trainable.rest, "o": optimizer.init(params)}
     xj, yj, key = jnp.asarray(x), jnp.asarray(y), jax.random.key(0)
 
     def jax_step():
-        state["p"], state["o"], loss, _ = train.jitted_train_step(
-            trainable.graphdef, optimizer, config.shift, state["p"], trainable.rest, state["o"],
+        state["p"], state["r"], state["o"], loss, _ = train.jitted_train_step(
+            trainable.graphdef, optimizer, config.shift, state["p"], state["r"], state["o"],
             xj, yj, key)
         return loss
 

@@ -18,16 +18,16 @@ def rows(quick: bool = False) -> list[dict]:
     trainable, params = train.split_model(train.make_model(config))
     opt = train.make_optimizer(config, 31)
     x, y = jnp.asarray(ds.x_train[:BATCH]), jnp.asarray(ds.y_train[:BATCH])
-    state = {"p": params, "o": opt.init(params)}
+    state = {"p": params, "r": trainable.rest, "o": opt.init(params)}
 
-    def step():  # the step donates params and optimizer state: carry them over
-        state["p"], state["o"], loss, _ = train.jitted_train_step(
-            trainable.graphdef, opt, config.shift, state["p"], trainable.rest, state["o"], x, y,
+    def step():  # the step donates params, model state and optimizer state: carry them over
+        state["p"], state["r"], state["o"], loss, _ = train.jitted_train_step(
+            trainable.graphdef, opt, config.shift, state["p"], state["r"], state["o"], x, y,
             jax.random.key(0))
         return loss
 
     def evaluate():
-        return train.jitted_eval_step(trainable.graphdef, state["p"], trainable.rest, x, y)
+        return train.jitted_eval_step(trainable.graphdef, state["p"], state["r"], x, y)
 
     t_train = harness.timed(step, repeats=3 if quick else 8)
     t_eval = harness.timed(evaluate, repeats=5 if quick else 20)

@@ -11,9 +11,14 @@ Layers are the model's submodules, named by their attribute path joined with "."
 `__call__`; the ops it traces run under the name scope `layer_scope(name)`, so a jaxpr
 of the model says which layer each equation belongs to. `edits` replace a layer's output
 while the model runs, which is how gradients at a layer are taken without editing the
-model's code. The model always runs in inference mode (NNX: `eval()` on a private copy;
-Linen: pass `apply_kwargs`, e.g. `{"train": False}`), so dropout and batch-norm
-statistics never depend on batching.
+model's code. The model always runs in inference mode, so dropout and batch-norm
+statistics never depend on batching: NNX models get `eval()` on a private copy, and a
+`__call__` that takes `train`, `training`, `deterministic` or `use_running_average` (NNX or
+Linen) gets its inference value without being asked (`jaxviz.core.modes`); a flag named in
+`apply_kwargs` wins. A model that still changes its variables when called that way (a
+BatchNorm with `use_running_average=False` fixed, a Linen `batch_stats` update) is refused
+with a ValueError the first time it runs, naming the variable: its outputs would depend on
+the batch. (RNG counters and `sow`n intermediates are not checked.)
 
 A Probe also carries the model's input spec: `input_shape` (H, W, C) (from
 `from_model(..., input_shape=...)` or the model's own `input_shape` attribute),
@@ -28,12 +33,16 @@ cache never keeps weights alive.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
+from flax import errors as flax_errors
 from flax import linen as nn
 from flax import nnx
+
+from jaxviz.core import modes
 
 Edits = Mapping[str, Callable[[jax.Array], jax.Array]]
 
@@ -217,7 +226,8 @@ def from_model(model, variables=None, *, output=None, apply_kwargs: Mapping | No
     """Wrap an `nnx.Module`, or a `linen.Module` with its `variables`, as a Probe.
 
     output: selects the logits when the model returns a tuple or dict (index, key or callable).
-    apply_kwargs: extra keyword arguments for every call (e.g. `{"train": False}` for Linen).
+    apply_kwargs: extra keyword arguments for every call; the mode flags the model's
+      `__call__` (or `method`) takes are added in their inference values unless named here.
     input_shape: one image's (H, W, C); default: the model's `input_shape` attribute if it
       has one, else unknown (analyses that need it then ask for it).
     input_range: (lo, hi) of valid pixel values (activation maximization stays inside it).
@@ -230,21 +240,49 @@ def from_model(model, variables=None, *, output=None, apply_kwargs: Mapping | No
     if isinstance(model, nnx.Module):
         if variables is not None:
             raise ValueError("variables: an nnx.Module carries its own state; pass only the model")
-        return _nnx_probe(model, dict(apply_kwargs or {}), spec)
+        return _nnx_probe(model, _inference_kwargs(model, None, apply_kwargs), spec)
     if isinstance(model, nn.Module):
         if variables is None:
             raise ValueError("variables: a linen.Module needs its variables, e.g. "
                              "from_model(module, module.init(key, x))")
-        return _linen_probe(model, variables, dict(apply_kwargs or {}), method, spec)
+        return _linen_probe(model, variables, _inference_kwargs(model, method, apply_kwargs),
+                            method, spec)
     raise TypeError(f"model must be a flax nnx.Module or linen.Module; got {type(model).__name__}")
+
+
+def _inference_kwargs(model, method, apply_kwargs) -> dict:
+    given = dict(apply_kwargs or {})
+    if "mutable" in given:
+        raise ValueError(f"apply_kwargs: jaxviz runs models in inference mode, where no "
+                         f"variable changes; drop 'mutable' (got {given['mutable']!r})")
+    return {**modes.mode_kwargs(modes.call_target(model, method), False, given), **given}
+
+
+def _refuse_mutation(what: str, kwargs) -> ValueError:
+    return ValueError(
+        f"the model changes {what} when called in inference mode (with {kwargs}), so its "
+        f"outputs would depend on the batch; give its __call__ a `train`, `training`, "
+        f"`deterministic` or `use_running_average` argument that turns this off, or pass "
+        f"apply_kwargs that do")
+
+
+# Variables a model may change in inference mode without its outputs depending on the batch.
+_UNWATCHED = nnx.Any(nnx.RngState, nnx.Intermediate)
+
+
+def _values(state) -> dict:
+    return {jax.tree_util.keystr(k): v
+            for k, v in jax.tree_util.tree_flatten_with_path(nnx.to_pure_dict(state))[0]}
 
 
 def _nnx_probe(model: nnx.Module, apply_kwargs, spec) -> Probe:
     graphdef, state = nnx.split(model)
 
     def run(state, x, edits, acts, on_call):
-        m = nnx.merge(graphdef, state)
-        m.eval()  # a private copy: the user's model keeps its mode
+        # A private copy (new Variables): the user's model keeps its mode and its values.
+        m = nnx.merge(graphdef, state, copy=True)
+        m.eval()
+        before = _values(nnx.state(m, nnx.Not(_UNWATCHED)))
         names = {id(sub): ".".join(map(str, path)) for path, sub in nnx.iter_modules(m) if path}
         tapped: dict[type, type] = {}
 
@@ -266,7 +304,12 @@ def _nnx_probe(model: nnx.Module, apply_kwargs, spec) -> Probe:
         for path, sub in nnx.iter_modules(m):
             if path:
                 object.__setattr__(sub, "__class__", tap_class(type(sub)))
-        return m(x, **apply_kwargs)
+        out = m(x, **apply_kwargs)
+        after = _values(nnx.state(m, nnx.Not(_UNWATCHED)))
+        changed = [k for k, v in after.items() if before.get(k) is not v]
+        if changed:
+            raise _refuse_mutation(f"its variable {changed[0]}", apply_kwargs)
+        return out
 
     return Probe(run, state, kind="nnx", structure=(graphdef, _freeze(apply_kwargs)), **spec)
 
@@ -288,10 +331,22 @@ def _linen_probe(module: nn.Module, variables, apply_kwargs, method, spec) -> Pr
             return a
 
         with nn.intercept_methods(interceptor):
-            return module.apply(variables, x, method=method, **apply_kwargs)
+            try:
+                return module.apply(variables, x, method=method, **apply_kwargs)
+            except flax_errors.ModifyScopeVariableError as err:
+                raise _refuse_mutation(_linen_variable(err), apply_kwargs) from None
 
     return Probe(run, variables, kind="linen",
                  structure=(_freeze(module), _freeze(method), _freeze(apply_kwargs)), **spec)
+
+
+def _linen_variable(err) -> str:
+    """'its variable "mean" in "/bn" (collection "batch_stats")' from Linen's error text."""
+    found = re.search(r'variable "(.*?)" in "(.*?)" because collection "(.*?)"', str(err))
+    if found is None:
+        return "a variable"
+    name, scope, collection = found.groups()
+    return f'its variable "{name}" in "{scope}" (collection "{collection}")'
 
 
 def layer_params(probe: Probe, params, layer: str) -> Mapping[str, Any]:
