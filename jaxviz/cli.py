@@ -24,9 +24,12 @@ def _common(p: argparse.ArgumentParser, *, checkpoint: bool = True, out_default:
                        help="run directory written by `jaxviz train` (config.json + checkpoints/)")
     p.add_argument("--out", default=out_default, metavar="DIR", help="output directory")
     p.add_argument("--model", default=None, metavar="SPEC",
-                   help="'mnist_cnn' or 'package.module:factory'; the checkpoint's if omitted")
-    p.add_argument("--data", default="bundled", choices=["bundled", "mnist", "fashion_mnist"],
-                   help="data set: the bundled 5,000 digits (offline) or a full set from IDX files")
+                   help="'mnist_cnn', 'package.module:factory' (current directory importable) "
+                        "or 'path/to/file.py:factory'; the checkpoint's if omitted")
+    p.add_argument("--data", default=None, metavar="SOURCE", type=_data_source,
+                   help="'bundled' (5,000 digits, offline), 'mnist', 'fashion_mnist' (IDX "
+                        "files), 'npz:PATH' (x, y arrays) or 'folder:PATH' (one subfolder per "
+                        "class); default: the checkpoint's, else bundled")
     p.add_argument("--data-dir", default=None, metavar="DIR",
                    help="directory with the four IDX files ($JAXVIZ_DATA_DIR or the cache if omitted)")
     p.add_argument("--download", action="store_true",
@@ -34,6 +37,17 @@ def _common(p: argparse.ArgumentParser, *, checkpoint: bool = True, out_default:
     p.add_argument("--seed", type=int, default=0, help="PRNG seed")
     p.add_argument("--quiet", action="store_true", help="no progress bars or info lines")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+
+
+def _data_source(text: str) -> str:
+    """argparse type for --data: a known set name or npz:/folder: with a path."""
+    if text in ("bundled", "mnist", "fashion_mnist"):
+        return text
+    kind, _, path = text.partition(":")
+    if kind in ("npz", "folder") and path:
+        return text
+    raise argparse.ArgumentTypeError(
+        f"expected bundled, mnist, fashion_mnist, npz:PATH or folder:PATH; got {text!r}")
 
 
 def _method_names() -> list[str]:
@@ -108,14 +122,32 @@ def _info(args, msg: str) -> None:
         print(msg, flush=True)
 
 
-def _data(args):
-    from jaxviz import data  # noqa: PLC0415
-    return data.load(args.data, args.data_dir, args.download)
+DATA_RECORD = "data.json"  # in a run directory: the --data the model was trained on
+
+
+def _data(args, built, source: str):
+    """The data set `source` names, fitted to the built model's input spec."""
+    from jaxviz import data as data_lib, user_data  # noqa: PLC0415
+    spec = (built.input_shape, built.input_range, built.num_classes)
+    if user_data.is_user_source(source):
+        return user_data.load(source, *spec)
+    ds = data_lib.load(source, args.data_dir, args.download)
+    if built.num_classes is not None and int(ds.y_train.max()) >= built.num_classes:
+        raise ValueError(f"--data {source}: labels reach {int(ds.y_train.max())} but the model "
+                         f"outputs {built.num_classes} classes")
+    return ds._replace(x_train=data_lib.adapt_images(ds.x_train, built.input_shape),
+                       x_val=data_lib.adapt_images(ds.x_val, built.input_shape))
+
+
+def _recorded_data(run: Path) -> str:
+    import json  # noqa: PLC0415
+    path = run / DATA_RECORD
+    return json.loads(path.read_text())["data"] if path.exists() else "bundled"
 
 
 def _loaded(args):
     """(probe, params, built, dataset adapted to the model's input shape)."""
-    from jaxviz import data as data_lib, registry, train  # noqa: PLC0415
+    from jaxviz import registry, train  # noqa: PLC0415
 
     run = Path(args.checkpoint)
     store = train.CheckpointStore(run)
@@ -123,16 +155,15 @@ def _loaded(args):
     if saved is None:
         raise FileNotFoundError(f"no checkpoint in {str(run)!r}: expected {run}/config.json and "
                                 f"{run}/checkpoints/ from `jaxviz train --out {run}`")
-    if args.model is not None and args.model != saved.get("model"):
+    if args.model is not None and registry.canonical(args.model) != saved.get("model"):
         raise ValueError(f"checkpoint {str(run)!r} holds model {saved.get('model')!r}, "
                          f"not --model {args.model!r}")
     config = train.TrainConfig.from_dict(saved)
     built = registry.build(config.model, config.seed)
     model, _ = train.load_trained(run, model=built.model)
     probe = registry.to_probe(built, model)
-    ds = _data(args)
-    x_val = data_lib.adapt_images(ds.x_val, built.input_shape)
-    return probe, probe.params, built, x_val, ds.y_val
+    ds = _data(args, built, args.data or _recorded_data(run))
+    return probe, probe.params, built, ds.x_val, ds.y_val
 
 
 def _out(args) -> Path:
@@ -163,16 +194,25 @@ def _report_written(args, paths, t0: float) -> None:
 
 def cmd_train(args) -> int:
     import dataclasses  # noqa: PLC0415
-    from jaxviz import data as data_lib, registry, train  # noqa: PLC0415
+    from jaxviz import io, registry, train, user_data  # noqa: PLC0415
 
-    config = train.TrainConfig(model=args.model or "mnist_cnn", seed=args.seed)
+    model_spec = registry.canonical(args.model or "mnist_cnn")
+    config = train.TrainConfig(model=model_spec, seed=args.seed)
     overrides = {"epochs": args.epochs, "batch_size": args.batch_size,
                  "learning_rate": args.learning_rate}
     config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
     built = registry.build(config.model, config.seed)
-    ds = _data(args)
-    ds = ds._replace(x_train=data_lib.adapt_images(ds.x_train, built.input_shape),
-                     x_val=data_lib.adapt_images(ds.x_val, built.input_shape))
+    source = user_data.canonical(args.data or "bundled")
+    recorded = Path(args.out) / DATA_RECORD
+    if args.resume and recorded.exists() and _recorded_data(Path(args.out)) != source:
+        raise ValueError(f"--resume: {args.out} was trained on --data "
+                         f"{_recorded_data(Path(args.out))}, not {source}")
+    ds = _data(args, built, source)
+    _info(args, f"data {ds.name}: {len(ds.x_train)} train / {len(ds.x_val)} validation "
+                f"images {ds.x_train.shape[1:]}")
+    io.write_json(recorded,
+                  {"data": source, "val_fraction": user_data.VAL_FRACTION,
+                   "split_seed": user_data.SPLIT_SEED})
     t0 = time.perf_counter()
     log = (lambda m: _info(args, f"epoch {m['epoch']}: loss {m['train_loss']:.4f}, "
                                  f"val accuracy {m['val_accuracy']:.4f} ({m['seconds']:.1f}s)"))

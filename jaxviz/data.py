@@ -43,13 +43,16 @@ SPLIT_COUNTS = {"train": 60000, "t10k": 10000}
 
 
 class Dataset(NamedTuple):
-    """x_*: (N, 28, 28, 1) float32 in [0, 1]; y_*: (N,) int32."""
+    """x_*: (N, H, W, C) float32 ((N, 28, 28, 1) in [0, 1] for the MNIST family; a user's
+    images in their model's input range, see jaxviz.user_data); y_*: (N,) int32;
+    class_names: one name per class where the source has them (image folders)."""
 
     x_train: np.ndarray
     y_train: np.ndarray
     x_val: np.ndarray
     y_val: np.ndarray
     name: str
+    class_names: tuple = ()
 
 
 def to_float_images(images_u8: np.ndarray) -> np.ndarray:
