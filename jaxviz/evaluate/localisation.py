@@ -10,7 +10,8 @@ with non-negative maps, e.g. absolute=True) and higher is better.
 
 - pointing_game (Zhang et al. 2018): is the map's maximum on the object? `tolerance`
   widens the mask by a disk of that radius in pixels (the paper used 15 at 224x224);
-  `weighted` scores a hit 1 - |mask| / (H W), so small objects count more (Quantus).
+  `weighted` scores a hit 1 - |mask| / (H W), so small objects count more (Quantus'
+  option, which in its 0.6.0 release raises a TypeError once an image hits).
 - relevance_mass_accuracy (Arras et al. 2022): the share of the map's total relevance
   inside the mask. A map with no relevance at all (total 0) scores NaN, as in Quantus.
 - relevance_rank_accuracy (Arras et al. 2022): with K = |mask|, the share of the K most
