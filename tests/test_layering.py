@@ -3,7 +3,7 @@ imported), may import only its own layer or those below it, and the layers that 
 draw never write files.
 
     core, io  <  compute (attribution, occlusion, maximize, arch, filters, models, data,
-                 train, sharding, registry, evaluate, cluttered)  <  plot  <  report  <  cli
+                 train, sharding, registry, evaluate, cluttered, user_data)  <  plot  <  report  <  cli
 
 A new top-level module or package must be given a layer in LAYERS.
 """
@@ -16,11 +16,12 @@ import jaxviz
 
 PACKAGE = Path(jaxviz.__file__).parent
 COMPUTE = ("attribution", "occlusion", "maximize", "arch", "filters", "models", "data", "train",
-           "sharding", "registry", "evaluate", "cluttered")
+           "sharding", "registry", "evaluate", "cluttered", "user_data")
 LAYERS = {"": 0, "core": 0, "io": 0, **{name: 1 for name in COMPUTE}, "plot": 2, "report": 3,
           "cli": 4}
 # Only these write files, always through jaxviz.io: downloads, checkpoints, figures and pages.
-WRITERS = {"io", "data", "train", "report", "cli"}
+# user_data only reads, but PIL's reader is spelled Image.open (read mode).
+WRITERS = {"io", "data", "train", "report", "cli", "user_data"}
 WRITE_CALLS = {"open", "savefig", "save_figure", "save_npz", "save", "savez", "savez_compressed",
                "dump", "mkdir", "touch", "imsave", "write", "writelines"}
 def _modules():
