@@ -19,8 +19,8 @@ from jaxviz.attribution.cam import (  # noqa: F401
     grad_cam, grad_cam_plus_plus, guided_grad_cam, score_cam, spatial_layers)
 from jaxviz.attribution.cam_variants import (  # noqa: F401
     ablation_cam, eigen_cam, full_grad, hires_cam, layer_cam, xgrad_cam)
-from jaxviz.attribution import gradient_shap as _gradient_shap
-from jaxviz.attribution.gradient_shap import gradient_shap  # noqa: F401
+from jaxviz.attribution import expected_gradients as _expected_gradients
+from jaxviz.attribution.expected_gradients import gradient_shap  # noqa: F401
 from jaxviz.attribution.perturbation import feature_ablation, rise, shapley_sampling  # noqa: F401
 from jaxviz.attribution.surrogate import kernel_shap, lime  # noqa: F401
 from jaxviz.attribution.gradients import (  # noqa: F401
@@ -81,7 +81,7 @@ for _m in (
     Method("full_grad", full_grad, kind="layer", label="FullGrad", signed=False, **_PROBE),
     Method("gradient_shap", gradient_shap, label="GradientSHAP", needs_key=True,
            captum="GradientShap",
-           to_result=_gradient_shap.to_attribution, **_CHUNK, defaults=dict(n_samples=50),
+           to_result=_expected_gradients.to_attribution, **_CHUNK, defaults=dict(n_samples=50),
            quick=dict(n_samples=3, stdevs=0.1)),
     Method("feature_ablation", feature_ablation, kind="occlusion", label="feature\nablation",
            captum="FeatureAblation", **_CHUNK, quick=dict(grid=(7, 7))),
