@@ -25,6 +25,8 @@ from jaxviz.attribution.perturbation import feature_ablation, rise, shapley_samp
 from jaxviz.attribution.surrogate import kernel_shap, lime  # noqa: F401
 from jaxviz.attribution.gradients import (  # noqa: F401
     deconvnet, gradient_x_input, guided_backprop, saliency)
+from jaxviz.attribution.deeplift import deeplift, deeplift_shap  # noqa: F401
+from jaxviz.attribution.lrp import lrp  # noqa: F401
 from jaxviz.attribution.integrated import (  # noqa: F401
     blur_baseline, integrated_gradients, path_weights)
 from jaxviz.attribution.noise_tunnel import noise_tunnel
@@ -94,5 +96,12 @@ for _m in (
            quick=dict(n_samples=20, grid=(7, 7), lasso_steps=50)),
     Method("rise", rise, kind="occlusion", label="RISE", needs_key=True, signed=False, **_CHUNK,
            quick=dict(n_masks=8)),
+    Method("deeplift", deeplift, label="DeepLIFT", captum="DeepLift", to_result=_ig_result,
+           defaults=dict(return_convergence_delta=True)),
+    Method("deeplift_shap", deeplift_shap, label="DeepLIFT\nSHAP", needs_key=True,
+           captum="DeepLiftShap", to_result=_ig_result, **_CHUNK,
+           defaults=dict(n_baselines=16, return_convergence_delta=True), quick=dict(n_baselines=2)),
+    Method("lrp", lrp, label="LRP", captum="LRP", to_result=_ig_result,
+           defaults=dict(composite="epsilon_plus", return_convergence_delta=True)),
 ):
     register(_m)

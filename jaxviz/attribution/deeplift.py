@@ -1,0 +1,112 @@
+"""DeepLIFT (Shrikumar et al. 2017, rescale rule) and DeepLIFT-SHAP, as Captum defines them.
+
+    attr = (x - x0) * m,   m = DeepLIFT's multipliers (`deeplift_rules`), one backward pass
+    delta = sum(attr) - (f(x) - f(x0))     summation-to-delta: zero up to float rounding
+
+DeepLIFT-SHAP averages DeepLIFT over a set of baselines (Captum's DeepLiftShap; SHAP's
+DeepExplainer with a background set): attr = mean_b (x - b) * m_b, and its delta is
+sum(attr) - (f(x) - mean_b f(b)) (the mean of Captum's per-baseline deltas).
+
+Every rule works on the traced program (no layer list): any Flax model or apply_fn whose
+input-dependent operations have a rule (see `deeplift_rules`); others raise an error
+naming the primitive and the layer.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from jaxviz.attribution import deeplift_rules, gradient_shap, integrated
+from jaxviz.core import analysis, checks
+from jaxviz.core import compile as compile_lib
+
+
+def multipliers(fn, params, x, b, t):
+    """(attr, delta, f(x), f(b)) for one baseline per image, traced inline.
+
+    x, b: (N, H, W, C); t: (N,) -> attr (N, H, W, C), delta, f(x), f(b): (N,)."""
+    model = compile_lib.fast_model(deeplift_rules.DeepLiftFn(fn))
+
+    def total(x):
+        out, out0 = model(params, x, b)
+        fx, fb = analysis.target_score(out, t), analysis.target_score(out0, t)
+        return fx.sum(), (fx, fb)
+
+    m, (fx, fb) = jax.grad(total, has_aux=True)(x)
+    attr = (x - b) * m
+    return attr, attr.sum(axis=(1, 2, 3)) - (fx - fb), fx, fb
+
+
+@functools.partial(compile_lib.jit, static_argnames=("fn",))
+def _deeplift(fn, params, x, b, t):
+    return multipliers(fn, params, x, b, t)[:2]
+
+
+def deeplift(fn, params, images, target, *, baselines=None, blur_sigma: float = 5.0,
+             return_convergence_delta: bool = False):
+    """DeepLIFT with the rescale rule. images: (N, H, W, C) -> attributions (N, H, W, C).
+
+    baselines: None or "zeros", "blur" (Gaussian blur of each image, std `blur_sigma` px),
+      a number, or an array shaped like images (or (1, H, W, C)).
+    return_convergence_delta: also return delta (N,) = sum(attr) - (f(x) - f(baseline)).
+    """
+    x, t = analysis.check_inputs(fn, params, images, target)
+    b = integrated._baselines(baselines, x, blur_sigma)
+    checks.warn_outside_range(b, x, "baselines")
+    attr, delta = _deeplift(analysis.static_fn(fn), params, x, b, t)
+    return (attr, delta) if return_convergence_delta else attr
+
+
+@functools.partial(compile_lib.jit, static_argnames=("fn", "chunk"))
+def _shap(fn, params, x, bs, t, chunk):
+    """bs: (B, N, H, W, C) -> mean attribution (N, H, W, C), mean delta (N,)."""
+    attr, delta = analysis.chunked(lambda b: multipliers(fn, params, x, b, t)[:2], bs, chunk)
+    return attr.mean(axis=0), delta.mean(axis=0)
+
+
+@functools.partial(jax.jit, static_argnames=("n", "shape", "lo", "hi"))
+def _draw(keys, n, shape, lo, hi):
+    """n uniform baselines in [lo, hi) per image key: (N,) keys -> (n, N, *shape)."""
+    draws = jax.vmap(lambda k: jax.random.uniform(k, (n, *shape), jnp.float32, lo, hi))(keys)
+    return jnp.swapaxes(draws, 0, 1)
+
+
+def _shap_baselines(fn, baselines, x, key, n_baselines):
+    """(B, N, H, W, C) baselines: drawn (None), per image (N, B, H, W, C), or a set shared
+    by every image (a number, (H, W, C) or (B, H, W, C), as GradientSHAP takes them)."""
+    n = x.shape[0]
+    if baselines is None:
+        n_baselines = checks.positive_int(n_baselines, "n_baselines")
+        lo, hi = getattr(fn, "input_range", (0.0, 1.0))
+        return _draw(analysis.image_keys(key, n), n_baselines, tuple(x.shape[1:]),
+                     float(lo), float(hi))
+    if jnp.ndim(baselines) == 5:
+        b = jnp.asarray(baselines, jnp.float32)
+        if b.shape[0] != n or b.shape[2:] != x.shape[1:]:
+            raise ValueError(f"per-image baselines must be (N, B, H, W, C) with N, H, W, C "
+                             f"of images {tuple(x.shape)}; got shape {tuple(b.shape)}")
+        checks.warn_outside_range(b, x, "baselines")
+        return jnp.swapaxes(b, 0, 1)
+    b = gradient_shap.baseline_set(baselines, x)
+    return jnp.broadcast_to(b[:, None], (b.shape[0], *x.shape))
+
+
+def deeplift_shap(fn, params, images, target, *, baselines=None, n_baselines: int = 16,
+                  key=None, chunk_size: int | None = None,
+                  return_convergence_delta: bool = False):
+    """DeepLIFT-SHAP: DeepLIFT averaged over baselines. (N, H, W, C) -> (N, H, W, C).
+
+    baselines: a set for every image (a number, (H, W, C) or (B, H, W, C)), or
+      (N, B, H, W, C) per image; None draws
+      `n_baselines` images uniform in the model's input range (a Probe's `input_range`,
+      else [0, 1)) from `key` (one PRNG key, or one per image).
+    chunk_size: baselines evaluated at once (None: all).
+    return_convergence_delta: also return delta (N,) = sum(attr) - (f(x) - mean_b f(b)).
+    """
+    chunk_size = analysis.check_chunk_size(chunk_size)
+    x, t = analysis.check_inputs(fn, params, images, target)
+    bs = _shap_baselines(fn, baselines, x, key, n_baselines)
+    attr, delta = _shap(analysis.static_fn(fn), params, x, bs, t, chunk_size)
+    return (attr, delta) if return_convergence_delta else attr

@@ -1,0 +1,69 @@
+"""Layer-wise Relevance Propagation (Bach et al. 2015; Montavon et al. 2019) for any model.
+
+    R = lrp(probe, probe.params, x, target, composite="epsilon_plus")   # (N, H, W, C)
+
+The relevance of the output is the target logit itself (as Captum's LRP), so for
+conservative rules on a bias-free net sum(R) equals the logit; delta = sum(R) - logit
+measures what biases, stabilizers and non-conservative rules absorbed. Rules attach to
+the primitives of the traced program and are chosen per layer by a composite
+(`lrp_composites`: by layer kind, position and the Probe's layer names); BatchNorm and
+other affine ops by constants after a conv/dense are folded into it (`lrp_trace`); an
+input-dependent op without a rule is an error naming the op and the layer. The map is
+one backward pass.
+"""
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+
+import jax
+from jax import lax
+
+from jaxviz.attribution import lrp_composites
+from jaxviz.attribution.lrp_trace import LrpFn
+from jaxviz.core import analysis
+from jaxviz.core import compile as compile_lib
+
+
+def _input_range(fn):
+    return tuple(getattr(fn, "input_range", None) or (0.0, 1.0))
+
+
+@functools.partial(compile_lib.jit, static_argnames=("model",))
+def _lrp(model, params, x, t):
+    fast = compile_lib.fast_model(model)
+
+    def total(x):
+        score = analysis.target_score(fast(params, x), t)
+        return (score * lax.stop_gradient(score)).sum(), score  # seed: R = the logit
+
+    R, score = jax.grad(total, has_aux=True)(x)
+    return R, R.sum(axis=(1, 2, 3)) - score
+
+
+def lrp(fn, params, images, target, *, composite="epsilon_plus",
+        layer_rules: Mapping | None = None, canonize: bool = True,
+        return_convergence_delta: bool = False):
+    """LRP relevance of each input pixel. images: (N, H, W, C) -> (N, H, W, C).
+
+    composite: a name in `lrp_composites.COMPOSITES` (default "epsilon_plus": conv
+      layers z+, dense layers epsilon) or an `lrp_composites.Composite`.
+    layer_rules: {layer name: rule} overriding the composite for named layers of a Probe
+      (a `lrp_rules.Rule` such as `Gamma(0.5)`, or a rule name such as "epsilon").
+    canonize: fold affine ops by constants after a conv/dense (BatchNorm) into it.
+    return_convergence_delta: also return delta (N,) = sum(R) - target logit.
+    """
+    comp = lrp_composites.resolve(composite, layer_rules)
+    x, t = analysis.check_inputs(fn, params, images, target)
+    model = LrpFn(analysis.static_fn(fn), comp, canonize=canonize,
+                  input_range=_input_range(fn))
+    R, delta = _lrp(model, params, x, t)
+    return (R, delta) if return_convergence_delta else R
+
+
+def canonized(fn, *, composite="epsilon", input_range=(0.0, 1.0)):
+    """fn(params, x) computed as LRP's rules see it: every conv/dense with the affine ops
+    after it (bias, BatchNorm) as one layer s * op(x, w) + t. Its logits equal fn's up to
+    float rounding (a check of the canonizer)."""
+    return LrpFn(fn, lrp_composites.resolve(composite), input_range=input_range,
+                 canonical_forward=True)

@@ -1,0 +1,302 @@
+"""LRP as a rewrite of the traced program: one backward pass carries relevance.
+
+`LrpFn(fn, composite)(params, x)` returns fn's logits, with a backward pass that moves
+relevance instead of gradients: the VJP of the target logit, seeded with the logit's own
+value, is the LRP map of the input. Rules attach to primitives:
+- conv_general_dilated, dot_general (one input-dependent operand, constant weights),
+  reduce_sum and sum pooling: a layer with the composite's rule for its kind and name
+  (`lrp_composites`), computed in its custom VJP (`lrp_rules`);
+- canonizer: add/sub/mul/div by constants and neg right after such a layer (its bias, a
+  BatchNorm in inference mode, a mean's division) are folded into it as
+  z = s * op(x, w) + t, so the rule sees one affine layer (canonize=False: they pass
+  relevance through, Zennit's Pass rule for an unfolded BatchNorm);
+- add/sub of two input-dependent values (residual connections): split in proportion to
+  the addends (Zennit's Norm rule);
+- elementwise functions of one input-dependent value (relu, tanh, ..., and calls that
+  compute one, like jax.nn.relu) and affine ops by constants elsewhere (input
+  normalization): relevance passes through unchanged;
+- structural ops (reshape, transpose, slice, pad, concatenate, ...) and max pooling move
+  relevance as their gradient does (max pooling: winner takes all, as Captum and Zennit).
+Every forward value is the original program's (the rules only change the backward), so
+the logits are unchanged. Anything else that depends on the input raises
+`program.NoRuleError` naming the primitive and the layer: never a silent gradient.
+
+Values that depend on the input are `Live`: the array, whether it is known >= 0 (after a
+ReLU: the rules then drop their x- terms), the input's bounds carried through elementwise
+affine ops and reshapes (for ZBox), and the layer being folded.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jaxviz.attribution import program
+from jaxviz.attribution.lrp_composites import Composite
+from jaxviz.attribution.lrp_rules import Layer, Rule, ZBox, stabilize
+from jaxviz.core import interpret
+
+_UNARY_DATA = tuple(k for k, v in program.STRUCTURAL.items() if v == (0,))
+_AFFINE = ("add", "sub", "mul", "div", "neg")
+
+
+@dataclasses.dataclass(frozen=True)
+class Fold:
+    """A linear layer z = s * op(x, w) + t being canonized: eqn is its op, index the
+    input-dependent operand; bounds the (lo, hi) its rule needs (ZBox) or None."""
+    eqn: Any
+    index: int
+    x: "Live"
+    w: Any
+    s: Any
+    t: Any
+    rule: Rule
+    bounds: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Live:
+    a: jax.Array
+    nonneg: bool = False
+    bounds: Any = None
+    fold: Fold | None = None
+
+
+@jax.custom_vjp
+def _passed(x, y):
+    return y
+
+
+_passed.defvjp(lambda x, y: (y, None), lambda _, g: (g, jnp.zeros_like(g)))
+
+
+def _sg(invals) -> list:
+    return [lax.stop_gradient(v.a) if isinstance(v, Live) else v for v in invals]
+
+
+def _arrays(invals) -> list:
+    return [v.a if isinstance(v, Live) else v for v in invals]
+
+
+def _op_fn(eqn, index: int):
+    """(u, w) -> the layer's primitive with u as its input-dependent operand."""
+    def apply(u, w):
+        if w is None:
+            return program.bind(eqn, [u])[0]
+        args = [w, w]
+        args[index] = u
+        return program.bind(eqn, args)[0]
+    return apply
+
+
+def _redistribute(fold: Fold, raw):
+    """raw, whose VJP is fold's rule: relevance at the output -> relevance at x."""
+    lo, hi = fold.bounds if fold.bounds is not None else (None, None)
+    consts = {k: jnp.asarray(v) for k, v in
+              dict(w=fold.w, s=fold.s, t=fold.t, lo=lo, hi=hi).items() if v is not None}
+    apply = _op_fn(fold.eqn, fold.index)
+
+    @jax.custom_vjp
+    def layer(xa, raw, c):
+        return raw
+
+    def bwd(res, R):
+        xa, raw, c = res
+        bounds = (c["lo"], c["hi"]) if "lo" in c else None
+        rx = fold.rule.relevance(Layer(apply, c.get("w"), c.get("s"), c.get("t")), xa, raw,
+                                 R, fold.x.nonneg, bounds)
+        return rx.astype(xa.dtype), jnp.zeros_like(raw), jax.tree.map(jnp.zeros_like, c)
+
+    layer.defvjp(lambda xa, raw, c: (raw, (xa, raw, c)), bwd)
+    return layer(fold.x.a, raw, consts)
+
+
+def _one(v):
+    return 1.0 if v is None else v
+
+
+def _refold(fold: Fold, name: str, c, live_first: bool) -> Fold:
+    """fold followed by `name` with the constant c: the new (s, t)."""
+    s, t = fold.s, fold.t
+    if name == "mul":
+        s, t = _one(s) * c, None if t is None else t * c
+    elif name == "div":
+        s, t = _one(s) / c, None if t is None else t / c
+    elif name == "neg" or (name == "sub" and not live_first):
+        s, t = -_one(s), None if t is None else -t
+    if name == "add" or (name == "sub" and not live_first):
+        t = c if t is None else t + c
+    elif name == "sub":
+        t = -c if t is None else t - c
+    return dataclasses.replace(fold, s=s, t=t)
+
+
+class _Evaluation:
+    """One evaluation of the program: the composite, and which layer came first."""
+
+    def __init__(self, composite: Composite, canonize: bool, canonical_forward: bool):
+        self.composite, self.canonize = composite, canonize
+        self.canonical = canonical_forward  # forward through s * op(x, w) + t (a check)
+        self.first_seen = False
+
+    def emit(self, fold: Fold, raw) -> Live:
+        if self.canonical:
+            a = _op_fn(fold.eqn, fold.index)(fold.x.a, fold.w)
+            a = a if fold.s is None else fold.s * a
+            a = a if fold.t is None else a + fold.t
+        else:
+            a = _redistribute(fold, raw)
+        return Live(a, fold=fold if self.canonize else None)
+
+    def linear(self, eqn, invals, live) -> Live:
+        kind = program.LINEAR_KINDS[eqn.primitive.name]
+        if sum(live) != 1:
+            raise program.no_rule("LRP", eqn, "both operands depend on the input")
+        i = live.index(True)
+        x, w = invals[i], None if kind == "pool" else invals[1 - i]
+        first = kind != "pool" and not self.first_seen
+        self.first_seen = self.first_seen or first
+        rule = self.composite.rule_for(program.layer_of(eqn), kind, first)
+        fold = Fold(eqn, i, x, w, None, None, rule, self.bounds(rule, eqn, x))
+        return self.emit(fold, program.bind(eqn, _sg(invals))[0])
+
+    @staticmethod
+    def bounds(rule: Rule, eqn, x: Live):
+        if not isinstance(rule, ZBox):
+            return None
+        if rule.low is not None and rule.high is not None:
+            return (jnp.full_like(x.a, rule.low), jnp.full_like(x.a, rule.high))
+        if x.bounds is None:
+            raise ValueError(f"LRP's ZBox rule at {program.describe(eqn)} needs the input's "
+                             f"bounds, but this layer's input is not the model input up to "
+                             f"reshapes and affine ops by constants; pass "
+                             f"ZBox(low=..., high=...)")
+        return x.bounds
+
+    def affine(self, eqn, invals, live) -> Live:
+        """add/sub/mul/div/neg of one input-dependent value and a constant."""
+        i = live.index(True)
+        x = invals[i]
+        if eqn.outvars[0].aval.shape != eqn.invars[i].aval.shape:
+            raise program.no_rule("LRP", eqn, "a constant broadcasts the input-dependent value")
+        c = invals[1 - i] if len(invals) == 2 else None
+        if x.fold is not None:
+            fold = _refold(x.fold, eqn.primitive.name, c, i == 0)
+            return self.emit(fold, program.bind(eqn, _sg(invals))[0])
+        lo_hi = None
+        if x.bounds is not None:
+            ends = [program.bind(eqn, [b if k == i else v for k, v in enumerate(invals)])[0]
+                    for b in x.bounds]
+            lo_hi = (jnp.minimum(*ends), jnp.maximum(*ends))
+        return dataclasses.replace(self.passed(eqn, invals, x), bounds=lo_hi)
+
+    def passed(self, eqn, invals, x: Live, nonneg: bool = False) -> Live:
+        """eqn's output, with the relevance of its output handed to x unchanged."""
+        if self.canonical:
+            return Live(program.bind(eqn, _arrays(invals))[0], nonneg)
+        return Live(_passed(x.a, program.bind(eqn, _sg(invals))[0]), nonneg)
+
+    def residual(self, eqn, invals) -> Live:
+        """a + b (or a - b), both input-dependent: relevance split by the addends."""
+        if self.canonical:
+            return Live(program.bind(eqn, _arrays(invals))[0])
+        eps = self.composite.stabilizer
+
+        def op(u, v):
+            return program.bind(eqn, [u, v])[0]
+
+        @jax.custom_vjp
+        def split(u, v, raw):
+            return raw
+
+        def bwd(res, R):
+            u, v, raw = res
+            gu, gv = jax.vjp(op, u, v)[1](R / stabilize(raw, eps))
+            return u * gu, v * gv, jnp.zeros_like(raw)
+
+        split.defvjp(lambda u, v, raw: (raw, (u, v, raw)), bwd)
+        a, b = invals
+        return Live(split(a.a, b.a, op(*_sg(invals))))
+
+    def structural(self, eqn, invals, live) -> Live:
+        out = program.bind(eqn, _arrays(invals))[0]
+        unary = eqn.primitive.name in _UNARY_DATA or eqn.primitive.name == "pad"
+        x = invals[0]
+        if not unary or not live[0]:
+            return Live(out)
+        nonneg = x.nonneg and (eqn.primitive.name != "pad"
+                               or program.is_literal(eqn.invars[1], nonneg=True))
+        bounds = None if x.bounds is None else tuple(
+            program.bind(eqn, [b, *invals[1:]])[0] for b in x.bounds)
+        return Live(out, nonneg, bounds)
+
+    def call(self, eqn, invals):
+        """Claims a call that is one elementwise activation; other calls are inlined."""
+        live = [isinstance(v, Live) for v in invals]
+        if not any(live) or not program.elementwise_call(eqn, live):
+            return None
+        return [self.passed(eqn, invals, invals[live.index(True)],
+                            program.nonneg_output(eqn))]
+
+    def default(self, eqn, invals):
+        live = [isinstance(v, Live) for v in invals]
+        if not any(live):
+            return program.bind(eqn, invals)
+        name, n_live = eqn.primitive.name, sum(live)
+        if name in program.LINEAR_KINDS:
+            return [self.linear(eqn, invals, live)]
+        if name in ("add", "sub") and n_live == 2:
+            return [self.residual(eqn, invals)]
+        if name in _AFFINE and n_live == 1 and (name != "div" or live[0]):
+            return [self.affine(eqn, invals, live)]
+        if name in program.STRUCTURAL:
+            if not program.structural_ok(eqn, live):
+                raise program.no_rule("LRP", eqn, "an index or predicate depends on the input")
+            return [self.structural(eqn, invals, live)]
+        x = invals[live.index(True)]
+        if name in program.MAX_LIKE and n_live == 1:
+            out = program.bind(eqn, _arrays(invals))[0]
+            return [Live(out, x.nonneg and name.endswith("max"))]
+        if (name in program.ELEMENTWISE and n_live == 1 and len(eqn.outvars) == 1
+                and eqn.outvars[0].aval.shape == x.a.shape
+                and jnp.issubdtype(eqn.outvars[0].aval.dtype, jnp.floating)):
+            return [self.passed(eqn, invals, x, program.nonneg_output(eqn))]
+        raise program.no_rule("LRP", eqn)
+
+
+class LrpFn:
+    """fn(params, x) -> logits whose VJP carries relevance under `composite`. Equal (and
+    hash-equal) for equal options, so it can be a static jit argument.
+
+    input_range: (lo, hi) of the input, the bounds ZBox uses; canonical_forward: compute
+    each folded layer's output as s * op(x, w) + t (to check the canonizer)."""
+
+    def __init__(self, fn, composite: Composite, *, canonize: bool = True,
+                 input_range=(0.0, 1.0), canonical_forward: bool = False):
+        self.fn, self.composite, self.canonize = fn, composite, bool(canonize)
+        self.input_range = tuple(float(v) for v in input_range)
+        self.canonical_forward = bool(canonical_forward)
+        self.__name__ = f"lrp({getattr(fn, '__name__', type(fn).__name__)})"
+
+    def _key(self):
+        return (self.fn, self.composite, self.canonize, self.input_range,
+                self.canonical_forward)
+
+    def __eq__(self, other):
+        return isinstance(other, LrpFn) and self._key() == other._key()
+
+    def __hash__(self):
+        return hash((LrpFn,) + self._key())
+
+    def __call__(self, params, x):
+        closed, leaves = program.trace(self.fn, params, x)
+        lo, hi = self.input_range
+        ev = _Evaluation(self.composite, self.canonize, self.canonical_forward)
+        xin = Live(x, bounds=(jnp.full_like(x, lo), jnp.full_like(x, hi)))
+        out, = interpret.evaluate(closed, [*leaves, xin],
+                                  {name: ev.call for name in program.CALL_NAMES},
+                                  default=ev.default, custom="inline", remat="inline")
+        return out.a if isinstance(out, Live) else out
