@@ -32,26 +32,27 @@ _SAMEK = ("Samek et al. 2017, Evaluating the visualization of what a deep neural
 _ROAD = "Rong et al. 2022, A consistent and efficient evaluation strategy for attribution methods"
 
 
+# Reducers: (score curve (N, S), unperturbed score (N,)) -> (scores (N,), reported curve).
 def _deletion_auc(curve, base):
-    return common.normalized_auc(curve)
+    return common.normalized_auc(curve), curve
 
 
 def _trapz(curve, base):
-    return common.trapz(curve)
+    return common.trapz(curve), curve
 
 
 def _aopc(curve, base):
     drop = base[:, None] - curve
-    return drop.sum(-1) / (curve.shape[-1] + 1)
+    return drop.sum(-1) / (curve.shape[-1] + 1), drop
 
 
 def _irof(curve, base):
     ratio = curve / base[:, None]
-    return ratio.shape[-1] - common.trapz(ratio)
+    return ratio.shape[-1] - common.trapz(ratio), ratio
 
 
 def _mean(curve, base):
-    return curve.mean(-1)
+    return curve.mean(-1), curve
 
 
 def _curve(fn, params, images, target, attributions, *, key, chunk_size, cell, counts, order,

@@ -72,8 +72,8 @@ def impute(x: jax.Array, unknown: jax.Array, steps: int) -> jax.Array:
     "blur_sigma", "noise", "cg_steps", "reduce"))
 def curve_core(fn, params, x, t, a, fill, keys, *, cell, counts, order, compose, fill_kind,
                score, chunk_size, blur_sigma, noise, cg_steps, reduce):
-    """(scores (N,), curve (N, S)) for S = len(counts) steps; reduce(curve, base) -> scores
-    where base is the unperturbed score (N,)."""
+    """reduce(curve (N, S), base (N,)) for S = len(counts) steps: the score after each
+    step and the unperturbed score -> (scores (N,), the curve to report)."""
     n, h, w, _ = x.shape
     units, n_units = common.grid_units(h, w, cell)
     rank = common.unit_ranks(a, units, n_units, order)
@@ -94,4 +94,4 @@ def curve_core(fn, params, x, t, a, fill, keys, *, cell, counts, order, compose,
     curve = common.forward_rows(fn, params, t, make, n, len(counts), score=score,
                                 chunk_size=chunk_size)
     base = common.base_scores(fn, params, x, t, score, chunk_size)
-    return reduce(curve, base), curve
+    return reduce(curve, base)
