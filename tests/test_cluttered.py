@@ -105,7 +105,12 @@ def test_cnn_logits_and_a_cam_layer():
     x = np.zeros((2, 60, 60, 1), np.float32)
     assert probe(probe.params, x).shape == (2, 10)
     assert probe.input_shape == (60, 60, 1)
+    # the CAM layer is the rectified conv3 (Keras' Conv2D(activation="relu")), not the
+    # raw convolution inside it
     assert cam.resolve_layer(probe, None, x.shape) == "conv3"
+    rng = np.random.default_rng(0)
+    _, acts = probe.run(probe.params, rng.random((2, 60, 60, 1), np.float32))
+    assert float(acts["conv3"].min()) == 0.0 and float(acts["conv3.conv"].min()) < 0.0
 
 
 def test_a_few_training_steps_beat_chance(mnist):
