@@ -31,6 +31,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 from flax import nnx
 
+from jaxviz.core import modes
 from jaxviz.core import probe as probe_lib
 from jaxviz.models import MnistCNN
 
@@ -129,7 +130,9 @@ def build(spec: str, seed: int = 0) -> Built:
         built = Built(model, shape, None, made.input_range, made.num_classes, made.output)
     else:
         wrapped = nnx.bridge.ToNNX(model, rngs=nnx.Rngs(seed))
-        nnx.bridge.lazy_init(wrapped, jnp.zeros((1, *shape), jnp.float32))
+        # Initialised in inference mode: a `train` argument without a default still gets one.
+        flags = modes.mode_kwargs(modes.call_target(model), training=False)
+        nnx.bridge.lazy_init(wrapped, jnp.zeros((1, *shape), jnp.float32), **flags)
         built = Built(wrapped, shape, model, made.input_range, made.num_classes, made.output)
     return _check_classes(built, spec)
 
