@@ -46,7 +46,9 @@ import jax
 from jax.extend import core as jcore
 
 CALL, CUSTOM, REMAT = "call", "custom", "remat"
+# "eval_jaxpr" is closed_call's name from jax 0.11 on.
 CALLS = {"jit": CALL, "pjit": CALL, "closed_call": CALL, "call": CALL, "core_call": CALL,
+         "eval_jaxpr": CALL,
          "custom_jvp_call": CUSTOM, "custom_vjp_call": CUSTOM, "custom_vjp_call_jaxpr": CUSTOM,
          "remat2": REMAT, "checkpoint": REMAT, "remat": REMAT}
 MODES = ("keep", "inline")
