@@ -61,3 +61,49 @@ def residual32(seed: int):
     """The Linen residual net on 32x32x3 inputs, in the plain (model, shape) form."""
     del seed  # Linen modules are initialised by jaxviz from the run's seed
     return SmallResidual(), (32, 32, 3)
+
+
+class BasicBlock(nn.Module):
+    """conv -> BatchNorm -> relu -> conv -> BatchNorm, plus the skip (a strided 1x1 conv
+    and BatchNorm when the shape changes), then relu."""
+
+    width: int
+    stride: int = 1
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        norm = lambda name: nn.BatchNorm(use_running_average=not train, name=name)  # noqa: E731
+        h = nn.Conv(self.width, (3, 3), self.stride, use_bias=False, name="conv1")(x)
+        h = nn.relu(norm("bn1")(h))
+        h = norm("bn2")(nn.Conv(self.width, (3, 3), use_bias=False, name="conv2")(h))
+        if self.stride != 1 or x.shape[-1] != self.width:
+            x = nn.Conv(self.width, (1, 1), self.stride, use_bias=False, name="proj")(x)
+            x = norm("proj_bn")(x)
+        return nn.relu(x + h)
+
+
+class BNResNet(nn.Module):
+    """A small ResNet with BatchNorm: stem conv-BN-relu, three BasicBlocks (widths w, 2w,
+    4w; the last two strided), global mean, head. `train` switches BatchNorm between batch
+    and running statistics; jaxviz sets it (True in the train step, False everywhere
+    else), so nothing has to pass it.
+
+    x: (N, H, W, 3) float32 in [0, 1] -> (N, num_classes) logits; any H x W.
+    """
+
+    num_classes: int = 9
+    width: int = 16
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
+        x = nn.Conv(self.width, (3, 3), use_bias=False, name="stem")(x)
+        x = nn.relu(nn.BatchNorm(use_running_average=not train, name="stem_bn")(x))
+        for i, (mult, stride) in enumerate(((1, 1), (2, 2), (4, 2)), start=1):
+            x = BasicBlock(mult * self.width, stride, name=f"block{i}")(x, train)
+        return nn.Dense(self.num_classes, name="head")(x.mean(axis=(1, 2)))
+
+
+def colour_resnet(seed: int) -> ModelSpec:
+    """The BatchNorm ResNet for `experiments.colour_shapes` (32x32x3, 9 classes)."""
+    del seed  # Linen modules are initialised by jaxviz from the run's seed
+    return ModelSpec(BNResNet(), (32, 32, 3), (0.0, 1.0), num_classes=9)
