@@ -18,7 +18,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from jaxviz.attribution import deeplift_rules, gradient_shap, integrated
+from jaxviz.attribution import deeplift_rules, integrated
 from jaxviz.core import analysis, checks
 from jaxviz.core import compile as compile_lib
 
@@ -75,7 +75,7 @@ def _draw(keys, n, shape, lo, hi):
 
 def _shap_baselines(fn, baselines, x, key, n_baselines):
     """(B, N, H, W, C) baselines: drawn (None), per image (N, B, H, W, C), or a set shared
-    by every image (a number, (H, W, C) or (B, H, W, C), as GradientSHAP takes them)."""
+    by every image (a number, (H, W, C) or (B, H, W, C))."""
     n = x.shape[0]
     if baselines is None:
         n_baselines = checks.positive_int(n_baselines, "n_baselines")
@@ -89,7 +89,13 @@ def _shap_baselines(fn, baselines, x, key, n_baselines):
                              f"of images {tuple(x.shape)}; got shape {tuple(b.shape)}")
         checks.warn_outside_range(b, x, "baselines")
         return jnp.swapaxes(b, 0, 1)
-    b = gradient_shap.baseline_set(baselines, x)
+    b = jnp.asarray(baselines, jnp.float32)
+    b = jnp.broadcast_to(b, x.shape[1:])[None] if b.ndim in (0, 3) else b
+    if b.ndim != 4 or b.shape[1:] != x.shape[1:] or b.shape[0] < 1:
+        raise ValueError(f"baselines must be None, a number, one image (H, W, C), a set "
+                         f"(B, H, W, C) or per-image sets (N, B, H, W, C) for images "
+                         f"{tuple(x.shape)}; got shape {tuple(b.shape)}")
+    checks.warn_outside_range(b, x, "baselines")
     return jnp.broadcast_to(b[:, None], (b.shape[0], *x.shape))
 
 

@@ -221,17 +221,17 @@ class _Evaluation:
         a, b = invals
         return Live(split(a.a, b.a, op(*_sg(invals))))
 
-    def structural(self, eqn, invals, live) -> Live:
-        out = program.bind(eqn, _arrays(invals))[0]
+    def structural(self, eqn, invals, live) -> list:
+        outs = program.bind(eqn, _arrays(invals))
         unary = eqn.primitive.name in _UNARY_DATA or eqn.primitive.name == "pad"
         x = invals[0]
         if not unary or not live[0]:
-            return Live(out)
+            return [Live(o) for o in outs]
         nonneg = x.nonneg and (eqn.primitive.name != "pad"
                                or program.is_literal(eqn.invars[1], nonneg=True))
-        bounds = None if x.bounds is None else tuple(
-            program.bind(eqn, [b, *invals[1:]])[0] for b in x.bounds)
-        return Live(out, nonneg, bounds)
+        bounds = [None] * len(outs) if x.bounds is None else list(zip(
+            *(program.bind(eqn, [b, *invals[1:]]) for b in x.bounds)))
+        return [Live(o, nonneg, b) for o, b in zip(outs, bounds)]
 
     def call(self, eqn, invals):
         """Claims a call that is one elementwise activation; other calls are inlined."""
@@ -255,7 +255,7 @@ class _Evaluation:
         if name in program.STRUCTURAL:
             if not program.structural_ok(eqn, live):
                 raise program.no_rule("LRP", eqn, "an index or predicate depends on the input")
-            return [self.structural(eqn, invals, live)]
+            return self.structural(eqn, invals, live)
         x = invals[live.index(True)]
         if name in program.MAX_LIKE and n_live == 1:
             out = program.bind(eqn, _arrays(invals))[0]

@@ -26,7 +26,8 @@ STRUCTURAL = {
     "reshape": (0,), "transpose": (0,), "broadcast_in_dim": (0,), "squeeze": (0,),
     "expand_dims": (0,), "slice": (0,), "dynamic_slice": (0,), "gather": (0,), "pad": (0,),
     "rev": (0,), "convert_element_type": (0,), "copy": (0,), "copy_p": (0,),
-    "reduce_precision": (0,), "concatenate": None, "select_n": "data",
+    "reduce_precision": (0,), "split": (0,), "concatenate": None, "stack": None,
+    "select_n": "data",
     "dynamic_update_slice": (0, 1),
 }
 # Max-like reductions: DeepLIFT's max-pool rule; LRP's winner-takes-all (their gradient).

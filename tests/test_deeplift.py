@@ -1,0 +1,164 @@
+"""DeepLIFT and DeepLIFT-SHAP: closed forms (linear model, one nonlinearity, max pooling,
+a product), summation-to-delta on ReLU/max-pool nets, the SHAP mean, and the errors."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from jaxviz import attribution as A
+from jaxviz.attribution.program import NoRuleError
+from jaxviz.core import probe as probe_lib
+from jaxviz.models import MnistCNN
+
+KEY = jax.random.key(7)
+
+
+def test_linear_model_equals_gradient_times_difference():
+    k1, k2, k3 = jax.random.split(KEY, 3)
+    w, b = jax.random.normal(k1, (12, 3)), jax.random.normal(k2, (3,))
+    x = jax.random.uniform(k3, (4, 2, 3, 2))
+
+    def fn(params, x):
+        return x.reshape(x.shape[0], -1) @ params[0] + params[1]
+
+    t = jnp.array([0, 1, 2, 1])
+    wt = w.T[t].reshape(x.shape)
+    for base in (None, 0.5, jnp.full((1, 2, 3, 2), 0.25)):
+        attr, delta = A.deeplift(fn, (w, b), x, t, baselines=base, return_convergence_delta=True)
+        b0 = 0.0 if base is None else base
+        np.testing.assert_allclose(attr, wt * (x - b0), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(delta, 0, atol=1e-5)
+
+
+def _mlp(act):
+    k1, k2, k3 = jax.random.split(KEY, 3)
+    W, c, v = jax.random.normal(k1, (6, 5)), jax.random.normal(k2, (5,)), jax.random.normal(k3, (5,))
+
+    def fn(params, x):
+        W, c, v = params
+        h = act(x.reshape(x.shape[0], -1) @ W + c)
+        return jnp.stack([h @ v, -(h @ v)], axis=-1)
+    return fn, (W, c, v)
+
+
+@pytest.mark.parametrize("act", [jax.nn.relu, jnp.tanh, jax.nn.sigmoid, jax.nn.silu,
+                                 lambda z: jnp.maximum(z, 0.3)])
+def test_rescale_rule_by_hand(act):
+    """One hidden nonlinearity (a call like jax.nn.silu counts as one unit): the multiplier
+    of each hidden unit is (f(z) - f(z0)) / (z - z0)."""
+    fn, (W, c, v) = _mlp(act)
+    x = jax.random.normal(jax.random.key(1), (3, 3, 2, 1))
+    x0 = jax.random.normal(jax.random.key(2), (3, 3, 2, 1))
+    attr, delta = A.deeplift(fn, (W, c, v), x, 0, baselines=x0, return_convergence_delta=True)
+    z, z0 = x.reshape(3, -1) @ W + c, x0.reshape(3, -1) @ W + c
+    m_hidden = v * (act(z) - act(z0)) / (z - z0)
+    want = (x - x0).reshape(3, -1) * (m_hidden @ W.T)
+    np.testing.assert_allclose(np.asarray(attr).reshape(3, -1), want, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(delta, 0, atol=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore:baselines spans")
+def test_max_pool_rule_by_hand():
+    """Captum's rule: max(y, y0) - y0 goes to the input's argmax, y - max(y, y0) to the
+    reference's, divided by x - x0 there (windows of 2 along a row)."""
+    v = jnp.array([1.5, -2.0])
+
+    def fn(params, x):
+        pooled = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 1, 2, 1), (1, 1, 2, 1),
+                                       "VALID")
+        s = pooled.reshape(x.shape[0], -1) @ params
+        return jnp.stack([s, s], axis=-1)
+
+    x = jnp.array([1.0, 3.0, 2.0, 0.5]).reshape(1, 1, 4, 1)
+    x0 = jnp.array([4.0, 0.0, 0.0, 1.0]).reshape(1, 1, 4, 1)
+    attr = np.asarray(A.deeplift(fn, v, x, 0, baselines=x0)).reshape(-1)
+    # window 1: y = 3 (pos 1), y0 = 4 (pos 0): ymax = 4 -> pos 1 gets 0, pos 0 gets 3 - 4
+    # window 2: y = 2 (pos 2), y0 = 1 (pos 3): ymax = 2 -> pos 2 gets 2 - 1, pos 3 gets 0
+    want = np.array([1.5 * (3 - 4), 0.0, -2.0 * (2 - 1), 0.0])
+    np.testing.assert_allclose(attr, want, rtol=1e-6, atol=1e-7)
+
+
+def test_product_of_two_input_dependent_values_splits_exactly():
+    k1, k2 = jax.random.split(KEY)
+    P, Q = jax.random.normal(k1, (4, 3)), jax.random.normal(k2, (4, 3))
+
+    def fn(params, x):
+        u = x.reshape(x.shape[0], -1)
+        s = ((u @ params[0]) * (u @ params[1])).sum(-1)
+        return jnp.stack([s, s], axis=-1)
+
+    x, x0 = (jax.random.normal(jax.random.key(i), (2, 2, 2, 1)) for i in (3, 4))
+    attr, delta = A.deeplift(fn, (P, Q), x, 1, baselines=x0, return_convergence_delta=True)
+    u, u0 = x.reshape(2, -1), x0.reshape(2, -1)
+    a, a0, b, b0 = u @ P, u0 @ P, u @ Q, u0 @ Q
+    want = (u - u0) * (((b + b0) / 2) @ P.T + ((a + a0) / 2) @ Q.T)
+    np.testing.assert_allclose(np.asarray(attr).reshape(2, -1), want, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(delta, 0, atol=1e-4)
+
+
+def _biased_cnn():
+    m = MnistCNN(rngs=nnx.Rngs(2))
+    for i, layer in enumerate((m.conv1, m.conv2, m.dense1, m.preds)):
+        layer.bias[...] = 0.1 * jax.random.normal(jax.random.key(i), layer.bias.shape)
+    return probe_lib.from_model(m)
+
+
+def test_summation_to_delta_on_relu_max_pool_nets(resnet_random, digits):
+    """attributions sum to f(x) - f(baseline), checked against the model's own logits."""
+    x, t = jnp.asarray(digits[0][:3]), jnp.asarray(digits[1][:3])
+    b = jax.random.uniform(KEY, x.shape) * 0.3
+    for p in (_biased_cnn(), resnet_random):
+        for base in (None, b):
+            attr = A.deeplift(p, p.params, x, t, baselines=base)
+            b0 = jnp.zeros_like(x) if base is None else base
+            gap = (p(p.params, x) - p(p.params, b0))[jnp.arange(3), t]
+            assert float(jnp.abs(gap).min()) > 1e-3
+            np.testing.assert_allclose(attr.sum(axis=(1, 2, 3)), gap, rtol=1e-3, atol=1e-5)
+
+
+def test_deeplift_shap_is_the_mean_over_baselines():
+    p = _biased_cnn()
+    x = jax.random.uniform(KEY, (2, 28, 28, 1))
+    bases = jax.random.uniform(jax.random.key(9), (3, 28, 28, 1)) * 0.5
+    attr, delta = A.deeplift_shap(p, p.params, x, [1, 4], baselines=bases,
+                                  return_convergence_delta=True, chunk_size=2)
+    each = [A.deeplift(p, p.params, x, [1, 4], baselines=b[None]) for b in bases]
+    np.testing.assert_allclose(attr, sum(each) / 3, rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(delta, 0, atol=1e-4)
+    # Drawn baselines: a key per image, the same draws for an image alone or in a batch.
+    keys = jax.random.split(KEY, 2)
+    drawn = A.deeplift_shap(p, p.params, x, [1, 4], key=keys, n_baselines=2)
+    alone = A.deeplift_shap(p, p.params, x[1:], [4], key=keys[1:], n_baselines=2)
+    np.testing.assert_allclose(drawn[1:], alone, rtol=1e-4, atol=1e-7)
+
+
+class _Normalizer(nnx.Module):
+    def __call__(self, h):
+        return h / h.sum(axis=-1, keepdims=True)  # division by an input-dependent value
+
+
+class _Net(nnx.Module):
+    def __init__(self, rngs):
+        self.dense = nnx.Linear(4, 3, rngs=rngs)
+        self.norm = _Normalizer()
+
+    def __call__(self, x):
+        return self.norm(jax.nn.relu(self.dense(x.reshape(x.shape[0], -1))) + 1.0)
+
+
+def test_an_op_without_a_rule_is_an_error_naming_it_and_its_layer():
+    p = probe_lib.from_model(_Net(nnx.Rngs(0)))
+    with pytest.raises(NoRuleError, match=r"DeepLIFT has no rule for primitive 'div' in "
+                                          r"layer 'norm'"):
+        A.deeplift(p, p.params, np.ones((1, 2, 2, 1), np.float32), 0)
+
+
+def test_bad_baselines_are_refused(cnn_random, digits):
+    p, x = cnn_random, digits[0][:2]
+    with pytest.raises(ValueError, match="baselines must"):
+        A.deeplift(p, p.params, x, 0, baselines=np.zeros((3, 5, 5, 1)))
+    with pytest.raises(ValueError, match="baselines must"):
+        A.deeplift_shap(p, p.params, x, 0, baselines=np.zeros((3, 5, 5, 1)))
+    with pytest.raises(ValueError, match="key is required"):
+        A.deeplift_shap(p, p.params, x, 0)

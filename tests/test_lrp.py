@@ -1,0 +1,289 @@
+"""LRP: each rule against hand-computed contributions, the known identities (LRP-0 ==
+gradient x input and conservation on bias-free ReLU nets), z+ signs, the BatchNorm
+canonizer, composites and the errors."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from jaxviz import attribution as A
+from jaxviz.attribution import lrp_composites as LC
+from jaxviz.attribution import lrp_rules as LR
+from jaxviz.attribution.lrp import canonized, lrp
+from jaxviz.attribution.lrp_trace import LrpFn
+from jaxviz.attribution.program import NoRuleError
+from jaxviz.core import probe as probe_lib
+
+KEY = jax.random.key(3)
+EXACT = LC.Composite(conv=LR.Epsilon(1e-9), dense=LR.Epsilon(1e-9), pool=LR.Epsilon(1e-9),
+                     stabilizer=1e-9)
+
+
+class MLP(nnx.Module):
+    """fc1 -> * s + t (folded into fc1) -> relu -> fc2, on (N, 3, 2, 1) images."""
+
+    def __init__(self, rngs):
+        k = jax.random.split(KEY, 4)
+        self.fc1 = nnx.Linear(6, 5, rngs=rngs)
+        self.fc2 = nnx.Linear(5, 3, rngs=rngs)
+        self.fc1.bias[...] = 0.3 * jax.random.normal(k[0], (5,))
+        self.fc2.bias[...] = 0.3 * jax.random.normal(k[1], (3,))
+        self.s = nnx.Variable(jnp.array([1.5, -0.7, 0.9, 2.0, -1.2]))  # mixed signs
+        self.t = nnx.Variable(0.2 * jax.random.normal(k[2], (5,)))
+
+    def __call__(self, x):
+        h = self.fc1(x.reshape(x.shape[0], -1)) * self.s[...] + self.t[...]
+        return self.fc2(nnx.relu(h))
+
+
+def _stab(z, eps=1e-6):
+    return z + np.where(z >= 0, eps, -eps)
+
+
+def _pos(a):
+    return np.maximum(a, 0)
+
+
+def _neg(a):
+    return np.minimum(a, 0)
+
+
+def _hand_rule(rule, x, W, b, R, lo=0.0, hi=1.0):
+    """Relevance of x (I,) for z = x @ W + b (I, J) from R (J,), from the contributions."""
+    c = x[:, None] * W
+    if rule == "epsilon":
+        return (c / _stab(c.sum(0) + b) * R).sum(1)
+    if rule == "zplus":
+        return (_pos(c) / _stab(_pos(c).sum(0) + _pos(b)) * R).sum(1)
+    if rule == "alpha_beta":  # alpha 2, beta 1
+        zp, zn = _pos(c).sum(0) + _pos(b), _neg(c).sum(0) + _neg(b)
+        return (2 * _pos(c) / _stab(zp) * R - _neg(c) / _stab(zn) * R).sum(1)
+    if rule == "gamma":  # gamma 0.25
+        z = c.sum(0) + b
+        cp, cn = c + 0.25 * _pos(c), c + 0.25 * _neg(c)
+        up, dn = cp.sum(0) + b + 0.25 * _pos(b), cn.sum(0) + b + 0.25 * _neg(b)
+        return ((z > 0) * cp / _stab(up) * R + (z < 0) * cn / _stab(dn) * R).sum(1)
+    if rule == "zbox":
+        cb = c - lo * _pos(W) - hi * _neg(W)
+        return (cb / _stab(cb.sum(0)) * R).sum(1)
+    if rule == "flat":
+        return np.full(len(x), (R / _stab(float(len(x)))).sum())
+    if rule == "wsquare":
+        return (W ** 2 / _stab((W ** 2).sum(0) + b ** 2) * R).sum(1)
+    raise AssertionError(rule)
+
+
+@pytest.mark.parametrize("rule", ["epsilon", "zplus", "alpha_beta", "gamma", "zbox", "flat",
+                                  "wsquare"])
+def test_rule_matches_hand_computed_contributions(rule):
+    model = MLP(nnx.Rngs(0))
+    p = probe_lib.from_model(model)
+    x = np.asarray(jax.random.normal(jax.random.key(1), (2, 3, 2, 1)), np.float64)
+    t = np.array([0, 2])
+    got = lrp(p, p.params, x, t, composite="epsilon", layer_rules={"fc1": rule})
+    # The folded first layer: effective weights W s, bias b s + t.
+    s, sh = np.asarray(model.s[...], np.float64), np.asarray(model.t[...], np.float64)
+    W1 = np.asarray(model.fc1.kernel[...], np.float64) * s
+    b1 = np.asarray(model.fc1.bias[...], np.float64) * s + sh
+    W2, b2 = (np.asarray(v[...], np.float64) for v in (model.fc2.kernel, model.fc2.bias))
+    for i in range(2):
+        xi = x[i].reshape(-1)
+        a = np.maximum(xi @ W1 + b1, 0)
+        z2 = a @ W2 + b2
+        r_out = np.zeros(3)
+        r_out[t[i]] = z2[t[i]]
+        r_hidden = _hand_rule("epsilon", a, W2, b2, r_out)  # relu passes it to fc1's output
+        want = _hand_rule(rule, xi, W1, b1, r_hidden)
+        np.testing.assert_allclose(np.asarray(got[i]).reshape(-1), want, rtol=2e-4,
+                                   atol=2e-6 * np.abs(want).max(), err_msg=rule)
+
+
+def test_lrp0_equals_gradient_times_input_on_bias_free_relu_nets(cnn_random, resnet_random,
+                                                                  digits):
+    """Random init leaves every bias zero: both reference nets are bias-free ReLU nets."""
+    x, t = digits[0][:2], digits[1][:2]
+    for p in (cnn_random, resnet_random):
+        assert all(float(jnp.abs(b).max()) == 0 for path, b in
+                   jax.tree_util.tree_leaves_with_path(p.params) if "bias" in str(path))
+        got = lrp(p, p.params, x, t, composite=EXACT)
+        want = A.gradient_x_input(p, p.params, x, t)
+        np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-5 * float(jnp.abs(want).max()))
+
+
+def _relevance_at(p, params, x, t, layer, composite):
+    """The LRP relevance of `layer`'s activation: the rules run on the tail of the net
+    that starts there (the evaluation above it is constant)."""
+    act = p.run(params, x)[1][layer]
+
+    def tail(params, a):
+        return p.run(params, x, edits={layer: lambda _: a})[0]
+
+    model = LrpFn(tail, LC.resolve(composite))
+
+    def total(a):
+        s = model(params, a)[jnp.arange(len(t)), t]
+        return (s * jax.lax.stop_gradient(s)).sum()
+    return jax.grad(total)(act)
+
+
+@pytest.mark.parametrize("composite", [EXACT, "zplus"])
+def test_relevance_is_conserved_layer_by_layer(cnn_random, digits, composite):
+    x, t = jnp.asarray(digits[0][:2]), jnp.asarray(digits[1][:2])
+    p = cnn_random
+    logits = p(p.params, x)[jnp.arange(2), t]
+    sums = [lrp(p, p.params, x, t, composite=composite).sum(axis=(1, 2, 3))]
+    for layer in ("conv1", "conv2", "dense1"):
+        r = _relevance_at(p, p.params, x, t, layer, composite)
+        sums.append(r.reshape(2, -1).sum(axis=1))
+    for s in sums:
+        np.testing.assert_allclose(s, logits, rtol=1e-4)
+
+
+def test_zplus_maps_are_nonnegative(digits):
+    model = A_biased_cnn()
+    p = probe_lib.from_model(model)
+    x = jnp.asarray(digits[0][:4])
+    logits = p(p.params, x)
+    t = jnp.argmax(logits, axis=1)
+    assert bool((logits[jnp.arange(4), t] > 0).all())
+    R = lrp(p, p.params, x, t, composite="zplus")
+    assert float(R.min()) >= -1e-7 * float(R.max())
+    assert float(R.max()) > 0
+
+
+def A_biased_cnn():
+    """MnistCNN with non-zero biases (z+ must stay >= 0 with them)."""
+    from jaxviz.models import MnistCNN
+    m = MnistCNN(rngs=nnx.Rngs(1))
+    for i, layer in enumerate((m.conv1, m.conv2, m.dense1, m.preds)):
+        layer.bias[...] = 0.05 * jax.random.normal(jax.random.key(i), layer.bias.shape)
+    return m
+
+
+class _BN(nnx.Module):
+    def __init__(self, rngs, fold=False):
+        self.conv1 = nnx.Conv(1, 6, (3, 3), rngs=rngs)
+        self.bn = nnx.BatchNorm(6, rngs=rngs)
+        self.conv2 = nnx.Conv(6, 8, (3, 3), rngs=rngs)
+        self.head = nnx.Linear(8, 4, rngs=rngs)
+        self.fold = fold
+
+    def __call__(self, x):
+        h = self.conv1(x) if self.fold else self.bn(self.conv1(x))
+        return self.head(nnx.relu(self.conv2(nnx.relu(h))).mean(axis=(1, 2)))
+
+
+def _bn_and_folded():
+    """A conv -> BatchNorm net with trained-looking statistics and its hand-folded twin."""
+    m = _BN(nnx.Rngs(0))
+    k = jax.random.split(KEY, 4)
+    m.bn.mean[...] = 0.2 * jax.random.normal(k[0], (6,))
+    m.bn.var[...] = jax.random.uniform(k[1], (6,), minval=0.5, maxval=2.0)
+    m.bn.scale[...] = jnp.array([1.2, -0.8, 0.5, 1.0, -1.5, 0.9])
+    m.bn.bias[...] = 0.1 * jax.random.normal(k[2], (6,))
+    m.conv1.bias[...] = 0.1 * jax.random.normal(k[3], (6,))
+    f = _BN(nnx.Rngs(0), fold=True)
+    for a in ("conv2", "head"):
+        setattr(f, a, getattr(m, a))
+    g = m.bn.scale[...] / jnp.sqrt(m.bn.var[...] + m.bn.epsilon)
+    f.conv1.kernel[...] = m.conv1.kernel[...] * g
+    f.conv1.bias[...] = (m.conv1.bias[...] - m.bn.mean[...]) * g + m.bn.bias[...]
+    return probe_lib.from_model(m), probe_lib.from_model(f)
+
+
+@pytest.mark.parametrize("composite", ["epsilon_plus", "epsilon_gamma_box",
+                                       "epsilon_alpha2_beta1"])
+def test_batchnorm_is_folded_into_the_conv_before_it(composite):
+    bn, folded = _bn_and_folded()
+    x = jax.random.uniform(KEY, (2, 10, 10, 1))
+    want = lrp(folded, folded.params, x, [1, 3], composite=composite)
+    got = lrp(bn, bn.params, x, [1, 3], composite=composite)
+    np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4 * float(jnp.abs(want).max()))
+    # Unfolded, the BatchNorm passes relevance through: a different map.
+    raw = lrp(bn, bn.params, x, [1, 3], composite=composite, canonize=False)
+    assert float(jnp.abs(raw - want).max()) > 1e-3 * float(jnp.abs(want).max())
+
+
+def test_canonizing_batchnorm_leaves_the_logits_unchanged():
+    bn, folded = _bn_and_folded()
+    x = jax.random.uniform(KEY, (3, 10, 10, 1))
+    want = bn(bn.params, x)
+    np.testing.assert_allclose(canonized(bn)(bn.params, x), want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(folded(folded.params, x), want, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(LrpFn(bn, LC.resolve("epsilon_plus"))(bn.params, x), want,
+                               rtol=0, atol=0)  # the rules change the backward only
+
+
+class _Normalized(nnx.Module):
+    """Input normalization, then conv: ZBox's bounds follow the affine map."""
+
+    def __init__(self, rngs, normalize=True):
+        self.conv = nnx.Conv(1, 4, (3, 3), rngs=rngs)
+        self.head = nnx.Linear(4, 3, rngs=rngs)
+        self.normalize = normalize
+
+    def __call__(self, x):
+        if self.normalize:
+            x = (x - 0.5) / 0.25
+        return self.head(nnx.relu(self.conv(x)).mean(axis=(1, 2)))
+
+
+def test_zbox_bounds_follow_input_normalization():
+    p = probe_lib.from_model(_Normalized(nnx.Rngs(0)))
+    q = probe_lib.from_model(_Normalized(nnx.Rngs(0), normalize=False))
+    x = jax.random.uniform(KEY, (2, 8, 8, 1))
+    got = lrp(p, p.params, x, [0, 2], composite="epsilon_gamma_box")
+    explicit = LC.COMPOSITES["epsilon_gamma_box"].with_layers({"conv": LR.ZBox(-2.0, 2.0)})
+    want = lrp(q, q.params, (x - 0.5) / 0.25, [0, 2], composite=explicit)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6 * float(jnp.abs(want).max()))
+
+
+def test_first_layer_rule_goes_to_the_first_conv(cnn_random, digits):
+    x, t = digits[0][:2], digits[1][:2]
+    p = cnn_random
+    named = LC.Composite(conv=LR.ZPlus(), layers=(("conv1", LR.Flat()),))
+    np.testing.assert_allclose(lrp(p, p.params, x, t, composite="epsilon_plus_flat"),
+                               lrp(p, p.params, x, t, composite=named), rtol=1e-6)
+    assert not np.allclose(lrp(p, p.params, x, t, composite="epsilon_plus_flat"),
+                           lrp(p, p.params, x, t, composite="epsilon_plus"))
+
+
+class _Gated(nnx.Module):
+    def __init__(self, rngs):
+        self.conv = nnx.Conv(1, 2, (3, 3), rngs=rngs)
+        self.gate = _Gate()
+        self.head = nnx.Linear(2, 2, rngs=rngs)
+
+    def __call__(self, x):
+        return self.head(self.gate(self.conv(x)).mean(axis=(1, 2)))
+
+
+class _Gate(nnx.Module):
+    def __call__(self, h):
+        return h * jnp.tanh(h)  # two input-dependent operands: no LRP rule
+
+
+def test_an_op_without_a_rule_is_an_error_naming_it_and_its_layer():
+    p = probe_lib.from_model(_Gated(nnx.Rngs(0)))
+    x = jax.random.uniform(KEY, (1, 6, 6, 1))
+    with pytest.raises(NoRuleError, match=r"primitive 'mul' in layer 'gate'"):
+        lrp(p, p.params, x, 0)
+
+
+def test_zbox_without_bounds_is_an_error(cnn_random, digits):
+    p = cnn_random
+    with pytest.raises(ValueError, match=r"ZBox rule at primitive 'conv_general_dilated' in "
+                                         r"layer 'conv2' needs the input's bounds"):
+        lrp(p, p.params, digits[0][:1], 0, composite="epsilon",
+            layer_rules={"conv2": LR.ZBox()})
+
+
+def test_bad_options_are_refused(cnn_random, digits):
+    p, x = cnn_random, digits[0][:1]
+    with pytest.raises(ValueError, match="composite must be one of"):
+        lrp(p, p.params, x, 0, composite="nope")
+    with pytest.raises(ValueError, match=r"layer_rules\['conv1'\] must be"):
+        lrp(p, p.params, x, 0, layer_rules={"conv1": "nope"})
+    with pytest.raises(ValueError, match="alpha - beta = 1"):
+        LR.AlphaBeta(alpha=2.0, beta=2.0)
