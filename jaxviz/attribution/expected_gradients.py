@@ -17,8 +17,9 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from jaxviz.attribution.perturbation import chunked_sum
+from jaxviz.attribution.perturbation import chunked_sum, image_draws
 from jaxviz.attribution.registry import Attribution
 from jaxviz.core import analysis, checks
 from jaxviz.core import compile as compile_lib
@@ -41,20 +42,19 @@ def baseline_set(baselines, x) -> jax.Array:
     return b
 
 
-def _draw(key, s, x_i, bases, stdevs):
-    """Draw s of one image: (noisy x, baseline, alpha)."""
-    k_noise, k_base, k_alpha = jax.random.split(jax.random.fold_in(key, s), 3)
-    noisy = x_i + stdevs * jax.random.normal(k_noise, x_i.shape)
-    b = bases[jax.random.randint(k_base, (), 0, bases.shape[0])]
-    return noisy, b, jax.random.uniform(k_alpha, ())
-
-
 @functools.partial(compile_lib.jit, static_argnames=("fn", "n_samples", "chunk_size", "delta"))
 def _gradient_shap(fn, params, x, t, bases, keys, stdevs, n_samples, chunk_size, delta):
     model = compile_lib.fast_model(fn)
+    # Per image: the baseline picks and path points up front (one flat draw), the noise per
+    # draw (a key folded with the draw's index); image i's numbers come from its key alone.
+    u = image_draws(keys, 2 * n_samples).reshape(x.shape[0], n_samples, 2)
+    picks = jnp.minimum((u[..., 0] * bases.shape[0]).astype(jnp.int32), bases.shape[0] - 1)
+    size = int(np.prod(x.shape[1:]))
 
     def one(s):  # draw s for every image: attribution (N, H, W, C) and its gap (N,)
-        noisy, b, alpha = jax.vmap(lambda k, xi: _draw(k, s, xi, bases, stdevs))(keys, x)
+        noise = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, s), (size,)))(keys)
+        noisy = x + stdevs * noise.reshape(x.shape)
+        b, alpha = bases[picks[:, s]], u[:, s, 1]
         point = b + alpha[:, None, None, None] * (noisy - b)
         attr = (noisy - b) * analysis.input_grad(model, params, point, t)
         if not delta:

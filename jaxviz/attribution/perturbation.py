@@ -165,13 +165,21 @@ def feature_ablation(fn, params, images, target, *, feature_mask=None, grid=(4, 
 
 # ---- Shapley value sampling --------------------------------------------------------------
 
+def image_draws(keys, n: int, bits: bool = False) -> jax.Array:
+    """n random numbers per image, from that image's key alone: (N, n) uniform [0, 1)
+    float32 (bits=True: uint32 words). One flat draw per image: XLA CPU compiles batched
+    multi-dimensional or per-sample (fold_in under vmap) threefry draws several times slower."""
+    draw = jax.random.bits if bits else jax.random.uniform
+    return jax.vmap(lambda k: draw(k, (n,)))(keys)
+
+
 def permutation_ranks(keys, n_samples: int, n_features: int) -> jax.Array:
     """Each image's n_samples random feature orders, as ranks: (N, n_samples, F) int32,
-    ranks[i, s, f] = the position of feature f in image i's s-th permutation."""
-    def ranks(key, s):
-        return jnp.argsort(jax.random.permutation(jax.random.fold_in(key, s), n_features))
-    s = jnp.arange(n_samples)
-    return jax.vmap(lambda k: jax.vmap(lambda i: ranks(k, i))(s))(keys).astype(jnp.int32)
+    ranks[i, s, f] = the position of feature f in image i's s-th permutation (the order of
+    F random 32-bit words)."""
+    words = image_draws(keys, n_samples * n_features, bits=True)
+    words = words.reshape(keys.shape[0], n_samples, n_features)
+    return jnp.argsort(jnp.argsort(words, axis=-1), axis=-1).astype(jnp.int32)
 
 
 @functools.partial(compile_lib.jit, kind="forward", static_argnames=(
@@ -212,24 +220,25 @@ def shapley_sampling(fn, params, images, target, *, key, n_samples: int = 25,
 
 # ---- RISE ----------------------------------------------------------------------------------
 
-def rise_mask(key, shape, cells: int, p_keep: float) -> jax.Array:
-    """One RISE mask (Petsiuk et al. 2018): a cells x cells Bernoulli(p_keep) grid, upsampled
-    bilinearly to (cells + 1) * ceil(H / cells) pixels a side and cropped to (H, W) at a
-    random offset below one cell. -> (H, W) float32 in [0, 1]."""
+def rise_mask(u, shape, cells: int, p_keep: float) -> jax.Array:
+    """One RISE mask (Petsiuk et al. 2018) from cells * cells + 2 uniforms u: a cells x cells
+    Bernoulli(p_keep) grid, upsampled bilinearly to (cells + 1) * ceil(H / cells) pixels a
+    side and cropped to (H, W) at a random offset below one cell. -> (H, W) in [0, 1]."""
     (h, w), (ch, cw) = shape, (math.ceil(shape[0] / cells), math.ceil(shape[1] / cells))
-    k_grid, k_y, k_x = jax.random.split(key, 3)
-    grid = jax.random.bernoulli(k_grid, p_keep, (cells, cells)).astype(jnp.float32)
+    grid = (u[:-2] < p_keep).astype(jnp.float32).reshape(cells, cells)
     up = jax.image.resize(grid, ((cells + 1) * ch, (cells + 1) * cw), "bilinear")
-    dy, dx = jax.random.randint(k_y, (), 0, ch), jax.random.randint(k_x, (), 0, cw)
+    dy = jnp.minimum((u[-2] * ch).astype(jnp.int32), ch - 1)
+    dx = jnp.minimum((u[-1] * cw).astype(jnp.int32), cw - 1)
     return jax.lax.dynamic_slice(up, (dy, dx), (h, w))
 
 
 @functools.partial(compile_lib.jit, kind="forward", static_argnames=(
     "fn", "n_masks", "cells", "p_keep", "score", "chunk_size"))
 def _rise(fn, params, x, b, t, keys, n_masks, cells, p_keep, score, chunk_size):
-    def one(s):  # mask s of every image, from that image's own key
-        m = jax.vmap(lambda k: rise_mask(jax.random.fold_in(k, s), x.shape[1:3], cells,
-                                         p_keep))(keys)
+    u = image_draws(keys, n_masks * (cells * cells + 2)).reshape(x.shape[0], n_masks, -1)
+
+    def one(s):  # mask s of every image
+        m = jax.vmap(lambda ui: rise_mask(ui[s], x.shape[1:3], cells, p_keep))(u)
         xm = m[..., None] * x + (1 - m[..., None]) * b
         return analysis.target_score(fn(params, xm), t, score)[:, None, None] * m
 
@@ -246,6 +255,7 @@ def rise(fn, params, images, target, *, key, n_masks: int = 1000, cells: int = 8
     score: "prob" (the paper's softmax probability), "logit" or "log_prob"; key: one PRNG
     key or one per image; chunk_size: masks (masked copies of the batch) evaluated at once.
     The mask's upsampling handles borders like `jax.image.resize`, not skimage's reflect.
+    Memory: the masks' random numbers, N * n_masks * (cells^2 + 2) floats, are drawn first.
     """
     n_masks = checks.positive_int(n_masks, "n_masks")
     cells = checks.positive_int(cells, "cells")

@@ -76,19 +76,15 @@ def fit_linear(z, y, w, alpha: float = 0.0, lasso_steps: int = 1000):
     return coef, ym - zm @ coef
 
 
-def kernel_shap_samples(key, n_samples: int, n_features: int) -> jax.Array:
-    """One image's KernelSHAP coalitions: (n_samples, F) bool, rows 0 and 1 all / none."""
+def kernel_shap_samples(u, n_features: int) -> jax.Array:
+    """KernelSHAP coalitions from uniforms u (S, F + 1): (S + 2, F) bool, rows 0 and 1 all
+    features and none, then a size by inverse CDF and the first `size` of a random order."""
     f = n_features
     sizes = jnp.arange(1, f)
-    p = (f - 1) / (sizes * (f - sizes))
-
-    def draw(k):
-        k_size, k_order = jax.random.split(k)
-        size = jax.random.choice(k_size, sizes, p=p / p.sum())
-        return jnp.argsort(jnp.argsort(jax.random.uniform(k_order, (f,)))) < size
-
-    rest = jax.vmap(lambda s: draw(jax.random.fold_in(key, s)))(jnp.arange(n_samples - 2))
-    return jnp.concatenate([jnp.ones((1, f), bool), jnp.zeros((1, f), bool), rest])[:n_samples]
+    cdf = jnp.cumsum((f - 1) / (sizes * (f - sizes)))
+    size = 1 + jnp.minimum(jnp.searchsorted(cdf, u[:, 0] * cdf[-1]), f - 2)
+    rest = jnp.argsort(jnp.argsort(u[:, 1:], axis=-1), axis=-1) < size[:, None]
+    return jnp.concatenate([jnp.ones((1, f), bool), jnp.zeros((1, f), bool), rest])
 
 
 def fit_efficient(z, y, y_none, y_all):
@@ -104,11 +100,6 @@ def fit_efficient(z, y, y_none, y_all):
     if z.shape[0] == 0:
         return jnp.full((f,), delta / f)
     return delta / f + jnp.linalg.pinv(z - z.mean(1, keepdims=True)) @ r
-
-
-def lime_samples(key, n_samples: int, n_features: int) -> jax.Array:
-    """One image's LIME samples: (n_samples, F) bool, each feature kept with p = 0.5."""
-    return jax.random.bernoulli(key, 0.5, (n_samples, n_features))
 
 
 def lime_weights(x, b, masks, z, n_features, distance, kernel_width):
@@ -134,8 +125,14 @@ def lime_weights(x, b, masks, z, n_features, distance, kernel_width):
     "lasso_steps", "score", "chunk_size"))
 def _surrogate(fn, params, x, b, t, masks, keys, method, n_features, n_samples, distance,
                kernel_width, alpha, lasso_steps, score, chunk_size):
-    draw = kernel_shap_samples if method == "kernel_shap" else lime_samples
-    z = jnp.swapaxes(jax.vmap(lambda k: draw(k, n_samples, n_features))(keys), 0, 1)
+    n = x.shape[0]
+    if method == "kernel_shap":
+        u = pert.image_draws(keys, (n_samples - 2) * (n_features + 1))
+        z = jax.vmap(lambda ui: kernel_shap_samples(ui.reshape(n_samples - 2, -1), n_features)
+                     )(u)[:, :n_samples]
+    else:  # LIME: each feature kept with p = 0.5
+        z = pert.image_draws(keys, n_samples * n_features).reshape(n, n_samples, -1) < 0.5
+    z = jnp.swapaxes(z, 0, 1)  # (S, N, F)
     ys = pert.sample_scores(fn, params, x, b, t, masks, lambda zs: zs, z, chunk_size, score)
     if method == "kernel_shap":
         coef = jax.vmap(fit_efficient, in_axes=(1, 1, 0, 0))(z[2:], ys[2:], ys[1], ys[0])
