@@ -25,7 +25,17 @@ from jaxviz.core import probe as probe_lib
 from jaxviz.plot import STYLE
 from jaxviz.plot.localisation import mask_overlay_figure
 
-FULL = dict(train_copies=2, epochs=6, n_eval=256)
+FULL = dict(train_copies=2, epochs=6, n_eval=128)
+# Full runs use each method's defaults, except the sampling methods, whose defaults are set
+# for 28x28 digits: on 60x60 a 6-pixel grid keeps them at ~100 features and fewer samples
+# keep each to a minute or two on a 2-core CPU. --quick uses each method's quick options.
+FULL_OPTIONS = {
+    "feature_ablation": dict(grid=(6, 6)),
+    "shapley_sampling": dict(grid=(6, 6), n_samples=10),
+    "kernel_shap": dict(grid=(6, 6)),
+    "lime": dict(grid=(6, 6)),
+    "rise": dict(n_masks=500),
+}
 QUICK = dict(train_copies=1, epochs=2, n_eval=32)
 BATCH = 32  # images per attribution call: bounds the memory of IG, SmoothGrad, occlusion
 BASELINES = ("random", "input")  # maps that know nothing of the model: the floor to beat
@@ -80,7 +90,7 @@ def attribution_maps(probe, x, y, key, quick: bool) -> tuple[dict, dict]:
     maps, seconds = {}, {}
     for i, name in enumerate(A.METHODS):
         method = A.get(name)
-        options = dict(method.quick) if quick else {}
+        options = dict(method.quick) if quick else dict(FULL_OPTIONS.get(name, {}))
         t0, parts = time.perf_counter(), []
         for start in range(0, len(x), BATCH):
             k = jax.random.fold_in(jax.random.fold_in(key, i), start) if method.needs_key else None
@@ -114,23 +124,21 @@ def score_all(maps: dict, x, y, masks, boxes) -> dict:
     return out
 
 
-def bootstrap_ci(v: np.ndarray, seed: int = 0, n: int = 1000) -> tuple[float, float, float]:
-    """(mean, 2.5%, 97.5%) of the mean over n bootstrap resamples, NaNs left out."""
+def bootstrap_ci(v: np.ndarray, key) -> tuple[float, float, float]:
+    """(mean, low, high) of the finite scores: evaluate.bootstrap's 95% interval; NaN (a
+    map with no relevance, for relevance mass) is left out and counted in the table."""
     v = v[np.isfinite(v)]
-    if v.size == 0:
-        return (float("nan"),) * 3
-    means = np.random.default_rng(seed).choice(v, (n, v.size)).mean(1)
-    return float(v.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+    return (float("nan"),) * 3 if v.size == 0 else evaluate.bootstrap(v, key)
 
 
 def table(scores: dict) -> list[list[str]]:
     cols = list(next(iter(scores.values())))
     head = ["method"] + [f"{c} {evaluate.get(c.split(' ')[0]).arrow}" for c in cols]
     rows = [head]
-    for name, by_col in scores.items():
+    for i, (name, by_col) in enumerate(scores.items()):
         cells = []
-        for c in cols:
-            mean, lo, hi = bootstrap_ci(by_col[c])
+        for j, c in enumerate(cols):
+            mean, lo, hi = bootstrap_ci(by_col[c], jax.random.key(1000 * i + j))
             undefined = int((~np.isfinite(by_col[c])).sum())
             cells.append(f"{mean:.3f} [{lo:.3f}, {hi:.3f}]" + (f" ({undefined} NaN)" if undefined else ""))
         rows.append([name + (" (baseline)" if name in BASELINES else "")] + cells)
@@ -143,6 +151,10 @@ def markdown(rows) -> str:
 
 
 def write_report(out: Path, s: dict, facts: dict, rows, overlay_png: str) -> Path:
+    options = "each method's quick options" if s["quick"] else (
+        "each method's defaults, except " + "; ".join(
+            f"{k}: " + ", ".join(f"{o}={v}" for o, v in opts.items())
+            for k, opts in FULL_OPTIONS.items() if k in A.METHODS))
     trained = ("" if facts["train_seconds"] is None
                else f" (trained in {facts['train_seconds']:.0f}s)")
     lines = [
@@ -159,7 +171,7 @@ def write_report(out: Path, s: dict, facts: dict, rows, overlay_png: str) -> Pat
         f"explaining the true class; ground truth = the digit's pixels (mean mask "
         f"{facts['mask_pixels']:.0f} of 3600 pixels), or its tight box for 'pointing_game "
         f"(box)'. Maps are each method's display map (channels reduced as in the comparison "
-        f"figure), with its {'quick' if s['quick'] else 'default'} options. Cells: mean "
+        f"figure), with {options}. Cells: mean "
         f"[95% bootstrap interval]. Baselines: a uniform random map (chance) and the input "
         f"image itself (bright pixels, digit and clutter alike).", "",
         markdown(rows), "",

@@ -132,3 +132,24 @@ def test_mask_overlay_figure(made):
     assert [ax.get_title() for ax in fig.axes[:3]] == ["image + mask", "a", "b"]
     with pytest.raises(ValueError, match=r"columns\['a'\] must be \(3, 60, 60\)"):
         mask_overlay_figure(made.images[:3], made.masks[:3], {"a": made.images[:2, ..., 0]})
+
+
+def test_experiment_scores_every_localisation_metric(made):
+    """The experiment's scoring and table, on its model-free baselines: the digit's own
+    mask as a map is perfect, a random map is near chance."""
+    import jax
+    from experiments import cluttered_mnist as exp
+    x, masks = made.images[:32], made.masks[:32]
+    boxes = C.box_masks(made.boxes[:32], 60)
+    maps = exp.baseline_maps(x, jax.random.key(0)) | {"oracle": masks.astype(np.float32)}
+    scores = exp.score_all(maps, x, made.labels[:32], masks, boxes)
+    local = [n for n, m in exp.evaluate.METRICS.items() if m.family == "localisation"]
+    assert set(scores["oracle"]) == set(local) | {"pointing_game (box)"}
+    for col in ("pointing_game", "relevance_mass_accuracy", "relevance_rank_accuracy",
+                "pointing_game (box)"):
+        np.testing.assert_allclose(scores["oracle"][col], 1.0)
+    chance = masks.mean()
+    assert abs(scores["random"]["relevance_mass_accuracy"].mean() - chance) < 0.02
+    rows = exp.table(scores)
+    assert len(rows) == 1 + 3 and rows[2][0] == "input (baseline)"
+    assert rows[3][1].startswith("1.000 [1.000, 1.000]")
