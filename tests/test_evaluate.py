@@ -116,3 +116,25 @@ def test_bad_arguments_fail_before_any_work(case, kw, match, compiles):
         with pytest.raises(ValueError, match=match):
             _table(case, **kw)
     assert compiles(call, "float32[4,8,8,1]", "int32[4]") == []
+
+
+def test_report_stage_draws_curves_and_table_and_reads_them(cnn_random, digits, tmp_path):
+    from jaxviz.report.base import inputs_for, pngs, run_stage  # noqa: PLC0415
+    from jaxviz.report.evaluate_stage import EvaluateStage, reading  # noqa: PLC0415
+
+    x, y = digits
+    inputs = inputs_for(cnn_random, cnn_random.params, x, y, n=3)
+    stage = EvaluateStage(methods=("saliency", "grad_cam"),
+                          metric_names=("deletion", "sparseness"))
+    done = run_stage(stage, inputs, tmp_path)
+    assert [p.name for p in done.paths] == ["evaluate_curves.png", "evaluate_table.png"]
+    table = done.result
+    assert table.n_images == 3 and table.methods == ("saliency", "grad_cam")
+    section = stage.section(table, pngs(tmp_path, done.paths))
+    assert section.title == "Which map to believe" and len(section.figures) == 2
+    first, second = section.caption.split("\n")
+    assert f"deletion ↓ {table.best('deletion')}" in first
+    assert f"sparseness ↑ {table.best('sparseness')}" in first
+    assert "3 digits" in second
+    assert stage.metrics(table)["evaluate"]["arrows"] == {"deletion": "↓", "sparseness": "↑"}
+    assert reading(table) == section.caption

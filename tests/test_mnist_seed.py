@@ -11,7 +11,8 @@ PROMISED = ["summary.txt", "architecture.png", "architecture.svg", "filters_conv
             "filters_conv2.png", "feature_maps_conv1.png", "feature_maps_conv2.png",
             "maximize_classes.png", "maximize_progress.png", "maximize_tv.png",
             "maximize_conv1.png", "maximize_conv2.png", "occlusion.png", "occlusion_seed.png",
-            "attribution_comparison.png", "attribution_sanity.png", "metrics.json",
+            "attribution_comparison.png", "attribution_sanity.png", "evaluate_curves.png",
+            "evaluate_table.png", "metrics.json",
             "report.html", "report.md", "config.json", "metrics.jsonl"]
 
 
@@ -42,7 +43,9 @@ def test_main_job_writes_everything_and_reuses_its_checkpoint(tmp_path, capsys):
         assert not src.startswith(("http:", "https:", "/")), src  # nothing fetched, all relative
         assert (out / src).is_file(), src
     metrics = json.loads((out / "metrics.json").read_text())
-    assert set(metrics["stage_seconds"]) >= {"architecture", "maximize", "occlusion", "attribution"}
+    assert set(metrics["stage_seconds"]) >= {"architecture", "maximize", "occlusion", "attribution",
+                                             "evaluate"}
+    assert set(metrics["evaluate"]["cells"]["saliency"]) == {"deletion", "insertion", "sparseness"}
     assert metrics["attribution"]["ig_delta_rel_max"] < 0.05
     assert not list(out.glob(".*.tmp"))  # atomic writes leave no temporary files
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from jaxviz import io
 from jaxviz.report.attribution_stage import AttributionStage
 from jaxviz.report.base import inputs_for, pngs, run_stage
+from jaxviz.report.evaluate_stage import EvaluateStage
 from jaxviz.report.maximize_stage import MaximizeStage
 from jaxviz.report.model_stages import (
     AccuracyStage, ArchitectureStage, FeatureMapsStage, FiltersStage)
@@ -28,7 +29,8 @@ def default_stages(small: bool = False, *, accuracy: bool = True) -> list:
             FeatureMapsStage(n_images=3),
             MaximizeStage(steps=16 if small else 256, max_channels=8 if small else 32),
             OcclusionStage(window=4, stride=2),
-            AttributionStage(n_samples=16 if small else 50)]
+            AttributionStage(n_samples=16 if small else 50),
+            EvaluateStage(**(EvaluateStage.SMALL if small else {}))]
 
 
 def run_report(probe, params, x_val, y_val, out_dir, *, seed: int = 0, small: bool = False,
