@@ -28,6 +28,12 @@ METRIC_OPTIONS = {"faithfulness_correlation": {"n_runs": 32},
                   "max_sensitivity": {"n_samples": 4}}
 
 
+def _per_row(images) -> dict:
+    """Deletion and insertion remove one image row's worth of pixels a step: W always
+    divides H * W (the metrics' default, 28, fits 28 x 28 digits only)."""
+    return {m: {"pixels_per_step": int(images.shape[2])} for m in CURVES}
+
+
 @dataclasses.dataclass(frozen=True)
 class EvaluateStage:
     """evaluate_curves.png and evaluate_table.png. methods / metric_names: registered names;
@@ -50,7 +56,8 @@ class EvaluateStage:
                                key=jax.random.fold_in(inputs.key, KEY_SALT),
                                method_options={k: v for k, v in opts.items()
                                                if k in self.methods},
-                               metric_options={k: v for k, v in METRIC_OPTIONS.items()
+                               metric_options={k: v for k, v in
+                                               {**METRIC_OPTIONS, **_per_row(inputs.images)}.items()
                                                if k in self.metric_names})
 
     def render(self, table: ev.Table, out_dir: Path) -> list[Path]:
