@@ -1,13 +1,16 @@
 """Localisation on cluttered MNIST: which attribution map points at the digit, not the clutter?
 
-Command:  python -m experiments.cluttered_mnist [--quick] [--out runs/cluttered]
+Command:  python -m experiments.cluttered_mnist [--quick] [--out DIR]
 Does:     builds cluttered MNIST from the bundled digits (60x60, 8x8 crops of other digits as
           clutter), trains a small CNN on it (or reuses the checkpoint in OUT/train when its
           settings match), computes every registered attribution method on correctly
           classified held-out images, and scores each map with every localisation metric
           against the digit's own pixels (and, for the pointing game, its box too).
 Result:   OUT/report.md (the method x metric table, mean and 95% bootstrap interval),
-          OUT/overlays.png (maps over the ground truth), OUT/scores.json (every score).
+          OUT/overlays.png (maps over the ground truth), OUT/scores.json (every score);
+          OUT is runs/cluttered, or runs/cluttered_quick with --quick.
+Time:     see docs/cluttered_mnist.md (a 2-core CPU: minutes, most of it training and the
+          sampling methods; a rerun reuses the checkpoint).
 """
 from __future__ import annotations
 
@@ -78,11 +81,13 @@ def load_or_train(sets, s: dict, out: Path):
     return res.model, time.perf_counter() - t0, res.metrics[-1]["val_accuracy"]
 
 
-def correct_images(probe, val, n: int) -> np.ndarray:
-    """Indices of the first n validation images the model classifies correctly."""
+def correct_images(probe, val, n: int, seed: int) -> np.ndarray:
+    """Indices of n validation images the model classifies correctly, in a seeded random
+    order (the validation set is sorted by class), sorted."""
     pred = np.concatenate([np.asarray(probe(probe.params, val.images[i:i + 500])).argmax(-1)
                            for i in range(0, len(val.images), 500)])
-    return np.flatnonzero(pred == val.labels)[:n]
+    order = np.random.default_rng(seed).permutation(len(val.labels))
+    return np.sort(order[pred[order] == val.labels[order]][:n])
 
 
 def attribution_maps(probe, x, y, key, quick: bool) -> tuple[dict, dict]:
@@ -167,7 +172,8 @@ def write_report(out: Path, s: dict, facts: dict, rows, overlay_png: str) -> Pat
         f"ClutteredCNN, {s['epochs']} epochs, validation accuracy "
         f"{facts['val_accuracy']:.4f}{trained}.",
         "",
-        f"Scored: the first {facts['n_eval']} correctly classified validation images, each map "
+        f"Scored: {facts['n_eval']} correctly classified validation images (a seeded random "
+        f"choice, {facts['per_class']} per class), each map "
         f"explaining the true class; ground truth = the digit's pixels (mean mask "
         f"{facts['mask_pixels']:.0f} of 3600 pixels), or its tight box for 'pointing_game "
         f"(box)'. Maps are each method's display map (channels reduced as in the comparison "
@@ -184,20 +190,23 @@ def write_report(out: Path, s: dict, facts: dict, rows, overlay_png: str) -> Pat
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="runs/cluttered")
+    parser.add_argument("--out", default=None, help="default: runs/cluttered, or "
+                        "runs/cluttered_quick with --quick (so neither replaces the other's "
+                        "checkpoint)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="small run: 1 copy, 2 epochs, 32 "
                         "images, each method's quick options")
     parser.add_argument("--n-eval", type=int, default=None, help="images to score")
     args = parser.parse_args(argv)
-    s, out, t_start = settings(args), Path(args.out), time.perf_counter()
+    out = Path(args.out or ("runs/cluttered_quick" if args.quick else "runs/cluttered"))
+    s, t_start = settings(args), time.perf_counter()
     io.ensure_dir(out, "--out")
     sets = cluttered.load(s["seed"], train_copies=s["train_copies"], n_clutter=s["n_clutter"],
                           clutter_size=s["clutter_size"])
     print(f"[data] {len(sets.x_train)} train / {len(sets.x_val)} validation images", flush=True)
     model, train_seconds, val_acc = load_or_train(sets, s, out / "train")
     probe = probe_lib.from_model(model)
-    idx = correct_images(probe, sets.val, s["n_eval"])
+    idx = correct_images(probe, sets.val, s["n_eval"], s["seed"])
     x, y = sets.val.images[idx], sets.val.labels[idx]
     masks, boxes = sets.val.masks[idx], cluttered.box_masks(sets.val.boxes[idx], 60)
     key = jax.random.key(s["seed"])
@@ -214,7 +223,8 @@ def main(argv=None) -> None:
     io.save_figure(fig, out / "overlays.png", rc=STYLE)
     io.write_json(out / "scores.json", {"settings": s, "indices": idx, "scores": scores})
     facts = dict(n_train=len(sets.x_train), val_accuracy=val_acc, train_seconds=train_seconds,
-                 n_eval=len(idx), mask_pixels=float(masks.sum((1, 2)).mean()),
+                 n_eval=len(idx), per_class=f"{np.bincount(y).min()}-{np.bincount(y).max()}",
+                 mask_pixels=float(masks.sum((1, 2)).mean()),
                  method_seconds=seconds, total_seconds=time.perf_counter() - t_start)
     path = write_report(out, s, facts, rows, "overlays.png")
     print(f"done in {facts['total_seconds']:.0f}s: {path}", flush=True)
