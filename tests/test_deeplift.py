@@ -162,3 +162,19 @@ def test_bad_baselines_are_refused(cnn_random, digits):
         A.deeplift_shap(p, p.params, x, 0, baselines=np.zeros((3, 5, 5, 1)))
     with pytest.raises(ValueError, match="key is required"):
         A.deeplift_shap(p, p.params, x, 0)
+
+
+def test_one_shared_baseline_runs_its_reference_on_a_batch_of_one(cnn_random, digits):
+    """A shared baseline's reference pass is the program traced at batch 1, replayed
+    equation by equation; it must equal the baseline repeated per image, also for a
+    model whose batch-1 program differs (the replay then falls back to the repeat)."""
+    x, t = jnp.asarray(digits[0][:3]), jnp.asarray(digits[1][:3])
+    p = cnn_random
+
+    def odd(params, x):  # one more equation at batch 1: the programs do not line up
+        return p(params, x * 1.5 if x.shape[0] == 1 else x * 1.0 * 1.5)
+
+    for fn in (p, odd):
+        shared = A.deeplift(fn, p.params, x, t, baselines=0.2)
+        repeated = A.deeplift(fn, p.params, x, t, baselines=np.full(x.shape, 0.2, np.float32))
+        np.testing.assert_allclose(shared, repeated, rtol=1e-5, atol=1e-7)

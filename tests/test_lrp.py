@@ -76,10 +76,12 @@ def _hand_rule(rule, x, W, b, R, lo=0.0, hi=1.0):
 
 @pytest.mark.parametrize("rule", ["epsilon", "zplus", "alpha_beta", "gamma", "zbox", "flat",
                                   "wsquare"])
-def test_rule_matches_hand_computed_contributions(rule):
+@pytest.mark.parametrize("sign", ["mixed", "nonneg"])  # x >= 0 takes the rules' short path
+def test_rule_matches_hand_computed_contributions(rule, sign):
     model = MLP(nnx.Rngs(0))
     p = probe_lib.from_model(model)
     x = np.asarray(jax.random.normal(jax.random.key(1), (2, 3, 2, 1)), np.float64)
+    x = np.abs(x) if sign == "nonneg" else x
     t = np.array([0, 2])
     got = lrp(p, p.params, x, t, composite="epsilon", layer_rules={"fc1": rule})
     # The folded first layer: effective weights W s, bias b s + t.

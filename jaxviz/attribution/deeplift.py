@@ -26,7 +26,8 @@ from jaxviz.core import compile as compile_lib
 def multipliers(fn, params, x, b, t):
     """(attr, delta, f(x), f(b)) for one baseline per image, traced inline.
 
-    x, b: (N, H, W, C); t: (N,) -> attr (N, H, W, C), delta, f(x), f(b): (N,)."""
+    x: (N, H, W, C); b: (N, H, W, C), or (1, H, W, C) for every image; t: (N,)
+    -> attr (N, H, W, C), delta, f(x), f(b): (N,)."""
     model = compile_lib.fast_model(deeplift_rules.DeepLiftFn(fn))
 
     def total(x):
@@ -44,6 +45,19 @@ def _deeplift(fn, params, x, b, t):
     return multipliers(fn, params, x, b, t)[:2]
 
 
+def _baseline(baselines, x, blur_sigma):
+    """(1, H, W, C) when one baseline serves every image (its reference pass then runs
+    on a batch of 1), else (N, H, W, C)."""
+    one = (1,) + tuple(x.shape[1:])
+    if isinstance(baselines, (int, float)) and not isinstance(baselines, bool):
+        return jnp.full(one, baselines, jnp.float32)
+    if baselines is None or (isinstance(baselines, str) and baselines == "zeros"):
+        return jnp.zeros(one, jnp.float32)
+    if not isinstance(baselines, str) and jnp.shape(baselines) == one:
+        return jnp.asarray(baselines, jnp.float32)
+    return integrated._baselines(baselines, x, blur_sigma)
+
+
 def deeplift(fn, params, images, target, *, baselines=None, blur_sigma: float = 5.0,
              return_convergence_delta: bool = False):
     """DeepLIFT with the rescale rule. images: (N, H, W, C) -> attributions (N, H, W, C).
@@ -53,7 +67,7 @@ def deeplift(fn, params, images, target, *, baselines=None, blur_sigma: float = 
     return_convergence_delta: also return delta (N,) = sum(attr) - (f(x) - f(baseline)).
     """
     x, t = analysis.check_inputs(fn, params, images, target)
-    b = integrated._baselines(baselines, x, blur_sigma)
+    b = _baseline(baselines, x, blur_sigma)
     checks.warn_outside_range(b, x, "baselines")
     attr, delta = _deeplift(analysis.static_fn(fn), params, x, b, t)
     return (attr, delta) if return_convergence_delta else attr
@@ -61,7 +75,7 @@ def deeplift(fn, params, images, target, *, baselines=None, blur_sigma: float = 
 
 @functools.partial(compile_lib.jit, static_argnames=("fn", "chunk"))
 def _shap(fn, params, x, bs, t, chunk):
-    """bs: (B, N, H, W, C) -> mean attribution (N, H, W, C), mean delta (N,)."""
+    """bs: (B, N or 1, H, W, C) -> mean attribution (N, H, W, C), mean delta (N,)."""
     attr, delta = analysis.chunked(lambda b: multipliers(fn, params, x, b, t)[:2], bs, chunk)
     return attr.mean(axis=0), delta.mean(axis=0)
 
@@ -74,8 +88,8 @@ def _draw(keys, n, shape, lo, hi):
 
 
 def _shap_baselines(fn, baselines, x, key, n_baselines):
-    """(B, N, H, W, C) baselines: drawn (None), per image (N, B, H, W, C), or a set shared
-    by every image (a number, (H, W, C) or (B, H, W, C))."""
+    """(B, N, H, W, C) baselines, drawn (None) or per image (N, B, H, W, C), or
+    (B, 1, H, W, C) for a set shared by every image (a number, (H, W, C), (B, H, W, C))."""
     n = x.shape[0]
     if baselines is None:
         n_baselines = checks.positive_int(n_baselines, "n_baselines")
@@ -96,7 +110,7 @@ def _shap_baselines(fn, baselines, x, key, n_baselines):
                          f"(B, H, W, C) or per-image sets (N, B, H, W, C) for images "
                          f"{tuple(x.shape)}; got shape {tuple(b.shape)}")
     checks.warn_outside_range(b, x, "baselines")
-    return jnp.broadcast_to(b[:, None], (b.shape[0], *x.shape))
+    return b[:, None]  # (B, 1, H, W, C): each shared baseline's reference on a batch of 1
 
 
 def deeplift_shap(fn, params, images, target, *, baselines=None, n_baselines: int = 16,

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxviz.attribution import program
+from jaxviz.attribution import deeplift_pool, program
 from jaxviz.core import compile as compile_lib
 from jaxviz.core import interpret
 
@@ -42,7 +42,8 @@ _ADDITIVE = ("add", "sub", "neg", "add_any", "reduce_sum", "reduce_window_sum", 
 
 @dataclasses.dataclass(frozen=True)
 class Pair:
-    """A value that depends on the input: `a` at the input, `a0` at the reference."""
+    """A value that depends on the input: `a` at the input, `a0` at the reference (with
+    a batch of 1 when one reference serves every image)."""
     a: jax.Array
     a0: jax.Array
 
@@ -51,20 +52,14 @@ def _unpack(invals, which: str) -> list:
     return [getattr(v, which) if isinstance(v, Pair) else v for v in invals]
 
 
-def _linear(eqn, invals):
-    return [Pair(*o) for o in zip(program.bind(eqn, _unpack(invals, "a")),
-                                  program.bind(eqn, _unpack(invals, "a0")))]
-
-
 def _vjp(f, x, g):
     """g pulled back through f at x, with the compile policy's fast VJPs."""
     return jax.vjp(compile_lib.fast_model(f), x)[1](g)[0]
 
 
-def _rescale(f, x: Pair) -> Pair:
+def _rescale(f, x: Pair, y0) -> Pair:
     """f elementwise with the rescale rule for its multiplier, computed in the forward
     pass (fused with the op that feeds f) so the backward is one multiplication."""
-    y0 = f(x.a0)
     dx = x.a - x.a0
     small = jnp.abs(dx) < EPS
     slope = jax.jvp(f, (x.a,), (jnp.ones_like(x.a),))[1]
@@ -78,37 +73,44 @@ def _rescale(f, x: Pair) -> Pair:
     return Pair(unit(x.a, lax.stop_gradient(m)), y0)
 
 
-def _max_pool(f, x: Pair) -> Pair:
+def _max_pool(eqn, f, x: Pair, y0) -> Pair:
     """Captum's max-pool rule (module docstring) for the max-like reduction f."""
+    win = deeplift_pool.windows(eqn, eqn.invars[0].aval.shape)
+    if win is not None:  # each input in one window: factors from the forward pass
+        c = lax.stop_gradient(deeplift_pool.factors(win, x.a, x.a0, EPS))
+
+        @jax.custom_vjp
+        def tiled(xa, c):
+            return f(xa)
+
+        tiled.defvjp(lambda xa, c: (f(xa), c),
+                     lambda c, g: (deeplift_pool.multiplied(win, c, g), jnp.zeros_like(c)))
+        return Pair(tiled(x.a, c), y0)
+
     @jax.custom_vjp
     def pool(xa, xa0):
         return f(xa)
 
-    def fwd(xa, xa0):
-        y = f(xa)
-        return y, (xa, xa0, y, f(xa0))
-
     def bwd(res, g):
-        xa, xa0, y, y0 = res
+        xa, xa0 = res
+        xa0 = jnp.broadcast_to(xa0, xa.shape)
+        y, y0 = f(xa), f(xa0)
         ymax = jnp.maximum(y, y0)
         shares = _vjp(f, xa, g * (ymax - y0)) + _vjp(f, xa0, g * (y - ymax))
         dx = xa - xa0
         small = jnp.abs(dx) < EPS
         m = jnp.where(small, _vjp(f, xa, g), shares / jnp.where(small, 1, dx))
-        return m, jnp.zeros_like(xa0)
+        return m, jnp.zeros_like(res[1])
 
-    pool.defvjp(fwd, bwd)
-    return Pair(pool(x.a, x.a0), f(x.a0))
+    pool.defvjp(lambda xa, xa0: (f(xa), (xa, xa0)), bwd)
+    return Pair(pool(x.a, x.a0), y0)
 
 
-def _product(f, u: Pair, v: Pair) -> Pair:
+def _product(f, u: Pair, v: Pair, y0) -> Pair:
     """The bilinear f(u, v) with the exact split of its change between u and v."""
     @jax.custom_vjp
     def prod(ua, va, ua0, va0):
         return f(ua, va)
-
-    def fwd(ua, va, ua0, va0):
-        return f(ua, va), (ua, va, ua0, va0)
 
     def bwd(res, g):
         ua, va, ua0, va0 = res
@@ -117,8 +119,8 @@ def _product(f, u: Pair, v: Pair) -> Pair:
         mv = _vjp(lambda b: f(u_mid, b), va, g)
         return mu, mv, jnp.zeros_like(ua0), jnp.zeros_like(va0)
 
-    prod.defvjp(fwd, bwd)
-    return Pair(prod(u.a, v.a, u.a0, v.a0), f(u.a0, v.a0))
+    prod.defvjp(lambda *args: (f(*args[:2]), args), bwd)
+    return Pair(prod(u.a, v.a, u.a0, v.a0), y0)
 
 
 def _one_operand(eqn, invals, i):
@@ -130,48 +132,109 @@ def _one_operand(eqn, invals, i):
     return f
 
 
-def _calls(eqn, invals):
-    """Claims a call that is one elementwise activation; other calls are inlined."""
-    live = [isinstance(v, Pair) for v in invals]
-    if not any(live) or not program.elementwise_call(eqn, live):
-        return None
-    i = live.index(True)
-    consts = _unpack(invals, "a")
-    return [_rescale(_one_operand(eqn, consts, i), invals[i])]
+class _Mismatch(Exception):
+    """The program at batch 1 does not line up with the program at batch N."""
 
 
-def _default(eqn, invals):
-    live = [isinstance(v, Pair) for v in invals]
-    if not any(live):
-        return program.bind(eqn, invals)
-    name, n_live = eqn.primitive.name, sum(live)
-    if name in program.STRUCTURAL:
-        if not program.structural_ok(eqn, live):
-            raise program.no_rule("DeepLIFT", eqn, "an index or predicate depends on the input")
-        return _linear(eqn, invals)
-    if name in _ADDITIVE or (name == "div" and live == [True, False]):
-        return _linear(eqn, invals)
-    if name in _ONE_LIVE_LINEAR:
-        if n_live == 1:
-            return _linear(eqn, invals)
-        return [_product(lambda u, v: program.bind(eqn, [u, v])[0], *invals)]
-    i = live.index(True)
-    if name in program.MAX_LIKE and n_live == 1:
-        return [_max_pool(_one_operand(eqn, invals, i), invals[i])]
-    if (name in program.ELEMENTWISE and n_live == 1 and len(eqn.outvars) == 1
-            and eqn.outvars[0].aval.shape == eqn.invars[i].aval.shape
-            and jnp.issubdtype(eqn.outvars[0].aval.dtype, jnp.floating)):
-        return [_rescale(_one_operand(eqn, invals, i), invals[i])]
-    raise program.no_rule("DeepLIFT", eqn)
+def _paired(eqn, invals):
+    return program.bind(eqn, _unpack(invals, "a0"))
 
 
-_RULES = {name: _calls for name in program.CALL_NAMES}
+class _Recording:
+    """References computed on their own batch and kept, in equation order."""
+
+    def __init__(self):
+        self.tape = []
+
+    def __call__(self, eqn, invals):
+        outs = _paired(eqn, invals)
+        self.tape.append((eqn.primitive.name, outs))
+        return outs
+
+
+class _Replaying:
+    """The recorded references of a batch-1 run, for the same program at batch n."""
+
+    def __init__(self, tape, n: int):
+        self.tape, self.n, self.pos = tape, n, 0
+
+    def __call__(self, eqn, invals):
+        if self.pos >= len(self.tape):
+            raise _Mismatch
+        name, outs = self.tape[self.pos]
+        self.pos += 1
+        if name != eqn.primitive.name or len(outs) != len(eqn.outvars) or any(
+                o.shape[:1] != (1,) or v.aval.shape[:1] != (self.n,)
+                or o.shape[1:] != v.aval.shape[1:] for o, v in zip(outs, eqn.outvars)):
+            raise _Mismatch
+        return outs
+
+
+class _Evaluation:
+    """The rule table; `refs(eqn, invals)` gives a live equation's reference outputs."""
+
+    def __init__(self, refs):
+        self.refs = refs
+        self.rules = {name: self.call for name in program.CALL_NAMES}
+
+    def linear(self, eqn, invals):
+        outs = program.bind(eqn, _unpack(invals, "a"))
+        return [Pair(o, r) for o, r in zip(outs, self.refs(eqn, invals))]
+
+    def call(self, eqn, invals):
+        """Claims a call that is one elementwise activation; other calls are inlined."""
+        live = [isinstance(v, Pair) for v in invals]
+        if not any(live) or not program.elementwise_call(eqn, live):
+            return None
+        i = live.index(True)
+        f = _one_operand(eqn, _unpack(invals, "a"), i)
+        return [_rescale(f, invals[i], self.refs(eqn, invals)[0])]
+
+    def default(self, eqn, invals):
+        live = [isinstance(v, Pair) for v in invals]
+        if not any(live):
+            return program.bind(eqn, invals)
+        name, n_live = eqn.primitive.name, sum(live)
+        if name in program.STRUCTURAL:
+            if not program.structural_ok(eqn, live):
+                raise program.no_rule("DeepLIFT", eqn,
+                                      "an index or predicate depends on the input")
+            return self.linear(eqn, invals)
+        if (name in _ADDITIVE or (name == "div" and live == [True, False])
+                or (name in _ONE_LIVE_LINEAR and n_live == 1)):
+            return self.linear(eqn, invals)
+        if name in _ONE_LIVE_LINEAR:
+            f = lambda u, v: program.bind(eqn, [u, v])[0]  # noqa: E731
+            return [_product(f, *invals, self.refs(eqn, invals)[0])]
+        i = live.index(True)
+        if name in program.MAX_LIKE and n_live == 1:
+            f = _one_operand(eqn, invals, i)
+            return [_max_pool(eqn, f, invals[i], self.refs(eqn, invals)[0])]
+        if (name in program.ELEMENTWISE and n_live == 1 and len(eqn.outvars) == 1
+                and eqn.outvars[0].aval.shape == eqn.invars[i].aval.shape
+                and jnp.issubdtype(eqn.outvars[0].aval.dtype, jnp.floating)):
+            f = _one_operand(eqn, invals, i)
+            return [_rescale(f, invals[i], self.refs(eqn, invals)[0])]
+        raise program.no_rule("DeepLIFT", eqn)
+
+
+def _evaluate(fn, params, x, x0, refs):
+    closed, leaves = program.trace(fn, params, x)
+    ev = _Evaluation(refs)
+    out, = interpret.evaluate(closed, [*leaves, Pair(x, x0)], ev.rules, default=ev.default,
+                              custom="inline", remat="inline")
+    return (out.a, out.a0) if isinstance(out, Pair) else (out, out)
 
 
 class DeepLiftFn:
     """fn(params, x) -> logits, rewritten: (params, x, x0) -> (logits at x, logits at x0),
     with DeepLIFT's multipliers as the gradient of the first with respect to x. Equal
-    (and hash-equal) for equal fn, so it can be a static jit argument."""
+    (and hash-equal) for equal fn, so it can be a static jit argument.
+
+    x0 is (N, H, W, C) or (1, H, W, C): one reference for every image is evaluated on a
+    batch of 1 (the program traced at batch 1, its live values replayed in order), so the
+    reference pass costs next to nothing; a program whose equations do not line up
+    across batch sizes gets the reference broadcast to N instead."""
 
     def __init__(self, fn):
         self.fn = fn
@@ -184,7 +247,18 @@ class DeepLiftFn:
         return hash((DeepLiftFn, self.fn))
 
     def __call__(self, params, x, x0):
-        closed, leaves = program.trace(self.fn, params, x)
-        out, = interpret.evaluate(closed, [*leaves, Pair(x, x0)], _RULES, default=_default,
-                                  custom="inline", remat="inline")
-        return (out.a, out.a0) if isinstance(out, Pair) else (out, out)
+        n = x.shape[0]
+        out = None
+        if x0.shape[0] == 1 < n:
+            rec = _Recording()
+            _evaluate(self.fn, params, x0, x0, rec)
+            replay = _Replaying(rec.tape, n)
+            try:
+                out = _evaluate(self.fn, params, x, x0, replay)
+            except _Mismatch:
+                out = None
+            if replay.pos != len(rec.tape):
+                out = None
+        if out is None:
+            out = _evaluate(self.fn, params, x, jnp.broadcast_to(x0, x.shape), _paired)
+        return out[0], jnp.broadcast_to(out[1], out[0].shape)

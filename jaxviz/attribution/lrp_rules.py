@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from jaxviz.core import compile as compile_lib
 
@@ -41,8 +42,9 @@ def stabilize(z: jax.Array, eps: float) -> jax.Array:
 
 
 def pull(x: jax.Array, *terms) -> jax.Array:
-    """sum_k f_k^T c_k for the linear maps f_k at x: terms (f_k, c_k); f_k None is skipped."""
-    terms = [(f, c) for f, c in terms if f is not None]
+    """sum_k f_k^T c_k for the linear maps f_k at x: terms (f_k, c_k); a term whose f_k or
+    c_k is None is zero."""
+    terms = [(f, c) for f, c in terms if f is not None and c is not None]
     if not terms:
         return jnp.zeros_like(x)
     fns = tuple(f for f, _ in terms)
@@ -103,10 +105,6 @@ class Layer:
         maps = [m for m in (self.op(wp, _pos(self.s)), self.op(wn, _neg(self.s))) if m]
         return None if not maps else (lambda u: _plus(*(m(u) for m in maps)))
 
-    def plus_gamma(self, gamma: float, sign: int) -> Callable:
-        """u -> A u + gamma * (P u or M u): the Gamma rule's weights w + gamma w+-."""
-        a, part = self.A(), self.part(sign)
-        return a if part is None else (lambda u: a(u) + gamma * part(u))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,12 +126,29 @@ class Epsilon(Rule):
         return x * pull(x, (layer.A(), R / stabilize(z, self.epsilon)))
 
 
-def _split(x, nonneg):
-    return (x, None) if nonneg else (jnp.maximum(x, 0), jnp.minimum(x, 0))
+def _by_sign(x, nonneg: bool, rel):
+    """rel(x, nonneg) for the rules that treat x+ and x- apart. When x >= 0 is not known
+    from the program (after a ReLU), it is checked at run time: for inputs >= 0 the x-
+    terms (half the rule's passes) are skipped."""
+    if nonneg:
+        return rel(x, True)
+    return lax.cond(jnp.all(x >= 0), lambda u: rel(u, True), lambda u: rel(u, False), x)
+
+
+def _signed(layer: Layer, x, nonneg: bool):
+    """(P, M, xp, xn, Pp, Mp, Pn, Mn): the parts of the map and of x, and the four
+    forward passes P x+, M x+, P x-, M x- (None where zero)."""
+    P, M = layer.part(1), layer.part(-1)
+    xp, xn = (x, None) if nonneg else (jnp.maximum(x, 0), jnp.minimum(x, 0))
+    return P, M, xp, xn, _apply(P, xp), _apply(M, xp), _apply(P, xn), _apply(M, xn)
 
 
 def _apply(f, u):
     return None if f is None or u is None else f(u)
+
+
+def _times(k, a):
+    return None if a is None else k * a
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,10 +157,11 @@ class ZPlus(Rule):
     name: ClassVar[str] = "zplus"
 
     def relevance(self, layer, x, z, R, nonneg, bounds):
-        P, M = layer.part(1), layer.part(-1)
-        xp, xn = _split(x, nonneg)
-        zp = _plus(_apply(P, xp), _apply(M, xn), _pos(layer.t))
-        Q = R / stabilize(zp, self.stabilizer)
+        return _by_sign(x, nonneg, lambda x, nonneg: self._rel(layer, x, R, nonneg))
+
+    def _rel(self, layer, x, R, nonneg):
+        P, M, xp, xn, Pp, _, _, Mn = _signed(layer, x, nonneg)
+        Q = R / stabilize(_plus(Pp, Mn, _pos(layer.t)), self.stabilizer)
         out = xp * pull(x, (P, Q))
         return out if xn is None else out + xn * pull(x, (M, Q))
 
@@ -163,37 +179,41 @@ class AlphaBeta(Rule):
                              f"alpha={self.alpha}, beta={self.beta}")
 
     def relevance(self, layer, x, z, R, nonneg, bounds):
-        P, M = layer.part(1), layer.part(-1)
-        xp, xn = _split(x, nonneg)
-        zp = _plus(_apply(P, xp), _apply(M, xn), _pos(layer.t))
-        zn = _plus(_apply(M, xp), _apply(P, xn), _neg(layer.t))
-        if zn is None:  # no negative weights at all
-            zn = jnp.zeros_like(zp)
+        return _by_sign(x, nonneg, lambda x, nonneg: self._rel(layer, x, R, nonneg))
+
+    def _rel(self, layer, x, R, nonneg):
+        P, M, xp, xn, Pp, Mp, Pn, Mn = _signed(layer, x, nonneg)
+        zp = _plus(Pp, Mn, _pos(layer.t))
+        zn = _plus(Mp, Pn, _neg(layer.t))
         qp = self.alpha * R / stabilize(zp, self.stabilizer)
-        qn = -self.beta * R / stabilize(zn, self.stabilizer)
+        qn = None if zn is None else -self.beta * R / stabilize(zn, self.stabilizer)
         out = xp * pull(x, (P, qp), (M, qn))
         return out if xn is None else out + xn * pull(x, (M, qp), (P, qn))
 
 
 @dataclasses.dataclass(frozen=True)
 class Gamma(Rule):
+    """Weights w + gamma w+ for positive outputs, w + gamma w- for negative ones; with
+    A = P + M these are (1 + gamma) P + M and P + (1 + gamma) M."""
     gamma: float = 0.25
     stabilizer: float = 1e-6
     name: ClassVar[str] = "gamma"
 
     def relevance(self, layer, x, z, R, nonneg, bounds):
-        g = self.gamma
-        gp, gm = layer.plus_gamma(g, 1), layer.plus_gamma(g, -1)
-        xp, xn = _split(x, nonneg)
+        return _by_sign(x, nonneg, lambda x, nonneg: self._rel(layer, x, z, R, nonneg))
+
+    def _rel(self, layer, x, z, R, nonneg):
+        k = 1 + self.gamma
+        P, M, xp, xn, Pp, Mp, Pn, Mn = _signed(layer, x, nonneg)
         t = layer.t
-        tp = None if t is None else t + g * _pos(t)
-        tm = None if t is None else t + g * _neg(t)
-        up = _plus(gp(xp), _apply(gm, xn), tp)   # positive outputs
-        dn = _plus(gm(xp), _apply(gp, xn), tm)   # negative outputs
+        tp = None if t is None else t + self.gamma * _pos(t)
+        tm = None if t is None else t + self.gamma * _neg(t)
+        up = _plus(_times(k, Pp), Mp, Pn, _times(k, Mn), tp)  # positive outputs
+        dn = _plus(Pp, _times(k, Mp), _times(k, Pn), Mn, tm)  # negative outputs
         q1 = jnp.where(z > 0, R, 0) / stabilize(up, self.stabilizer)
         q2 = jnp.where(z < 0, R, 0) / stabilize(dn, self.stabilizer)
-        out = xp * pull(x, (gp, q1), (gm, q2))
-        return out if xn is None else out + xn * pull(x, (gm, q1), (gp, q2))
+        out = xp * pull(x, (P, k * q1 + q2), (M, q1 + k * q2))
+        return out if xn is None else out + xn * pull(x, (P, q1 + k * q2), (M, k * q1 + q2))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -42,8 +42,7 @@ ELEMENTWISE = frozenset("""
     digamma abs integer_pow square pow add sub mul div rem max min atan2 nextafter eq ne lt
     le gt ge and or not xor select_n convert_element_type copy copy_p clamp
     reduce_precision""".split())
-CALL_NAMES = ("custom_jvp_call", "custom_vjp_call", "custom_vjp_call_jaxpr", "jit", "pjit",
-              "closed_call")
+CALL_NAMES = tuple(interpret.CALLS)  # rules see calls first: an activation is claimed whole
 
 _LAYER = re.compile(r"jaxviz\[([^\]]*)\]")
 
