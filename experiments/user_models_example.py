@@ -63,6 +63,12 @@ def residual32(seed: int):
     return SmallResidual(), (32, 32, 3)
 
 
+# Running statistics follow the last ~10 batches (PyTorch's default, 0.1 in its convention)
+# rather than Flax's ~100: a run of a few hundred steps otherwise ends with statistics that
+# lag the weights, and inference-mode accuracy far below training's (docs/colour_shapes.md).
+MOMENTUM = 0.9
+
+
 class BasicBlock(nn.Module):
     """conv -> BatchNorm -> relu -> conv -> BatchNorm, plus the skip (a strided 1x1 conv
     and BatchNorm when the shape changes), then relu."""
@@ -72,7 +78,8 @@ class BasicBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        norm = lambda name: nn.BatchNorm(use_running_average=not train, name=name)  # noqa: E731
+        norm = lambda name: nn.BatchNorm(use_running_average=not train, momentum=MOMENTUM,  # noqa: E731
+                                         name=name)
         h = nn.Conv(self.width, (3, 3), self.stride, use_bias=False, name="conv1")(x)
         h = nn.relu(norm("bn1")(h))
         h = norm("bn2")(nn.Conv(self.width, (3, 3), use_bias=False, name="conv2")(h))
@@ -97,7 +104,8 @@ class BNResNet(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
         x = nn.Conv(self.width, (3, 3), use_bias=False, name="stem")(x)
-        x = nn.relu(nn.BatchNorm(use_running_average=not train, name="stem_bn")(x))
+        x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=MOMENTUM,
+                                 name="stem_bn")(x))
         for i, (mult, stride) in enumerate(((1, 1), (2, 2), (4, 2)), start=1):
             x = BasicBlock(mult * self.width, stride, name=f"block{i}")(x, train)
         return nn.Dense(self.num_classes, name="head")(x.mean(axis=(1, 2)))
