@@ -2,12 +2,13 @@
 
 Nine classes, each a (shape, colour) pair: square, circle or triangle in red, green or
 blue, so neither shape nor colour alone separates them. Each 32x32x3 canvas holds one
-object of random size and position with jittered colour on a noisy, randomly tinted
-background. Everything is a function of the seed.
+object of random size (radius 3.5 to 8 pixels) and position, its colour channel the
+brightest of the three (sometimes by only 0.05), on a noisy, randomly tinted background
+crossed by two strokes of random colour. Everything is a function of the seed.
 
     python -m experiments.colour_shapes data --out runs/colour/colour_shapes.npz
     jaxviz train --model experiments/user_models_example.py:colour_resnet \\
-        --data npz:runs/colour/colour_shapes.npz --out runs/colour/run --epochs 6
+        --data npz:runs/colour/colour_shapes.npz --out runs/colour/run --epochs 8 --batch-size 64
     python -m experiments.colour_shapes check --checkpoint runs/colour/run
     jaxviz report --checkpoint runs/colour/run --out runs/colour/report
 
@@ -44,19 +45,31 @@ def shape_mask(shape: str, radius: float, cy: float, cx: float, size: int = SIZE
     raise ValueError(f"shape must be one of {SHAPES}; got {shape!r}")
 
 
-def _image(rng: np.random.Generator, label: int) -> np.ndarray:
-    """One (SIZE, SIZE, 3) float image in [0, 1] of class `label`."""
+def _segment(rng: np.random.Generator, size: int = SIZE) -> np.ndarray:
+    """(size, size) bool: a random straight stroke about one pixel wide."""
+    (y0, x0), (y1, x1) = rng.uniform(0, size, (2, 2))
+    yy, xx = np.mgrid[0:size, 0:size] + 0.5
+    dy, dx = y1 - y0, x1 - x0
+    t = np.clip(((yy - y0) * dy + (xx - x0) * dx) / max(dy * dy + dx * dx, 1e-6), 0, 1)
+    return (yy - y0 - t * dy) ** 2 + (xx - x0 - t * dx) ** 2 <= 0.6
+
+
+def draw(rng: np.random.Generator, label: int) -> tuple[np.ndarray, np.ndarray]:
+    """One image of class `label` -> ((SIZE, SIZE, 3) float in [0, 1], (SIZE, SIZE) bool
+    object mask): a noisy tinted background, two strokes of random colour, the object on
+    top. The object's colour channel is the brightest of its three, sometimes only barely."""
     shape, colour = SHAPES[label // 3], label % 3
-    grey = rng.uniform(0.15, 0.55)
-    tint = rng.uniform(-0.06, 0.06, 3)
-    img = grey + tint + rng.normal(0.0, 0.05, (SIZE, SIZE, 3))
-    radius = rng.uniform(5.0, 9.0)
+    img = rng.uniform(0.15, 0.55) + rng.uniform(-0.08, 0.08, 3)
+    img = img + rng.normal(0.0, 0.07, (SIZE, SIZE, 3))
+    for _ in range(2):
+        img[_segment(rng)] = rng.uniform(0.0, 1.0, 3)
+    radius = rng.uniform(3.5, 8.0)
     cy, cx = rng.uniform(radius + 1, SIZE - radius - 1, 2)
-    rgb = rng.uniform(0.0, 0.3, 3)  # the other two channels stay low
-    rgb[colour] = rng.uniform(0.7, 1.0)
+    rgb = rng.uniform(0.1, 0.5, 3)
+    rgb[colour] = rng.uniform(max(0.55, rgb.max() + 0.05), 0.95)
     mask = shape_mask(shape, radius, cy, cx)
-    img[mask] = rgb + rng.normal(0.0, 0.03, (int(mask.sum()), 3))
-    return np.clip(img, 0.0, 1.0)
+    img[mask] = rgb + rng.normal(0.0, 0.05, (int(mask.sum()), 3))
+    return np.clip(img, 0.0, 1.0), mask
 
 
 def make(per_class: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -65,7 +78,7 @@ def make(per_class: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"per_class must be >= 2 (one goes to validation); got {per_class}")
     rng = np.random.default_rng(seed)
     y = rng.permutation(np.repeat(np.arange(len(CLASS_NAMES), dtype=np.int32), per_class))
-    x = np.stack([_image(rng, int(label)) for label in y])
+    x = np.stack([draw(rng, int(label))[0] for label in y])
     return np.round(x * 255).astype(np.uint8), y
 
 
