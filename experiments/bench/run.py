@@ -22,8 +22,10 @@ SECTIONS = {
     "sharding": "sharding:rows",
 }
 # Run only when asked: peers needs torch and Captum (`--peers`); occlusion_memory spends a
-# few minutes on a 224x224 model's peak memory (`--only occlusion_memory`).
-OPT_IN = {"peers": "peers:rows", "occlusion_memory": "occlusion:memory_rows"}
+# few minutes on a 224x224 model's peak memory (`--only occlusion_memory`); evaluate times
+# every metric and the method x metric table on 256 digits (`--only evaluate`, minutes).
+OPT_IN = {"peers": "peers:rows", "occlusion_memory": "occlusion:memory_rows",
+          "evaluate": "evaluate:rows"}
 
 
 def section_rows(name: str, quick: bool) -> list[dict]:

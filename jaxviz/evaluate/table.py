@@ -137,7 +137,9 @@ def evaluate(fn, params, images, target, *, methods: Sequence[str], metrics: Seq
     methods / metrics: registered names (`attribution.METHODS`, `evaluate.METRICS`).
     method_options / metric_options: {name: {option: value}} over the registry defaults.
     masks: (N, H, W) bool, for localisation metrics. chunk_size: forward passes at once,
-    for every metric that has no chunk_size of its own in metric_options. progress: a bar
+    for every metric that has no chunk_size of its own in metric_options, except those that
+    re-run the method (a row there is one whole attribution: give theirs in
+    metric_options, default one image's samples). progress: a bar
     over cells (only when stderr is a terminal)."""
     methods, specs, m_opts, k_opts = _plan(fn, methods, metrics, method_options,
                                            metric_options, masks)
@@ -171,7 +173,8 @@ def evaluate(fn, params, images, target, *, methods: Sequence[str], metrics: Seq
 def _score(spec, fn, params, x, t, maps, key, method, method_options, options, masks,
            chunk_size) -> registry.MetricResult:
     opts = {**spec.defaults, **options}
-    opts.setdefault("chunk_size", chunk_size)
+    if not spec.needs_method:  # there a row is a whole attribution (IG: n_steps passes)
+        opts.setdefault("chunk_size", chunk_size)
     if spec.needs_method:
         opts.update(method=method, method_options=method_options)
     if spec.needs_masks:
