@@ -51,18 +51,23 @@ def _gradient_shap(fn, params, x, t, bases, keys, stdevs, n_samples, chunk_size,
     picks = jnp.minimum((u[..., 0] * bases.shape[0]).astype(jnp.int32), bases.shape[0] - 1)
     size = int(np.prod(x.shape[1:]))
 
-    def one(s):  # draw s for every image: attribution (N, H, W, C) and its gap (N,)
-        noise = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, s), (size,)))(keys)
-        noisy = x + stdevs * noise.reshape(x.shape)
-        b, alpha = bases[picks[:, s]], u[:, s, 1]
-        point = b + alpha[:, None, None, None] * (noisy - b)
-        attr = (noisy - b) * analysis.input_grad(model, params, point, t)
+    def chunk(ids):  # draws ids (c,) of every image: attributions (c, N, H, W, C), gaps (c, N)
+        noise = jax.vmap(lambda s: jax.vmap(lambda k: jax.random.normal(
+            jax.random.fold_in(k, s), (size,)))(keys))(ids)
+        noisy = x + stdevs * noise.reshape((-1,) + x.shape)
+        b = bases[picks[:, ids].T]
+        point = b + u[:, ids, 1].T[..., None, None, None] * (noisy - b)
+        flat = (-1,) + x.shape[1:]  # one backward pass of batch c * N, as in perturbation
+        tt = jnp.tile(t, len(ids))
+        attr = (noisy - b) * analysis.input_grad(model, params, point.reshape(flat), tt
+                                                 ).reshape(noisy.shape)
         if not delta:
-            return attr, jnp.zeros(x.shape[0])
-        ends = analysis.target_score(fn(params, jnp.concatenate([noisy, b])), jnp.tile(t, 2))
-        return attr, attr.sum(axis=(1, 2, 3)) - (ends[:x.shape[0]] - ends[x.shape[0]:])
+            return attr, jnp.zeros(attr.shape[:2])
+        ends = analysis.target_score(fn(params, jnp.concatenate([noisy, b]).reshape(flat)),
+                                     jnp.tile(t, 2 * len(ids))).reshape(2, len(ids), -1)
+        return attr, attr.sum(axis=(2, 3, 4)) - (ends[0] - ends[1])
 
-    attr, gap = chunked_sum(one, n_samples, chunk_size)
+    attr, gap = chunked_sum(chunk, n_samples, chunk_size)
     return attr / n_samples, gap / n_samples
 
 

@@ -99,32 +99,57 @@ def to_pixels(values, masks):
     return jnp.take_along_axis(values, ids.reshape(n, -1), axis=1).reshape(ids.shape)
 
 
+def flat_scores(fn, params, inputs, t, score):
+    """(c, N, H, W, C) perturbed copies of the batch -> (c, N) target scores, from ONE
+    forward pass of batch c * N (images never interact inside fn). Not a vmap over the
+    copies: on XLA CPU a model vmapped over samples runs several times slower than the same
+    rows as one batch (a vmapped max-pool is a 5-D reduce_window that does not fuse)."""
+    c, n = inputs.shape[:2]
+    logits = fn(params, inputs.reshape((c * n,) + inputs.shape[2:]))
+    return analysis.target_score(logits.reshape(c, n, -1), t[None], score)
+
+
+def map_chunks(f, items, chunk_size: int | None):
+    """f(items) for items with leading axis S, chunk_size rows per call under a lax.map
+    (the last chunk padded with copies of the last item, then dropped); None: one call.
+    f: pytree with leading axis c -> pytree with leading axis c."""
+    s = jax.tree.leaves(items)[0].shape[0]
+    if chunk_size is None or chunk_size >= s:
+        return f(items)
+    steps = -(-s // chunk_size)
+    pad = steps * chunk_size - s
+    chunks = jax.tree.map(lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], pad, 0)]).reshape(
+        (steps, chunk_size) + a.shape[1:]), items)
+    out = jax.lax.map(f, chunks)
+    return jax.tree.map(lambda o: o.reshape((steps * chunk_size,) + o.shape[2:])[:s], out)
+
+
 def sample_scores(fn, params, x, b, t, masks, make_z, items, chunk_size, score):
     """(S, N) target scores of the perturbed batches; items: a pytree with leading axis S,
-    make_z(item) -> (N, F) bool. Traced inline."""
-    def one(item):
-        return analysis.target_score(fn(params, masked_inputs(x, b, masks, make_z(item))), t,
-                                     score)
-    return analysis.chunked(one, items, chunk_size)
+    make_z(item) -> (N, F) bool. chunk_size items' batches per forward pass. Traced inline."""
+    def chunk(its):
+        z = jax.vmap(make_z)(its)
+        inputs = jax.vmap(lambda zs: masked_inputs(x, b, masks, zs))(z)
+        return flat_scores(fn, params, inputs, t, score)
+    return map_chunks(chunk, items, chunk_size)
 
 
 def chunked_sum(f, n: int, chunk_size: int | None):
-    """sum of f(s) over s = 0..n-1 (f: int32 scalar -> pytree of arrays), vmapped chunk_size
-    at a time under a scan, so memory holds one chunk's outputs (None: all at once)."""
-    ids = jnp.arange(n, dtype=jnp.int32)
+    """The sum over s = 0..n-1 of f's rows: f(ids (c,) int32) -> pytree with leading axis c.
+    chunk_size ids per call under a scan, so memory holds one chunk's outputs (None: one
+    call). The last chunk's padding repeats id n - 1 and is dropped from the sum."""
     if chunk_size is None or chunk_size >= n:
-        return jax.tree.map(lambda a: a.sum(0), jax.vmap(f)(ids))
+        return jax.tree.map(lambda a: a.sum(0), f(jnp.arange(n, dtype=jnp.int32)))
     steps = -(-n // chunk_size)
     ids = jnp.arange(steps * chunk_size, dtype=jnp.int32).reshape(steps, chunk_size)
 
     def body(acc, chunk):
-        valid = chunk < n  # the last chunk's padding is evaluated, then dropped
-        out = jax.tree.map(lambda o: jnp.where(
-            valid.reshape((-1,) + (1,) * (o.ndim - 1)), o, 0).sum(0), jax.vmap(f)(chunk))
+        valid = chunk < n
+        out = jax.tree.map(lambda o: jnp.where(valid.reshape((-1,) + (1,) * (o.ndim - 1)), o,
+                                               0).sum(0), f(jnp.minimum(chunk, n - 1)))
         return jax.tree.map(jnp.add, acc, out), None
 
-    init = jax.tree.map(lambda s: jnp.zeros(s.shape[1:], s.dtype),
-                        jax.eval_shape(jax.vmap(f), ids[0]))
+    init = jax.tree.map(lambda s: jnp.zeros(s.shape[1:], s.dtype), jax.eval_shape(f, ids[0]))
     return jax.lax.scan(body, init, ids)[0]
 
 
@@ -237,12 +262,15 @@ def rise_mask(u, shape, cells: int, p_keep: float) -> jax.Array:
 def _rise(fn, params, x, b, t, keys, n_masks, cells, p_keep, score, chunk_size):
     u = image_draws(keys, n_masks * (cells * cells + 2)).reshape(x.shape[0], n_masks, -1)
 
-    def one(s):  # mask s of every image
-        m = jax.vmap(lambda ui: rise_mask(ui[s], x.shape[1:3], cells, p_keep))(u)
-        xm = m[..., None] * x + (1 - m[..., None]) * b
-        return analysis.target_score(fn(params, xm), t, score)[:, None, None] * m
+    def masks(s):  # mask s of every image: (N, H, W)
+        return jax.vmap(lambda ui: rise_mask(ui[s], x.shape[1:3], cells, p_keep))(u)
 
-    return chunked_sum(one, n_masks, chunk_size) / (n_masks * p_keep)
+    def chunk(ids):  # (c,) mask ids -> (c, N, H, W) score-weighted masks
+        m = jax.vmap(masks)(ids)[..., None]
+        scores = flat_scores(fn, params, m * x + (1 - m) * b, t, score)
+        return scores[..., None, None] * m[..., 0]
+
+    return chunked_sum(chunk, n_masks, chunk_size) / (n_masks * p_keep)
 
 
 def rise(fn, params, images, target, *, key, n_masks: int = 1000, cells: int = 8,

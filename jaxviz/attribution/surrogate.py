@@ -50,6 +50,17 @@ def _centred(z, y, w):
     return (z - zm) * sw[:, None], (y - ym) * sw, zm, ym
 
 
+def min_norm_lstsq(a, r, rtol: float = 1e-6):
+    """The minimum-norm least-squares solution of a c = r, a: (S, F), through the
+    eigendecomposition of the (F, F) Gram matrix: F is small, and XLA CPU's batched SVD
+    (what pinv uses) is many times slower. Eigenvalues below rtol x the largest (the
+    squared singular values at float32 noise) count as zero."""
+    evals, evecs = jnp.linalg.eigh(a.T @ a)
+    keep = evals > rtol * evals[-1]
+    inv = jnp.where(keep, 1 / jnp.where(keep, evals, 1), 0)
+    return evecs @ (inv * (evecs.T @ (a.T @ r)))
+
+
 def lasso_fista(a, r, alpha, steps: int):
     """argmin_c 1/2 |r - a c|^2 + alpha |c|_1 by FISTA (Beck & Teboulle 2009). a: (S, F)."""
     gram, corr = a.T @ a, a.T @ r
@@ -72,7 +83,7 @@ def fit_linear(z, y, w, alpha: float = 0.0, lasso_steps: int = 1000):
     z: (S, F), y: (S,), w: (S,) >= 0 -> (coef (F,), intercept ()). alpha == 0: least
     squares (minimum-norm coef when underdetermined); alpha > 0: Lasso (see module doc)."""
     a, r, zm, ym = _centred(z.astype(jnp.float32), y, w)
-    coef = jnp.linalg.pinv(a) @ r if alpha == 0 else lasso_fista(a, r, alpha, lasso_steps)
+    coef = min_norm_lstsq(a, r) if alpha == 0 else lasso_fista(a, r, alpha, lasso_steps)
     return coef, ym - zm @ coef
 
 
@@ -92,14 +103,14 @@ def fit_efficient(z, y, y_none, y_all):
     minimum-norm solution. z: (S, F) samples other than all/none, y: (S,) -> coef (F,).
 
     coef = delta / F + c with c orthogonal to the ones vector: z c = y - y_none - z.1 delta/F,
-    and z c = (z - row means) c for such c, so c = pinv(z - row means) @ (...)."""
+    and z c = (z - row means) c for such c, the minimum-norm solution of that system."""
     z = z.astype(jnp.float32)
     f = z.shape[1]
     delta = y_all - y_none
     r = y - y_none - z.sum(1) * delta / f
     if z.shape[0] == 0:
         return jnp.full((f,), delta / f)
-    return delta / f + jnp.linalg.pinv(z - z.mean(1, keepdims=True)) @ r
+    return delta / f + min_norm_lstsq(z - z.mean(1, keepdims=True), r)
 
 
 def lime_weights(x, b, masks, z, n_features, distance, kernel_width):
