@@ -145,3 +145,21 @@ def test_nnx_model_with_its_own_dropout_rngs_is_deterministic():
     a, b = p(p.params, X), p(p.params, X)
     np.testing.assert_array_equal(a, b)
     np.testing.assert_allclose(a, model.head(X.mean(axis=(1, 2))), rtol=1e-6)
+
+
+def test_linen_model_wrapped_as_nnx_gets_its_flag_too(trained_resnet):
+    """The registry's ToNNX bridge passed to from_model as an NNX module: the wrapped Linen
+    module's `train` flag is the one filled in."""
+    from jaxviz import registry
+
+    module, variables = trained_resnet
+    wrapped = registry.build("state_models:bn_resnet").model  # the same BNResNet()
+    for collection, kind in (("params", nnx.Param), ("batch_stats", nnx.BatchStat)):
+        state = nnx.state(wrapped, kind)
+        nnx.replace_by_pure_dict(state, variables[collection])
+        nnx.update(wrapped, state)
+    p = probe.from_model(wrapped)
+    np.testing.assert_array_equal(p(p.params, X), module.apply(variables, X, train=False))
+    forced = probe.from_model(wrapped, apply_kwargs={"train": True})
+    with pytest.raises(ValueError, match=r'variable "mean" in "/stem_bn"'):
+        forced(forced.params, X)

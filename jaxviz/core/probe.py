@@ -304,7 +304,10 @@ def _nnx_probe(model: nnx.Module, apply_kwargs, spec) -> Probe:
         for path, sub in nnx.iter_modules(m):
             if path:
                 object.__setattr__(sub, "__class__", tap_class(type(sub)))
-        out = m(x, **apply_kwargs)
+        try:
+            out = m(x, **apply_kwargs)
+        except flax_errors.ModifyScopeVariableError as err:  # a Linen model in nnx.bridge.ToNNX
+            raise _refuse_mutation(_linen_variable(err), apply_kwargs) from None
         after = _values(nnx.state(m, nnx.Not(_UNWATCHED)))
         changed = [k for k, v in after.items() if before.get(k) is not v]
         if changed:
