@@ -116,7 +116,7 @@ def test_cnn_logits_and_a_cam_layer():
 def test_a_few_training_steps_beat_chance(mnist):
     """Digits without clutter, 2 short epochs: the trainer runs on the 60x60 model."""
     from jaxviz.train import TrainConfig, fit
-    sub = type(mnist)(mnist.x_train[:1024], mnist.y_train[:1024], mnist.x_val[:200],
+    sub = type(mnist)(mnist.x_train[:768], mnist.y_train[:768], mnist.x_val[:200],
                       mnist.y_val[:200], "sub")
     sets = C.load(0, source=sub, n_clutter=0)
     res = fit(TrainConfig(epochs=2, batch_size=64, learning_rate=5e-3, seed=0), sets,
