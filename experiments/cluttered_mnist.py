@@ -145,7 +145,8 @@ def table(scores: dict) -> list[list[str]]:
         for j, c in enumerate(cols):
             mean, lo, hi = bootstrap_ci(by_col[c], jax.random.key(1000 * i + j))
             undefined = int((~np.isfinite(by_col[c])).sum())
-            cells.append(f"{mean:.3f} [{lo:.3f}, {hi:.3f}]" + (f" ({undefined} NaN)" if undefined else ""))
+            nan = f" ({undefined} NaN)" if undefined else ""
+            cells.append(f"{mean:.3f} [{lo:.3f}, {hi:.3f}]{nan}")
         rows.append([name + (" (baseline)" if name in BASELINES else "")] + cells)
     return rows
 
