@@ -21,6 +21,7 @@ from jaxviz.models import MnistCNN
 
 F = harness.CNN_FORWARD_FLOPS
 DENSE_BWD = 2 * (9216 * 128 + 128 * 10) * 2  # backward through dense1 and preds only
+CONV2 = 2 * 24 * 24 * 64 * 3 * 3 * 32  # conv2's forward; LRP's z+ adds one (W+ x)
 SKIP = ("occlusion",)  # timed in its own section
 
 
@@ -50,6 +51,13 @@ def plan(quick: bool) -> dict:
         "score_cam": [("", dict(chunk_size=16), "64 channels of dropout1, 16 at a time",
                        65 * F)],
         "guided_grad_cam": [("", {}, "", 4 * F + DENSE_BWD)],
+        "deeplift": [("", {}, "zero baseline (its reference pass on a batch of 1)", 3 * F)],
+        "deeplift_shap": [("", dict(key=key, n_baselines=samples // 5),
+                           f"{samples // 5} uniform baselines per image", samples // 5 * 4 * F)],
+        "lrp": [("", {}, "epsilon_plus: conv z+, dense epsilon", 3 * F + CONV2),
+                ("_epsilon", dict(composite="epsilon"), "every layer epsilon", 3 * F),
+                ("_gamma_box", dict(composite="epsilon_gamma_box"),
+                 "conv gamma, dense epsilon, conv1 z^B", None)],
     }
 
 

@@ -135,12 +135,22 @@ def _by_sign(x, nonneg: bool, rel):
     return lax.cond(jnp.all(x >= 0), lambda u: rel(u, True), lambda u: rel(u, False), x)
 
 
-def _signed(layer: Layer, x, nonneg: bool):
+def _signed(layer: Layer, x, z, nonneg: bool):
     """(P, M, xp, xn, Pp, Mp, Pn, Mn): the parts of the map and of x, and the four
-    forward passes P x+, M x+, P x-, M x- (None where zero)."""
+    forward passes P x+, M x+, P x-, M x- (None where zero). For x >= 0, M x is the
+    layer's own output z - t less P x (A = P + M), one pass fewer."""
     P, M = layer.part(1), layer.part(-1)
-    xp, xn = (x, None) if nonneg else (jnp.maximum(x, 0), jnp.minimum(x, 0))
+    if nonneg:
+        Pp = P(x)
+        Mp = None if M is None else _without_bias(layer, z) - Pp
+        return P, M, x, None, Pp, Mp, None, None
+    xp, xn = jnp.maximum(x, 0), jnp.minimum(x, 0)
     return P, M, xp, xn, _apply(P, xp), _apply(M, xp), _apply(P, xn), _apply(M, xn)
+
+
+def _without_bias(layer: Layer, z):
+    """A x from the layer's output z = A x + t."""
+    return z if layer.t is None else z - layer.t
 
 
 def _apply(f, u):
@@ -157,10 +167,10 @@ class ZPlus(Rule):
     name: ClassVar[str] = "zplus"
 
     def relevance(self, layer, x, z, R, nonneg, bounds):
-        return _by_sign(x, nonneg, lambda x, nonneg: self._rel(layer, x, R, nonneg))
+        return _by_sign(x, nonneg, lambda x, nonneg: self._rel(layer, x, z, R, nonneg))
 
-    def _rel(self, layer, x, R, nonneg):
-        P, M, xp, xn, Pp, _, _, Mn = _signed(layer, x, nonneg)
+    def _rel(self, layer, x, z, R, nonneg):
+        P, M, xp, xn, Pp, _, _, Mn = _signed(layer, x, z, nonneg)
         Q = R / stabilize(_plus(Pp, Mn, _pos(layer.t)), self.stabilizer)
         out = xp * pull(x, (P, Q))
         return out if xn is None else out + xn * pull(x, (M, Q))
@@ -179,10 +189,10 @@ class AlphaBeta(Rule):
                              f"alpha={self.alpha}, beta={self.beta}")
 
     def relevance(self, layer, x, z, R, nonneg, bounds):
-        return _by_sign(x, nonneg, lambda x, nonneg: self._rel(layer, x, R, nonneg))
+        return _by_sign(x, nonneg, lambda x, nonneg: self._rel(layer, x, z, R, nonneg))
 
-    def _rel(self, layer, x, R, nonneg):
-        P, M, xp, xn, Pp, Mp, Pn, Mn = _signed(layer, x, nonneg)
+    def _rel(self, layer, x, z, R, nonneg):
+        P, M, xp, xn, Pp, Mp, Pn, Mn = _signed(layer, x, z, nonneg)
         zp = _plus(Pp, Mn, _pos(layer.t))
         zn = _plus(Mp, Pn, _neg(layer.t))
         qp = self.alpha * R / stabilize(zp, self.stabilizer)
@@ -204,7 +214,7 @@ class Gamma(Rule):
 
     def _rel(self, layer, x, z, R, nonneg):
         k = 1 + self.gamma
-        P, M, xp, xn, Pp, Mp, Pn, Mn = _signed(layer, x, nonneg)
+        P, M, xp, xn, Pp, Mp, Pn, Mn = _signed(layer, x, z, nonneg)
         t = layer.t
         tp = None if t is None else t + self.gamma * _pos(t)
         tm = None if t is None else t + self.gamma * _neg(t)
@@ -228,10 +238,10 @@ class ZBox(Rule):
     def relevance(self, layer, x, z, R, nonneg, bounds):
         lo, hi = bounds
         A, P, M = layer.A(), layer.part(1), layer.part(-1)
-        zb = _plus(A(x), _apply(P, -lo) if P else None, _apply(M, -hi) if M else None)
+        zb = _plus(_without_bias(layer, z), _apply(P, -lo), _apply(M, -hi))
         Q = R / stabilize(zb, self.stabilizer)
-        gx, gl, gh = (pull(x, (f, Q)) for f in (A, P, M))
-        return x * gx - lo * gl - hi * gh
+        # x A^T Q - lo P^T Q - hi M^T Q with M = A - P: two transposes, not three
+        return (x - hi) * pull(x, (A, Q)) + (hi - lo) * pull(x, (P, Q))
 
 
 @dataclasses.dataclass(frozen=True)
