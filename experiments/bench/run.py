@@ -18,7 +18,7 @@ from experiments.bench import harness
 # section -> "module:function" in experiments.bench; run by default in this order.
 SECTIONS = {
     "train": "train:rows", "fastgrad": "fastgrad:rows", "maximize": "maximize:rows",
-    "occlusion": "occlusion:rows", "attribution": "attribution:rows",
+    "occlusion": "occlusion:rows", "attribution": "attribution:rows", "samplers": "samplers:rows",
     "sharding": "sharding:rows",
 }
 # Run only when asked: peers needs torch and Captum (`--peers`); occlusion_memory spends a
