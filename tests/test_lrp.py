@@ -1,6 +1,8 @@
 """LRP: each rule against hand-computed contributions, the known identities (LRP-0 ==
 gradient x input and conservation on bias-free ReLU nets), z+ signs, the BatchNorm
 canonizer, composites and the errors."""
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -289,3 +291,28 @@ def test_bad_options_are_refused(cnn_random, digits):
         lrp(p, p.params, x, 0, layer_rules={"conv1": "nope"})
     with pytest.raises(ValueError, match="alpha - beta = 1"):
         LR.AlphaBeta(alpha=2.0, beta=2.0)
+
+
+class _DenseFirst(nnx.Module):
+    """A dense layer before the first conv: ZBox (a conv-only first rule) skips it."""
+
+    def __init__(self, rngs):
+        self.pre = nnx.Linear(1, 1, rngs=rngs)
+        self.conv = nnx.Conv(1, 3, (3, 3), rngs=rngs)
+        self.head = nnx.Linear(3, 2, rngs=rngs)
+
+    def __call__(self, x):
+        return self.head(nnx.relu(self.conv(self.pre(x))).mean(axis=(1, 2)))
+
+
+def test_first_layer_rule_goes_to_the_first_layer_of_its_kind():
+    p = probe_lib.from_model(_DenseFirst(nnx.Rngs(0)))
+    x = jax.random.uniform(KEY, (2, 6, 6, 1))
+    gamma_box = LC.COMPOSITES["epsilon_gamma_box"]
+    bounded = gamma_box.with_layers({"conv": LR.ZBox(-9.0, 9.0)})
+    named = dataclasses.replace(gamma_box, first=None).with_layers({"conv": LR.ZBox(-9.0, 9.0)})
+    np.testing.assert_allclose(lrp(p, p.params, x, [0, 1], composite=bounded),
+                               lrp(p, p.params, x, [0, 1], composite=named), rtol=1e-6)
+    with pytest.raises(ValueError, match="ZBox rule at primitive 'conv_general_dilated' in "
+                                         "layer 'conv' needs the input's bounds"):
+        lrp(p, p.params, x, [0, 1], composite="epsilon_gamma_box")

@@ -2,18 +2,19 @@
 
 A layer's kind comes from its primitive: "conv" (conv_general_dilated), "dense"
 (dot_general) or "pool" (reduce_sum, sum pooling: global and average pooling); "first"
-is the first conv/dense op of the program (in evaluation order), as Zennit's
-SpecialFirstLayerMapComposite picks the first matching module. Per-layer overrides name
-the Probe's layers ("conv1", "block1_conv2"). Residual additions of two input-dependent
-values are always split in proportion to the addends (Zennit's Norm rule), with the
-composite's stabilizer.
+is the program's first layer (in evaluation order) of a kind in `first_kinds`, as
+Zennit's SpecialFirstLayerMapComposite picks the first module matching its first map.
+Per-layer overrides name the Probe's layers ("conv1", "block1_conv2"). Residual additions
+of two input-dependent values are always split in proportion to the addends (Zennit's
+Norm rule), with the composite's stabilizer.
 
 The named composites follow Zennit's (epsilon 1e-6, stabilizer 1e-6, gamma 0.25):
 
     epsilon                     every layer Epsilon
     epsilon_plus                conv ZPlus, dense Epsilon
     epsilon_plus_flat           as epsilon_plus, the first conv/dense Flat
-    epsilon_gamma_box           conv Gamma, dense Epsilon, the first conv ZBox
+    epsilon_gamma_box           conv Gamma, dense Epsilon, the first conv ZBox (bounds: the
+                                model's input range, through input normalization)
     epsilon_alpha2_beta1        conv AlphaBeta(2, 1), dense Epsilon
     epsilon_alpha2_beta1_flat   as epsilon_alpha2_beta1, the first conv/dense Flat
     zplus                       conv and dense ZPlus

@@ -157,7 +157,8 @@ class _Evaluation:
             raise program.no_rule("LRP", eqn, "both operands depend on the input")
         i = live.index(True)
         x, w = invals[i], None if kind == "pool" else invals[1 - i]
-        first = kind != "pool" and not self.first_seen
+        # Zennit's first-layer maps: the first layer of a kind the composite names
+        first = not self.first_seen and kind in self.composite.first_kinds
         self.first_seen = self.first_seen or first
         rule = self.composite.rule_for(program.layer_of(eqn), kind, first)
         fold = Fold(eqn, i, x, w, None, None, rule, self.bounds(rule, eqn, x))
