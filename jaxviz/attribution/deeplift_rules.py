@@ -2,9 +2,10 @@
 
 `DeepLiftFn(fn)(params, x, x0) -> (fn(params, x), fn(params, x0))`: the same values, but
 the gradient of the first output with respect to x is DeepLIFT's multiplier m, so
-`(x - x0) * m` sums to `f(x) - f(x0)` (summation-to-delta). Every value of the program
-is evaluated twice, at the input and at the reference (the baseline), as a `Pair`; the
-backward pass is one ordinary reverse pass in which
+`(x - x0) * m` sums to `f(x) - f(x0)` (summation-to-delta). Every input-dependent value
+of the program is a `Pair`: its value at the input and at the reference (the baseline;
+one shared baseline is evaluated on a batch of 1, see `DeepLiftFn`); the backward pass
+is one ordinary reverse pass in which
 - linear ops (conv and dense with constant weights, add, sub, mul/div by constants, sums,
   sum pooling, reshapes and other structural ops) keep their gradient, as in Captum;
 - every elementwise nonlinearity of one input-dependent operand (relu, tanh, sigmoid,
@@ -21,7 +22,9 @@ backward pass is one ordinary reverse pass in which
   operands) split the change exactly: d(ab) = da (b + b0)/2 + (a + a0)/2 db.
 Anything else that depends on the input (division by an input-dependent value, sort,
 control flow, ...) is a `program.NoRuleError` naming the primitive and the layer.
-Reveal-cancel is not implemented.
+Multipliers of nonlinearities and of tiling max pools are computed in the forward pass,
+so the backward pass costs what the model's gradient costs. Reveal-cancel is not
+implemented.
 """
 from __future__ import annotations
 
