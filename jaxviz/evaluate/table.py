@@ -18,8 +18,10 @@ import dataclasses
 import sys
 import zlib
 from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
@@ -87,8 +89,14 @@ def _fmt(c: Cell, digits: int) -> str:
 
 
 def name_key(key, name: str):
-    """A key of its own for `name`, independent of what else is in the table."""
-    return jax.random.fold_in(key, zlib.crc32(name.encode()) & 0x7FFFFFFF)
+    """A key of its own for `name`, independent of what else is in the table. key: one PRNG
+    key, or one per image (N,) (each folded with the name)."""
+    salt = zlib.crc32(name.encode()) & 0x7FFFFFFF
+    key = key if isinstance(key, jax.Array) else jnp.asarray(key)
+    typed = jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+    if key.ndim == (0 if typed else 1):
+        return jax.random.fold_in(key, salt)
+    return jax.vmap(lambda k: jax.random.fold_in(k, salt))(key)
 
 
 def bootstrap(scores: np.ndarray, key, n_boot: int = 1000, confidence: float = 0.95):
@@ -110,8 +118,17 @@ def _check_options(options, names: Sequence[str], what: str) -> dict:
     return options
 
 
-def _plan(fn, methods, metrics, method_options, metric_options, masks):
-    """Every name and option checked before any work."""
+class Plan(NamedTuple):
+    """What a table computes, checked: method names, metric records, options by name."""
+    methods: tuple[str, ...]
+    specs: tuple[registry.Metric, ...]
+    method_options: dict
+    metric_options: dict
+
+
+def plan(fn, methods, metrics, method_options=None, metric_options=None, *,
+         masks: bool = False) -> Plan:
+    """Every name and option checked before any work. masks: whether masks were given."""
     methods, metrics = list(methods), list(metrics)
     if not methods or not metrics:
         raise ValueError(f"methods and metrics must be non-empty lists of names; got "
@@ -119,14 +136,55 @@ def _plan(fn, methods, metrics, method_options, metric_options, masks):
     for m in methods:
         attr_lib.get(m)
     specs = [registry.get(m) for m in metrics]
-    if any(s.needs_masks for s in specs) and masks is None:
+    if any(s.needs_masks for s in specs) and not masks:
         raise ValueError(f"metrics {[s.name for s in specs if s.needs_masks]} need masks=: "
                          f"(N, H, W) bool ground-truth masks")
     needs_probe = [m for m in methods if attr_lib.get(m).needs_probe]
     if needs_probe and not isinstance(fn, probe_lib.Probe):
         raise ValueError(f"methods {needs_probe} need a Probe: jaxviz.core.probe.from_model")
-    return (methods, specs, _check_options(method_options, methods, "method"),
-            _check_options(metric_options, metrics, "metric"))
+    return Plan(tuple(methods), tuple(specs), _check_options(method_options, methods, "method"),
+                _check_options(metric_options, metrics, "metric"))
+
+
+def batch_results(fn, params, x, t, key, p: Plan, *, masks=None, chunk_size=None,
+                  on_cell=None) -> dict[tuple[str, str], registry.MetricResult]:
+    """Every cell's MetricResult on one checked batch x (N, H, W, C), t (N,): each method's
+    maps once, then every metric on them. key: one key or one per image (N,); on_cell(method,
+    metric) is called after each cell (a progress bar)."""
+    out = {}
+    for name in p.methods:
+        method = attr_lib.get(name)
+        opts = p.method_options.get(name, {})
+        res = method(fn, params, x, t, key=name_key(key, name) if method.needs_key else None,
+                     **opts)
+        maps = attr_lib.display_map(method, res)
+        for spec in p.specs:
+            ckey = name_key(name_key(key, name), spec.name)
+            out[name, spec.name] = _score(spec, fn, params, x, t, maps, ckey, name, opts,
+                                          p.metric_options.get(spec.name, {}), masks,
+                                          chunk_size)
+            if on_cell is not None:
+                on_cell(name, spec.name)
+    return out
+
+
+def check_confidence(n_boot, confidence) -> None:
+    checks.positive_int(n_boot, "n_boot")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie in (0, 1); got {confidence!r}")
+
+
+def make_table(p: Plan, scores, curves, key, n_boot: int, confidence: float) -> Table:
+    """The Table from per-cell scores {(method, metric): (N,)} (and curves or None); each
+    cell's bootstrap draws from the run key and the cell's names."""
+    cells = {}
+    for (meth, metric), s in scores.items():
+        s = np.asarray(s)
+        bkey = jax.random.fold_in(name_key(name_key(key, meth), metric), 1)
+        mean, low, high = bootstrap(s, bkey, n_boot, confidence)
+        cells[meth, metric] = Cell(mean, low, high, s, (curves or {}).get((meth, metric)))
+    n = len(next(iter(scores.values())))
+    return Table(p.methods, tuple(s.name for s in p.specs), cells, int(n), float(confidence))
 
 
 def evaluate(fn, params, images, target, *, methods: Sequence[str], metrics: Sequence[str],
@@ -139,35 +197,24 @@ def evaluate(fn, params, images, target, *, methods: Sequence[str], metrics: Seq
     masks: (N, H, W) bool, for localisation metrics. chunk_size: forward passes at once,
     for every metric that has no chunk_size of its own in metric_options, except those that
     re-run the method (a row there is one whole attribution: give theirs in
-    metric_options, default one image's samples). progress: a bar
-    over cells (only when stderr is a terminal)."""
-    methods, specs, m_opts, k_opts = _plan(fn, methods, metrics, method_options,
-                                           metric_options, masks)
+    metric_options, default one image's samples). progress: a bar over cells (only when
+    stderr is a terminal). A data set in batches: `evaluate.dataset.evaluate_batches`."""
+    p = plan(fn, methods, metrics, method_options, metric_options, masks=masks is not None)
     x, t = analysis.check_inputs(fn, params, images, target)
-    checks.positive_int(n_boot, "n_boot")
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must lie in (0, 1); got {confidence!r}")
-    bar = tqdm(total=len(methods) * len(specs), desc="evaluate", file=sys.stderr,
-               disable=not (progress and sys.stderr.isatty()))
-    cells = {}
-    for name in methods:
-        method = attr_lib.get(name)
-        mkey = name_key(key, name) if method.needs_key else None
-        res = method(fn, params, x, t, key=mkey, **m_opts.get(name, {}))
-        maps = attr_lib.display_map(method, res)
-        for spec in specs:
-            bar.set_postfix_str(f"{name} / {spec.name}")
-            ckey = name_key(name_key(key, name), spec.name)
-            out = _score(spec, fn, params, x, t, maps, ckey, name, m_opts.get(name, {}),
-                         k_opts.get(spec.name, {}), masks, chunk_size)
-            scores = np.asarray(out.scores)
-            mean, low, high = bootstrap(scores, jax.random.fold_in(ckey, 1), n_boot, confidence)
-            curve = None if out.curve is None else np.asarray(out.curve)
-            cells[name, spec.name] = Cell(mean, low, high, scores, curve)
-            bar.update()
-    bar.close()
-    return Table(tuple(methods), tuple(s.name for s in specs), cells, int(x.shape[0]),
-                 float(confidence))
+    check_confidence(n_boot, confidence)
+    with progress_bar(len(p.methods) * len(p.specs), progress) as bar:
+        res = batch_results(fn, params, x, t, key, p, masks=masks, chunk_size=chunk_size,
+                            on_cell=lambda m, k: (bar.set_postfix_str(f"{m} / {k}"),
+                                                  bar.update()))
+    return make_table(p, {c: r.scores for c, r in res.items()},
+                      {c: None if r.curve is None else np.asarray(r.curve)
+                       for c, r in res.items()}, key, n_boot, confidence)
+
+
+def progress_bar(total: int, progress: bool):
+    """A tqdm bar on stderr, shown only when asked and stderr is a terminal."""
+    return tqdm(total=total, desc="evaluate", file=sys.stderr,
+                disable=not (progress and sys.stderr.isatty()))
 
 
 def _score(spec, fn, params, x, t, maps, key, method, method_options, options, masks,
