@@ -14,8 +14,9 @@ occlusion's windows with stride == window). A sample z in {0, 1}^F keeps the fea
 z = 1 and puts the baseline in the others: x_z = where(z[mask], x, baselines). Every pixel
 of a feature carries that feature's attribution, so maps are (N, H, W).
 
-Batching. Samples are vmapped: `chunk_size` samples, each a perturbed copy of the whole
-batch, go through the model as one forward pass (None: all at once). Random samplers take
+Batching. `chunk_size` samples, each a perturbed copy of the whole batch, are built
+vmapped and go through the model as ONE forward pass of batch chunk_size x N (None: all
+samples at once); a lax.map over chunks bounds memory. Random samplers take
 `key`, one PRNG key (split per image) or one per image, and draw image i's samples from
 image i's key alone, so a result never depends on which images share the batch. (Captum
 draws one permutation or mask set per call and applies it to every image of the batch.)
@@ -153,7 +154,8 @@ def chunked_sum(f, n: int, chunk_size: int | None):
     return jax.lax.scan(body, init, ids)[0]
 
 
-def _prepare(fn, params, images, target, baselines, mask, grid, score, chunk_size):
+def prepare(fn, params, images, target, baselines, mask, grid, score, chunk_size):
+    """Checked (x, t, baselines (N, H, W, C), masks, F, score, chunk_size) of a sampler."""
     score = check_score(score)
     chunk_size = analysis.check_chunk_size(chunk_size)
     x, t = analysis.check_inputs(fn, params, images, target)
@@ -183,7 +185,7 @@ def feature_ablation(fn, params, images, target, *, feature_mask=None, grid=(4, 
     feature_mask: (H, W) or (N, H, W) ids, default the `grid` cells; baselines: a number or
     an image-shaped array; score: "logit", "prob" or "log_prob"; chunk_size: features
     (ablated copies of the batch) evaluated at once."""
-    x, t, b, masks, f, score, chunk = _prepare(fn, params, images, target, baselines,
+    x, t, b, masks, f, score, chunk = prepare(fn, params, images, target, baselines,
                                                feature_mask, grid, score, chunk_size)
     return _ablation(analysis.static_fn(fn), params, x, b, t, masks, f, score, chunk)
 
@@ -236,7 +238,7 @@ def shapley_sampling(fn, params, images, target, *, key, n_samples: int = 25,
     Costs n_samples * (F - 1) + 2 forward passes per image. key: one PRNG key or one per
     image. Other options as `feature_ablation`; chunk_size: prefixes evaluated at once."""
     n_samples = checks.positive_int(n_samples, "n_samples")
-    x, t, b, masks, f, score, chunk = _prepare(fn, params, images, target, baselines,
+    x, t, b, masks, f, score, chunk = prepare(fn, params, images, target, baselines,
                                                feature_mask, grid, score, chunk_size)
     keys = analysis.image_keys(key, x.shape[0])
     return _shapley(analysis.static_fn(fn), params, x, b, t, masks, keys, f, n_samples, score,

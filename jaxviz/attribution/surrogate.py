@@ -157,7 +157,7 @@ def _surrogate(fn, params, x, b, t, masks, keys, method, n_features, n_samples, 
 def _run(method, fn, params, images, target, key, n_samples, feature_mask, grid, baselines,
          score, chunk_size, **fit):
     n_samples = checks.positive_int(n_samples, "n_samples", 2)
-    x, t, b, masks, f, score, chunk = pert._prepare(fn, params, images, target, baselines,
+    x, t, b, masks, f, score, chunk = pert.prepare(fn, params, images, target, baselines,
                                                     feature_mask, grid, score, chunk_size)
     if f < 2:
         raise ValueError(f"{method} needs at least 2 features; the feature mask has {f}")
