@@ -8,3 +8,4 @@ from jaxviz.evaluate import localisation  # noqa: F401,E402  (registers the loca
 from jaxviz.evaluate import (  # noqa: F401,E402
     axiomatic, complexity, faithfulness, faithfulness_random, randomisation, robustness)
 from jaxviz.evaluate.table import Cell, Table, bootstrap, evaluate  # noqa: F401,E402
+from jaxviz.evaluate.dataset import evaluate_batches  # noqa: F401,E402

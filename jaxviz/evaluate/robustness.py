@@ -74,10 +74,11 @@ def max_sensitivity(fn, params, images, target, attributions, *, method, key,
                     method_options=None, n_samples: int = 10, radius: float = 0.02,
                     display: bool = True, chunk_size=None) -> MetricResult:
     """Max-sensitivity (lower is better), (N,); curve (N, n_samples): every sample's ratio.
-    method: a registered name or a callable; chunk_size: attribution passes at once (default one image's n_samples)."""
+    method: a registered name or a callable; chunk_size: attribution passes at once
+    (default one image's n_samples)."""
     return _robust(fn, params, images, target, attributions, method=method,
-                method_options=method_options, key=key, n_samples=n_samples, noise="uniform",
-                scale=radius, ratio="map", reduce="max", display=display,
+                   method_options=method_options, key=key, n_samples=n_samples, noise="uniform",
+                   scale=radius, ratio="map", reduce="max", display=display,
                    chunk_size=chunk_size)
 
 
@@ -86,8 +87,8 @@ def avg_sensitivity(fn, params, images, target, attributions, *, method, key,
                     display: bool = True, chunk_size=None) -> MetricResult:
     """Average sensitivity (lower is better): max_sensitivity's ratios, averaged."""
     return _robust(fn, params, images, target, attributions, method=method,
-                method_options=method_options, key=key, n_samples=n_samples, noise="uniform",
-                scale=radius, ratio="map", reduce="mean", display=display,
+                   method_options=method_options, key=key, n_samples=n_samples, noise="uniform",
+                   scale=radius, ratio="map", reduce="mean", display=display,
                    chunk_size=chunk_size)
 
 
@@ -96,8 +97,8 @@ def local_lipschitz_estimate(fn, params, images, target, attributions, *, method
                              display: bool = True, chunk_size=None) -> MetricResult:
     """Local Lipschitz estimate (lower is better), (N,); curve (N, n_samples)."""
     return _robust(fn, params, images, target, attributions, method=method,
-                method_options=method_options, key=key, n_samples=n_samples, noise="gaussian",
-                scale=sigma, ratio="input", reduce="max", display=display,
+                   method_options=method_options, key=key, n_samples=n_samples, noise="gaussian",
+                   scale=sigma, ratio="input", reduce="max", display=display,
                    chunk_size=chunk_size)
 
 
