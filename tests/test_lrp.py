@@ -287,6 +287,9 @@ def test_bad_options_are_refused(cnn_random, digits):
         lrp(p, p.params, x, 0, composite="nope")
     with pytest.raises(ValueError, match=r"layer_rules\['conv1'\] must be"):
         lrp(p, p.params, x, 0, layer_rules={"conv1": "nope"})
+    with pytest.raises(ValueError, match=r"unknown layer\(s\) \['conv9'\]; known layers: "
+                                         r"\['conv1'"):
+        lrp(p, p.params, x, 0, layer_rules={"conv9": "flat"})
     with pytest.raises(ValueError, match="alpha - beta = 1"):
         LR.AlphaBeta(alpha=2.0, beta=2.0)
 

@@ -22,6 +22,7 @@ from jax import lax
 from jaxviz.attribution import lrp_composites
 from jaxviz.attribution.lrp_trace import LrpFn
 from jaxviz.core import analysis
+from jaxviz.core import probe as probe_lib
 from jaxviz.core import compile as compile_lib
 
 
@@ -55,6 +56,12 @@ def lrp(fn, params, images, target, *, composite="epsilon_plus",
     """
     comp = lrp_composites.resolve(composite, layer_rules)
     x, t = analysis.check_inputs(fn, params, images, target)
+    if layer_rules and isinstance(fn, probe_lib.Probe):
+        known = list(fn.layer_shapes(tuple(x.shape)))
+        unknown = sorted(set(layer_rules) - set(known))
+        if unknown:
+            raise ValueError(f"layer_rules names unknown layer(s) {unknown}; known layers: "
+                             f"{known}")
     model = LrpFn(analysis.static_fn(fn), comp, canonize=canonize,
                   input_range=_input_range(fn))
     R, delta = _lrp(model, params, x, t)
