@@ -49,7 +49,7 @@ class Method:
       layer activations), not any fn(params, x).
     signed: the map has meaningful negative values. channel_reduce: how a (N, H, W, C) map
       becomes one image per input for display ("sum" keeps the sign, "max_abs").
-    captum: the Captum class computing the same thing, if any.
+    captum: the Captum class computing the same thing, if any; paper: the reference.
     defaults: options the report and CLI use; quick: small options for tests and --quick.
     chunk_option: the name of its "passes at once" option, if it has one.
     """
@@ -62,6 +62,7 @@ class Method:
     signed: bool = True
     channel_reduce: str = "sum"
     captum: str | None = None
+    paper: str = ""
     defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     quick: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     chunk_option: str | None = None
@@ -85,7 +86,9 @@ class Method:
             opts["key"] = key
         elif key is not None:
             raise ValueError(f"{self.name} takes no key; got key={key!r}")
-        return self.to_result(self.fn(model, params, images, target, **opts))
+        res = self.to_result(self.fn(model, params, images, target, **opts))
+        # Maps are float32 whatever the model computes in (a bfloat16 model included).
+        return dataclasses.replace(res, map=jnp.asarray(res.map, jnp.float32))
 
 
 METHODS: dict[str, Method] = {}
