@@ -78,6 +78,7 @@ def layer_grad(probe, params, x, t, layer):
 
 
 def _finish(cam, x, relu, upsample):
+    cam = cam.astype(jnp.float32)  # a bfloat16 model's activations still give a float32 map
     if relu:
         cam = jnp.maximum(cam, 0)
     if upsample:

@@ -102,7 +102,7 @@ def first_component(a: jax.Array) -> jax.Array:
     is signed so that the projection correlates positively with sum_k A_k (for a principal
     direction v, that correlation is proportional to sum(v))."""
     n, h, w, k = a.shape
-    m = a.reshape(n, h * w, k)
+    m = a.reshape(n, h * w, k).astype(jnp.float32)  # LAPACK's SVD has no bfloat16
     m = m - m.mean(axis=1, keepdims=True)
     _, _, vt = jnp.linalg.svd(m, full_matrices=False)
     v = vt[:, 0, :]

@@ -2,13 +2,20 @@
 chunked evaluation and per-image PRNG keys.
 
 The chunk knob has one name everywhere: `chunk_size`, how many forward (or forward +
-backward) passes run at once. None evaluates all of them in one vmapped call; a number
-bounds memory at that many, through `jax.lax.map(..., batch_size=chunk_size)`.
+backward) passes run at once. A number bounds memory at that many, through
+`jax.lax.map(..., batch_size=chunk_size)`. None (the default where a method has no fixed
+chunk) evaluates all of them in one vmapped call when they fit in CHUNK_MEMORY, else the
+largest chunk that does (`default_chunk`): a small model's passes always run at once, a
+224x224 ResNet's run a few at a time instead of asking for more memory than the machine
+has (docs/realistic.md has the measurements).
 """
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxviz.core import checks
 from jaxviz.core import probe as probe_lib
@@ -33,14 +40,34 @@ def check_inputs(fn, params, images, target, name: str = "images"):
     if not callable(fn):
         raise ValueError(f"fn must be a callable fn(params, x) -> logits or a Probe; got "
                          f"{type(fn).__name__}")
-    x = checks.as_images(images, name)
+    spec = getattr(fn, "input_shape", None) if isinstance(fn, probe_lib.Probe) else None
+    x = checks.as_images(images, name, input_shape=spec)
+    if spec is None and not checks.is_traced(images):
+        _refuse_channel_first(fn, params, x.shape, name)
     return x, checks.as_targets(target, x.shape[0], num_classes(fn, params, x.shape))
+
+
+def _refuse_channel_first(fn, params, shape, name: str) -> None:
+    """Without a declared input shape, ask the model: a batch it cannot take whose
+    channels-last transpose it can take is channel-first (checked by tracing only)."""
+    if checks.channel_layout(shape) != "unknown" or shape[1] not in checks.IMAGE_CHANNELS:
+        return
+
+    def fits(s):
+        try:
+            num_classes(fn, params, s)
+            return True
+        except Exception:  # noqa: BLE001 -- any failure to trace means "does not fit"
+            return False
+    if not fits(shape) and fits((shape[0], shape[2], shape[3], shape[1])):
+        raise checks.channel_first_error(name, shape)
 
 
 def target_score(logits: jax.Array, target: jax.Array, score: str = "logit") -> jax.Array:
     """The score each analysis explains. logits: (..., K), target: (...) int -> (...).
 
     score: "logit" (the default everywhere), "prob" (softmax) or "log_prob"."""
+    logits = logits.astype(jnp.float32)  # a bfloat16 model's scores are float32 too
     if score == "prob":
         logits = jax.nn.softmax(logits, axis=-1)
     elif score == "log_prob":
@@ -70,6 +97,46 @@ def chunked(f, xs, chunk_size: int | None):
 def check_chunk_size(chunk_size, name: str = "chunk_size") -> int | None:
     """None, or an int >= 1."""
     return None if chunk_size is None else checks.positive_int(chunk_size, name)
+
+
+# Bytes of intermediate values one chunk of passes may hold: a sixth of a 24 GiB machine,
+# so two test workers, the OS and XLA's own overhead still fit beside it.
+CHUNK_MEMORY = 4 * 2**30
+
+
+def pass_bytes(fn, params, x_shape) -> int:
+    """Bytes of every intermediate value of one forward pass fn(params, x), x: x_shape
+    float32, summed (no buffer reuse): an upper bound on a forward pass's memory and about
+    what a backward pass keeps. By tracing only; cached per model structure and shape."""
+    return _pass_bytes(static_fn(fn), _abstract(params), tuple(x_shape))
+
+
+def _abstract(params):
+    leaves, tree = jax.tree.flatten(params)
+    return tree, tuple((tuple(jnp.shape(a)), jnp.result_type(a)) for a in leaves)
+
+
+@functools.lru_cache(maxsize=64)
+def _pass_bytes(fn, params_spec, x_shape) -> int:
+    from jaxviz.core import interpret  # noqa: PLC0415 (interpret imports this module's peers)
+    tree, specs = params_spec
+    params = jax.tree.unflatten(tree, [jax.ShapeDtypeStruct(s, d) for s, d in specs])
+    closed = jax.make_jaxpr(fn)(params, jax.ShapeDtypeStruct(x_shape, jnp.float32))
+    return int(sum(int(np.prod(v.aval.shape)) * v.aval.dtype.itemsize
+                   for e in interpret.leaf_eqns(closed) for v in e.outvars
+                   if hasattr(v.aval, "shape")))
+
+
+def default_chunk(chunk_size, fn, params, x_shape, n_passes: int) -> int | None:
+    """chunk_size checked; for None, None (all n_passes at once) when n_passes passes of
+    fn on x_shape fit in CHUNK_MEMORY (by `pass_bytes`), else the most even chunks that
+    do (at least 1 pass each; even, so that padding the last chunk wastes little)."""
+    if chunk_size is not None:
+        return check_chunk_size(chunk_size)
+    fit = max(1, CHUNK_MEMORY // max(pass_bytes(fn, params, x_shape), 1))
+    if fit >= n_passes:
+        return None
+    return int(-(-n_passes // -(-n_passes // fit)))  # ceil(n / number of chunks)
 
 
 def image_keys(key, n: int, name: str = "key") -> jax.Array:

@@ -2,7 +2,10 @@
 
 The rules, the same everywhere:
 - images are batch-first, channels-last (N, H, W, C); (H, W), (H, W, C) and channel-first
-  (N, C, H, W) are refused, never transposed by guessing;
+  (N, C, H, W) are refused, never transposed by guessing. Channel-first is decided by the
+  model's declared input shape (H, W, C) when known (`channel_layout`); without one, only a
+  square (N, c, s, s) batch with c in {1, 3, 4} and s > 4 is refused by shape alone, and
+  `jaxviz.core.analysis` asks the model itself (it accepts only the transposed shape);
 - uint8 images are converted by one rule, x / 255 -> float32 in [0, 1]; other floats
   (float64 included, which JAX keeps as float32 without x64) become float32; anything else
   is refused;
@@ -22,9 +25,39 @@ def is_traced(x) -> bool:
     return isinstance(x, jax.core.Tracer)
 
 
+IMAGE_CHANNELS = (1, 3, 4)
+
+
+def channel_first_error(name: str, shape) -> ValueError:
+    return ValueError(f"{name} looks channel-first {tuple(shape)}; jaxviz expects channels last "
+                      f"(N, H, W, C): pass x.transpose(0, 2, 3, 1)")
+
+
+def channel_layout(shape, input_shape=None) -> str:
+    """"nhwc", "nchw" (refuse) or "unknown" for a 4-D batch shape.
+
+    With the model's input_shape (H, W, C): exactly (H, W, C) is NHWC; (C, H, W), or C in
+    axis 1 but not in the last, is channel-first; C in the last axis is NHWC (another size);
+    else unknown (the model decides). Without it, only the unambiguous-looking case is
+    channel-first: a square (N, c, s, s), c in {1, 3, 4}, s > 4 (as NHWC it would be an
+    image c pixels tall with s == W channels)."""
+    _, a, b, c = shape
+    if input_shape is not None:
+        h0, w0, c0 = input_shape
+        if (a, b, c) == (h0, w0, c0):
+            return "nhwc"
+        if (a, b, c) == (c0, h0, w0) or (a == c0 and c != c0):
+            return "nchw"
+        return "nhwc" if c == c0 else "unknown"
+    if a in IMAGE_CHANNELS and b == c > 4:
+        return "nchw"
+    return "unknown"
+
+
 def as_images(x, name: str = "images", *, expect_hw: tuple[int, int] | None = None,
-              expect_c: int | None = None) -> jax.Array:
-    """Validate and convert a batch of images. Returns (N, H, W, C) float32."""
+              expect_c: int | None = None, input_shape=None) -> jax.Array:
+    """Validate and convert a batch of images. Returns (N, H, W, C) float32.
+    input_shape: the model's declared (H, W, C), when known (decides the layout)."""
     if not hasattr(x, "shape") or not hasattr(x, "dtype"):
         x = np.asarray(x)
     if x.ndim != 4:
@@ -32,10 +65,8 @@ def as_images(x, name: str = "images", *, expect_hw: tuple[int, int] | None = No
             f"{name} must be a batch shaped (N, H, W, C), channels last (one image is a batch "
             f"of one: x[None]); got shape {tuple(x.shape)}")
     n, h, w, c = x.shape
-    if c > 4 and x.shape[1] in (1, 3, 4):
-        raise ValueError(
-            f"{name} looks channel-first {tuple(x.shape)}; jaxviz expects channels last "
-            f"(N, H, W, C): pass x.transpose(0, 2, 3, 1)")
+    if channel_layout(x.shape, input_shape) == "nchw":
+        raise channel_first_error(name, x.shape)
     if expect_c is not None and c != expect_c:
         raise ValueError(f"{name} must have {expect_c} channel(s) in the last axis "
                          f"(N, H, W, C); got shape {tuple(x.shape)}")

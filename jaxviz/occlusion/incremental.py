@@ -106,5 +106,5 @@ def _check(fn, treedef, leaf_specs, image_shape, window):
 def check_supported(fn, params, image_shape, window) -> str:
     """'incremental' if the interpreter handles fn, else 'exact' (warning once per model)."""
     leaves, treedef = jax.tree.flatten(params)
-    specs = tuple((tuple(l.shape), jnp.dtype(l.dtype)) for l in leaves)
+    specs = tuple((tuple(l.shape), l.dtype) for l in leaves)  # l.dtype: PRNG key dtypes too
     return _check(fn, treedef, specs, tuple(image_shape), tuple(window))
