@@ -23,9 +23,11 @@ SECTIONS = {
 }
 # Run only when asked: peers needs torch and Captum (`--peers`); occlusion_memory spends a
 # few minutes on a 224x224 model's peak memory (`--only occlusion_memory`); evaluate times
-# every metric and the method x metric table on 256 digits (`--only evaluate`, minutes).
+# every metric and the method x metric table on 256 digits (`--only evaluate`, minutes);
+# realistic runs every analysis on a 224x224 ResNet-18 at batch 8, each in a fresh process
+# (`--only realistic`, the better part of an hour).
 OPT_IN = {"peers": "peers:rows", "occlusion_memory": "occlusion:memory_rows",
-          "evaluate": "evaluate:rows"}
+          "evaluate": "evaluate:rows", "realistic": "realistic:rows"}
 
 
 def section_rows(name: str, quick: bool) -> list[dict]:

@@ -122,11 +122,12 @@ def deeplift_shap(fn, params, images, target, *, baselines=None, n_baselines: in
       (N, B, H, W, C) per image; None draws
       `n_baselines` images uniform in the model's input range (a Probe's `input_range`,
       else [0, 1)) from `key` (one PRNG key, or one per image).
-    chunk_size: baselines evaluated at once (None: all).
+    chunk_size: baselines evaluated at once (None: all that fit, core.analysis.default_chunk).
     return_convergence_delta: also return delta (N,) = sum(attr) - (f(x) - mean_b f(b)).
     """
     chunk_size = analysis.check_chunk_size(chunk_size)
     x, t = analysis.check_inputs(fn, params, images, target)
     bs = _shap_baselines(fn, baselines, x, key, n_baselines)
+    chunk_size = analysis.default_chunk(chunk_size, fn, params, x.shape, len(bs))
     attr, delta = _shap(analysis.static_fn(fn), params, x, bs, t, chunk_size)
     return (attr, delta) if return_convergence_delta else attr

@@ -80,7 +80,7 @@ def gradient_shap(fn, params, images, target, *, key, baselines=None, n_samples:
       (H, W, C) or M images (M, H, W, C), drawn uniformly per sample.
     n_samples: draws per image (Captum's default 5); stdevs: the input noise's standard
       deviation in pixel units (Captum's default 0); key: one PRNG key or one per image;
-      chunk_size: draws evaluated at once (None: all).
+      chunk_size: draws evaluated at once (None: all that fit, core.analysis.default_chunk).
     return_convergence_delta: also return delta (N,), the mean over draws of
       sum(attr_draw) - (f(x + e) - f(b)) (Captum returns the N * n_samples values).
     """
@@ -91,6 +91,7 @@ def gradient_shap(fn, params, images, target, *, key, baselines=None, n_samples:
     chunk_size = analysis.check_chunk_size(chunk_size)
     x, t = analysis.check_inputs(fn, params, images, target)
     keys = analysis.image_keys(key, x.shape[0])
+    chunk_size = analysis.default_chunk(chunk_size, fn, params, x.shape, n_samples)
     attr, delta = _gradient_shap(analysis.static_fn(fn), params, x, t, baseline_set(baselines, x),
                                  keys, jnp.float32(stdevs), n_samples, chunk_size,
                                  bool(return_convergence_delta))

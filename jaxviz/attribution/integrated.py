@@ -4,7 +4,8 @@
     delta = sum(attr) - (f(x) - f(b))      completeness: delta -> 0 as n_steps grows
 
 Path points are vmapped, `chunk_size` of them at a time (a scan over chunks keeps
-memory at one chunk's worth; None evaluates every step at once).
+memory at one chunk's worth; None evaluates every step that fits at once, see
+core.analysis.default_chunk).
 """
 from __future__ import annotations
 
@@ -114,5 +115,6 @@ def integrated_gradients(fn, params, images, target, *, baselines=None, n_steps:
     x, t = analysis.check_inputs(fn, params, images, target)
     b = _baselines(baselines, x, blur_sigma)
     checks.warn_outside_range(b, x, "baselines")
+    chunk_size = analysis.default_chunk(chunk_size, fn, params, x.shape, n_steps)
     attr, delta = _ig(analysis.static_fn(fn), params, x, b, t, method, n_steps, chunk_size)
     return (attr, delta) if return_convergence_delta else attr

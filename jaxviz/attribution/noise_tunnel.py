@@ -73,6 +73,7 @@ def noise_tunnel(method, *, keyed: bool = False):
         chunk_size = analysis.check_chunk_size(chunk_size)
         x, t = analysis.check_inputs(fn, params, images, target)
         keys = analysis.image_keys(key, x.shape[0])
+        chunk_size = analysis.default_chunk(chunk_size, fn, params, x.shape, n_samples)
         arrays = {k: v for k, v in options.items() if isinstance(v, (jax.Array, np.ndarray))}
         static = tuple(sorted((k, v) for k, v in options.items() if k not in arrays))
         return _tunnel(method, analysis.static_fn(fn), params, x, t, keys, jnp.float32(sigma),

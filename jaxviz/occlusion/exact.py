@@ -216,7 +216,8 @@ def _run(fn, params, images, target, window, stride, baseline, score, chunk_size
     base = _baseline(baseline, x)
     checks.warn_outside_range(base, x, "baseline")
     n_pos = int(np.prod(grid(x.shape[1:], win, std)[1]))
-    batch = n_pos if chunk_size is None else checks.positive_int(chunk_size, "chunk_size")
+    # None: one image's positions at once, fewer when they would not fit (CHUNK_MEMORY).
+    batch = analysis.default_chunk(chunk_size, fn, params, (1, *x.shape[1:]), n_pos) or n_pos
     if method == "incremental":
         from jaxviz.occlusion import incremental
         method = incremental.check_supported(fn, params, x.shape[1:], win)
