@@ -211,3 +211,22 @@ def test_nchw_without_a_spec_is_refused_when_only_the_transpose_fits():
         checks.as_images(np.zeros((2, 3, 16, 16), np.float32))
     assert A.saliency(p, p.params, np.zeros((2, 40, 56, 3), np.float32), 0).shape == \
         (2, 40, 56, 3)
+
+
+# ---- default chunking: every pass at once when it fits, even chunks when it does not -------
+
+def test_default_chunk_bounds_memory_and_keeps_results(monkeypatch):
+    from jaxviz.core import analysis
+    w = jax.random.normal(KEY, (5 * 4 * 2, 3))
+    fn = lambda p, x: x.reshape(x.shape[0], -1) @ p  # noqa: E731
+    # Independent count: the reshape's output (N x 40) and the product's (N x 3), float32.
+    assert analysis.pass_bytes(fn, w, (6, 5, 4, 2)) == 4 * (6 * 40 + 6 * 3)
+    assert analysis.default_chunk(None, fn, w, (6, 5, 4, 2), 64) is None
+    assert analysis.default_chunk(7, fn, w, (6, 5, 4, 2), 64) == 7
+    x = jax.random.uniform(KEY, (6, 5, 4, 2))
+    whole = A.integrated_gradients(fn, w, x, 1, n_steps=10)
+    monkeypatch.setattr(analysis, "CHUNK_MEMORY", 4 * 4 * (6 * 40 + 6 * 3))  # 4 passes fit
+    assert analysis.default_chunk(None, fn, w, (6, 5, 4, 2), 10) == 4  # 3 chunks of <= 4
+    assert analysis.default_chunk(None, fn, w, (6, 5, 4, 2), 3) is None
+    np.testing.assert_allclose(A.integrated_gradients(fn, w, x, 1, n_steps=10), whole,
+                               rtol=1e-5, atol=1e-7)
