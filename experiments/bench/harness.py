@@ -156,13 +156,20 @@ def write_json(path: str | os.PathLike, peak: dict, rows: list[dict]) -> None:
     io.write_json(path, {"peak": peak, "backend": jax.default_backend(), "rows": rows})
 
 
-def run_child(module: str, *args: str, env: dict | None = None) -> dict:
+def run_child(module: str, *args: str, env: dict | None = None,
+              timeout: float | None = None) -> dict:
     """Run `python -m experiments.bench.<module> *args` in a fresh process (own device count,
-    own peak memory) from the repository root -> the JSON object on its last stdout line."""
+    own peak memory) from the repository root -> the JSON object on its last stdout line.
+    A child still running after `timeout` seconds is killed (RuntimeError)."""
     environ = dict(os.environ, **(env or {}))
     environ["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, environ.get("PYTHONPATH")) if p)
-    proc = subprocess.run([sys.executable, "-m", f"experiments.bench.{module}", *args],
-                          env=environ, cwd=ROOT, capture_output=True, text=True)
+    try:
+        proc = subprocess.run([sys.executable, "-m", f"experiments.bench.{module}", *args],
+                              env=environ, cwd=ROOT, capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"experiments.bench.{module} {' '.join(args)} did not finish in "
+                           f"{timeout:.0f} s") from None
     if proc.returncode != 0:
         raise RuntimeError(f"experiments.bench.{module} {' '.join(args)} exited with "
                            f"{proc.returncode}: {proc.stderr.strip()[-2000:]}")

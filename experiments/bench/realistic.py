@@ -32,6 +32,7 @@ from experiments.bench import harness
 
 BATCH, SHAPE, CLASSES = 8, (224, 224, 3), 1000
 MEMORY_SHARE = 0.8  # of MemTotal: what one analysis may ask XLA for before it is not run
+TIMEOUT_S = 900  # one analysis (build, compile, run); a slower one is a row that says so
 OCCLUSION = dict(window=(32, 32), stride=(16, 16))
 EXTRA = ("occlusion_incremental", "maximize", "arch_summary")
 
@@ -86,13 +87,18 @@ def names() -> list[str]:
     return [*attribution.METHODS, *EXTRA]
 
 
-def rows(quick: bool = False) -> list[dict]:
-    """One row per analysis, each measured in a fresh process."""
+def rows(quick: bool = False, only: list[str] | None = None) -> list[dict]:
+    """One row per analysis (`only`: a subset of names()), each measured in a fresh process;
+    one that fails or runs past TIMEOUT_S is a row with its error and no time."""
     out = []
-    for name in names():
-        res = harness.run_child("realistic", json.dumps({"analysis": name, "quick": quick}))
+    for name in only or names():
+        try:
+            res = harness.run_child("realistic", json.dumps({"analysis": name, "quick": quick}),
+                                    timeout=TIMEOUT_S)
+        except RuntimeError as err:
+            res = {"analysis": name, "error": str(err)[-300:]}
         print(f"#   {json.dumps(res)}", flush=True)  # progress: a long section's rows as they come
-        extra = {k: res[k] for k in ("peak_rss_gb", "xla_gb", "fits") if k in res}
+        extra = {k: res[k] for k in ("peak_rss_gb", "xla_gb", "fits", "error") if k in res}
         out.append(harness.row(
             f"realistic/{name}", res.get("seconds", float("nan")), compile_s=res.get("compile_s"),
             settings=f"ResNet-18 NNX, {BATCH} x 224x224x3, {res.get('options', '')}", **extra))
