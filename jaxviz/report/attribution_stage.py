@@ -81,6 +81,7 @@ class AttributionStage:
     n_samples: int = 50
     n_steps: int = 64
     methods: tuple[str, ...] | None = None
+    quick: bool = False  # every method with its registered quick options (a smoke run)
     formats: tuple[str, ...] = ("png",)
     name: str = "attribution"
 
@@ -90,9 +91,14 @@ class AttributionStage:
             jnp.asarray(occ.attribution), {})}
         return compute(inputs.probe, inputs.params, inputs.images, inputs.labels,
                        jax.random.fold_in(inputs.key, KEY_SALT), methods=self.methods,
-                       options={"smoothgrad": {"n_samples": self.n_samples},
-                                "integrated_gradients": {"n_steps": self.n_steps}},
-                       precomputed=pre)
+                       options=self._options(), precomputed=pre)
+
+    def _options(self) -> dict:
+        quick = {n: dict(m.quick) for n, m in registry.METHODS.items() if self.quick}
+        quick.setdefault("smoothgrad", {})["n_samples"] = self.n_samples
+        quick.setdefault("integrated_gradients", {})["n_steps"] = self.n_steps
+        names = registry.METHODS if self.methods is None else self.methods
+        return {k: v for k, v in quick.items() if k in names}
 
     def render(self, result: AttributionResult, out_dir: Path) -> list[Path]:
         cams = tuple(m.label for m in registry.METHODS.values() if m.kind == "layer")

@@ -29,7 +29,7 @@ def default_stages(small: bool = False, *, accuracy: bool = True) -> list:
             FeatureMapsStage(n_images=3),
             MaximizeStage(steps=16 if small else 256, max_channels=8 if small else 32),
             OcclusionStage(window=4, stride=2),
-            AttributionStage(n_samples=16 if small else 50),
+            AttributionStage(n_samples=16 if small else 50, quick=small),
             EvaluateStage(**(EvaluateStage.SMALL if small else {}))]
 
 
