@@ -48,8 +48,8 @@ def test_module_spec_from_the_current_directory(tmp_path, monkeypatch):
     shutil.copy(EXAMPLE, tmp_path / "my_models_cwd.py")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
-    built = registry.build("my_models_cwd:residual32")
-    assert built.linen is not None and built.input_shape == (32, 32, 3)
+    built = registry.build("my_models_cwd:colour_cnn")
+    assert type(built.model).__module__ == "my_models_cwd" and built.input_shape == (32, 32, 3)
 
 
 def test_spec_errors_are_clear(tmp_path):
