@@ -21,6 +21,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from jaxviz.core.records import Records
+
 KINDS = ("pixel", "layer", "occlusion")
 REDUCTIONS = ("sum", "max_abs", "none")
 
@@ -91,28 +93,20 @@ class Method:
         return dataclasses.replace(res, map=jnp.asarray(res.map, jnp.float32))
 
 
-METHODS: dict[str, Method] = {}
+METHODS: dict[str, Method] = Records("method", Method, "registry.Method")
 
 
 def register(method: Method, *, replace: bool = False) -> Method:
     """Add `method` to METHODS (replace=True to overwrite a name). Returns it."""
-    if not isinstance(method, Method):
-        raise TypeError(f"method must be a registry.Method; got {type(method).__name__}")
-    if method.name in METHODS and not replace:
-        raise ValueError(f"method {method.name!r} is already registered; pass replace=True")
-    METHODS[method.name] = method
-    return method
+    return METHODS.register(method, replace=replace)
 
 
 def unregister(name: str) -> None:
-    get(name)
-    del METHODS[name]
+    METHODS.unregister(name)
 
 
 def get(name: str) -> Method:
-    if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; registered methods: {list(METHODS)}")
-    return METHODS[name]
+    return METHODS.lookup(name)
 
 
 def attribute(name: str, model, params, images, target, *, key=None, **options) -> Attribution:

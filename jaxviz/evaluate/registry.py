@@ -17,6 +17,8 @@ from typing import Any
 
 import jax
 
+from jaxviz.core.records import Records
+
 FAMILIES = ("faithfulness", "robustness", "randomisation", "complexity", "axiomatic",
             "localisation")
 DIRECTIONS = ("higher", "lower")
@@ -62,24 +64,17 @@ class Metric:
         return "↑" if self.direction == "higher" else "↓"
 
 
-METRICS: dict[str, Metric] = {}
+METRICS: dict[str, Metric] = Records("metric", Metric, "evaluate.Metric")
 
 
 def register(metric: Metric, *, replace: bool = False) -> Metric:
-    if not isinstance(metric, Metric):
-        raise TypeError(f"metric must be an evaluate.Metric; got {type(metric).__name__}")
-    if metric.name in METRICS and not replace:
-        raise ValueError(f"metric {metric.name!r} is already registered; pass replace=True")
-    METRICS[metric.name] = metric
-    return metric
+    """Add `metric` to METRICS (replace=True to overwrite a name). Returns it."""
+    return METRICS.register(metric, replace=replace)
 
 
 def unregister(name: str) -> None:
-    get(name)
-    del METRICS[name]
+    METRICS.unregister(name)
 
 
 def get(name: str) -> Metric:
-    if name not in METRICS:
-        raise ValueError(f"unknown metric {name!r}; registered metrics: {list(METRICS)}")
-    return METRICS[name]
+    return METRICS.lookup(name)
