@@ -8,7 +8,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from jaxviz.plot.core import DIVERGING, GRAY, heatmap_overlay, new_figure
+from jaxviz.plot.core import DIVERGING, GRAY, finish_grid, heatmap_overlay, new_figure
 
 SEQ_MAP = "hot"
 
@@ -49,17 +49,7 @@ def comparison_figure(images, columns: Mapping[str, np.ndarray], *, labels=None,
                 axes[i, j].imshow(m, cmap=DIVERGING, vmin=-top, vmax=top)
             else:
                 axes[i, j].imshow(m, cmap=SEQ_MAP, vmin=0, vmax=top)
-    for j, name in enumerate(["image", *columns], start=0):
-        axes[0, j].set_title(name, fontsize=7, pad=3)
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
-        for s in ax.spines.values():
-            s.set_visible(False)
-    if title:
-        fig.suptitle(title, y=1.0)
-    fig.tight_layout()
-    return fig
+    return finish_grid(fig, axes, ["image", *columns], title)
 
 
 def randomization_figure(result: Mapping, *, title: str | None = None):

@@ -28,6 +28,21 @@ def new_figure(width: float, height: float):
         return plt.figure(figsize=(width, height))
 
 
+def finish_grid(fig, axes, column_titles: Sequence[str], title: str | None = None):
+    """Column titles on the first row, no ticks or frames, an optional suptitle; -> fig."""
+    for j, name in enumerate(column_titles):
+        axes[0, j].set_title(name, fontsize=7, pad=3)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for s in ax.spines.values():
+            s.set_visible(False)
+    if title:
+        fig.suptitle(title, y=1.0)
+    fig.tight_layout()
+    return fig
+
+
 def _tile_norm(a: np.ndarray, symmetric: bool) -> tuple[float, float]:
     if symmetric:
         m = float(np.max(np.abs(a))) or 1.0

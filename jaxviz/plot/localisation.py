@@ -9,7 +9,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from jaxviz.plot.attribution import SEQ_MAP
-from jaxviz.plot.core import DIVERGING, GRAY, new_figure
+from jaxviz.plot.core import DIVERGING, GRAY, finish_grid, new_figure
 
 MASK_COLOR = "lime"
 POINT_COLOR = "cyan"
@@ -40,17 +40,7 @@ def mask_overlay_figure(images, masks, columns: Mapping[str, np.ndarray], *, lab
             axes[i, 0].set_ylabel(str(labels[i]), rotation=0, labelpad=8)
         for j, maps in enumerate(columns.values(), start=1):
             _map_tile(axes[i, j], np.asarray(maps[i], np.float32), masks[i])
-    for j, name in enumerate(["image + mask", *columns]):
-        axes[0, j].set_title(name, fontsize=7, pad=3)
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
-        for s in ax.spines.values():
-            s.set_visible(False)
-    if title:
-        fig.suptitle(title, y=1.0)
-    fig.tight_layout()
-    return fig
+    return finish_grid(fig, axes, ["image + mask", *columns], title)
 
 
 def _outline(ax, mask) -> None:
