@@ -21,13 +21,18 @@ SECTIONS = {
     "occlusion": "occlusion:rows", "attribution": "attribution:rows", "samplers": "samplers:rows",
     "sharding": "sharding:rows",
 }
-# Run only when asked: peers needs torch and Captum (`--peers`); occlusion_memory spends a
+# Run only when asked: peers (Captum on the seed's methods), peers_methods (Captum on
+# DeepLIFT/LRP/SHAP/samplers) and quantus (the metric suite) need the peers extra (`--peers`
+# runs all three); occlusion_memory spends a
 # few minutes on a 224x224 model's peak memory (`--only occlusion_memory`); evaluate times
 # every metric and the method x metric table on 256 digits (`--only evaluate`, minutes);
 # realistic runs every analysis on a 224x224 ResNet-18 at batch 8, each in a fresh process
 # (`--only realistic`, the better part of an hour).
-OPT_IN = {"peers": "peers:rows", "occlusion_memory": "occlusion:memory_rows",
+OPT_IN = {"peers": "peers:rows", "peers_methods": "peers_methods:rows",
+          "quantus": "peers_quantus:rows", "occlusion_memory": "occlusion:memory_rows",
           "evaluate": "evaluate:rows", "realistic": "realistic:rows"}
+
+PEER_SECTIONS = ("peers", "peers_methods", "quantus")
 
 
 def section_rows(name: str, quick: bool) -> list[dict]:
@@ -42,8 +47,8 @@ def section_rows(name: str, quick: bool) -> list[dict]:
 
 def wanted_sections(only: str | None, peers: bool) -> list[str]:
     names = only.split(",") if only else list(SECTIONS)
-    if peers and "peers" not in names:
-        names.append("peers")
+    if peers:
+        names += [n for n in PEER_SECTIONS if n not in names]
     unknown = [n for n in names if n not in SECTIONS and n not in OPT_IN]
     if unknown:
         raise ValueError(f"--only: unknown section(s) {unknown}; sections: "
