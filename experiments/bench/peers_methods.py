@@ -1,0 +1,402 @@
+"""Captum side by side on issue 16's methods: DeepLift, DeepLiftShap, GradientShap, LRP,
+FeatureAblation, ShapleyValueSampling, KernelShap and Lime, on the same weights and digits.
+
+    python -m experiments.bench --only peers_methods      # (--peers runs it with the others)
+
+Needs the peers extra (torch, captum, scikit-learn for Captum's Lime/KernelShap); without
+torch `rows()` raises ModuleNotFoundError(peers.MISSING), which the runner prints as a skip.
+Time: about 10-15 minutes on a loaded 2-core machine (quick: 2-4 minutes).
+
+Both sides explain the same bundled validation digits (64; the samplers 16 at --quick) with
+the PyTorch twin of jaxviz's MnistCNN (`peers.torch_mnist_cnn`, logits checked to 1e-4).
+Each method gives a [captum] and a [jaxviz] row sharing `ratio` = Captum seconds / jaxviz
+seconds (> 1: jaxviz faster). Times are the best of repeats; jaxviz's after its compile
+(`compile_s`); Captum's samplers at their fastest `perturbations_per_eval` of a few
+(`ppe_tried`, in `settings`). Agreement:
+- deterministic methods (DeepLift, DeepLiftShap, LRP, FeatureAblation): `max_rel_diff` =
+  max |captum - jaxviz| / max |captum|;
+- sampled ones: `corr` = mean per-image Pearson correlation of the two maps at the same
+  settings, and `err_captum`, `err_jaxviz` = |map - exact| / |exact| (Frobenius over all
+  images) against an answer computed here without either library's sampler: GradientShap
+  (stdevs 0) against the expectation mean_b IG(x, b) (Integrated Gradients, 32 Gauss-Legendre
+  steps, per baseline); Shapley sampling and KernelShap against exact Shapley values of a
+  3x3-cell grid (9 features, all 512 coalitions evaluated); Lime against its population
+  fit (the same Lasso over all 512 coalitions, each with its Bernoulli(0.5) probability).
+Speed goals (issue 16): `x_saliency` = a jaxviz method's seconds / jaxviz saliency's in the
+same run (DeepLIFT, LRP: <= 1.5); `fwd_fraction` = a jaxviz sampler's model evaluations per
+second / one jitted batched forward pass's rows per second (>= 0.5); `ratio` >= 5 for samplers.
+"""
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+import warnings
+
+import numpy as np
+
+from experiments.bench import harness, peers
+
+F = harness.CNN_FORWARD_FLOPS
+MISSING = peers.MISSING
+GRID = (4, 4)         # 4x4-pixel cells on 28x28: 7 x 7 = 49 features
+EXACT_GRID = (10, 10)  # 3 x 3 = 9 features: exact Shapley values from 2^9 coalitions
+CHUNK = 16            # jaxviz samplers: perturbed copies of the batch per forward pass
+N_BASELINES = 8       # DeepLiftShap and GradientShap: the same 8 training digits
+
+
+# ---- pure parts (no torch) ------------------------------------------------------------------
+
+def captum_feature_mask(grid, hw) -> np.ndarray:
+    """jaxviz's grid cells as Captum's feature_mask: (1, 1, H, W) int64, same ids."""
+    from jaxviz.attribution import perturbation  # noqa: PLC0415
+    ids, _ = perturbation.grid_mask(tuple(hw), grid)
+    return ids[None, None].astype(np.int64)
+
+
+def nchw_to_nhwc(a) -> np.ndarray:
+    """(N, C, H, W) -> (N, H, W, C)."""
+    a = np.asarray(a)
+    if a.ndim != 4:
+        raise ValueError(f"expected an (N, C, H, W) array; got shape {a.shape}")
+    return a.transpose(0, 2, 3, 1)
+
+
+def nhwc_to_nchw(a) -> np.ndarray:
+    """(N, H, W, C) -> contiguous (N, C, H, W)."""
+    a = np.asarray(a)
+    if a.ndim != 4:
+        raise ValueError(f"expected an (N, H, W, C) array; got shape {a.shape}")
+    return np.ascontiguousarray(a.transpose(0, 3, 1, 2))
+
+
+def max_rel_diff(ref, other) -> float:
+    """max |ref - other| / max |ref| (float64)."""
+    a, b = np.asarray(ref, np.float64), np.asarray(other, np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"shapes differ: {a.shape} vs {b.shape}")
+    return float(np.abs(a - b).max() / max(np.abs(a).max(), 1e-30))
+
+
+def rel_error(est, exact) -> float:
+    """|est - exact| / |exact|, Frobenius norms over every value."""
+    a, b = np.asarray(est, np.float64), np.asarray(exact, np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"shapes differ: {a.shape} vs {b.shape}")
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
+
+
+def mean_correlation(a, b) -> float:
+    """Mean over images of the Pearson correlation of two maps (N, ...); images where
+    either map is constant are skipped (nan if all are)."""
+    a = np.asarray(a, np.float64).reshape(len(a), -1)
+    b = np.asarray(b, np.float64).reshape(len(b), -1)
+    a, b = a - a.mean(1, keepdims=True), b - b.mean(1, keepdims=True)
+    den = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    ok = den > 0
+    return float(np.mean((a * b).sum(1)[ok] / den[ok])) if ok.any() else math.nan
+
+
+def all_coalitions(n_features: int) -> np.ndarray:
+    """Every subset as a bool row: (2^F, F), row m has feature i iff bit i of m is set."""
+    m = np.arange(2 ** n_features)[:, None]
+    return (m >> np.arange(n_features)[None] & 1).astype(bool)
+
+
+def exact_shapley(values) -> np.ndarray:
+    """Shapley values from every coalition's value: values (2^F, N), row m the coalition of
+    `all_coalitions` row m -> (N, F). phi_i = sum over S without i of
+    |S|! (F - |S| - 1)! / F! (v(S + i) - v(S))."""
+    values = np.asarray(values, np.float64)
+    f = int(round(math.log2(values.shape[0])))
+    if 2 ** f != values.shape[0]:
+        raise ValueError(f"values must have 2^F rows; got {values.shape[0]}")
+    z = all_coalitions(f)
+    size = z.sum(1)
+    w = np.array([math.factorial(s) * math.factorial(f - s - 1) / math.factorial(f)
+                  if s < f else 0.0 for s in size])
+    out = np.zeros((values.shape[1], f))
+    for i in range(f):
+        without = ~z[:, i]
+        gain = values[np.flatnonzero(without) | (1 << i)] - values[without]
+        out[:, i] = (w[without][:, None] * gain).sum(0)
+    return out
+
+
+def coalition_images(x, baseline, mask, z) -> np.ndarray:
+    """x: (N, H, W, C); mask: (H, W) ids; z: (S, F) bool -> (S, N, H, W, C), pixels of
+    kept features from x, the others `baseline` (a number)."""
+    keep = np.asarray(z)[:, np.asarray(mask)]  # (S, H, W)
+    return np.where(keep[:, None, :, :, None], np.asarray(x)[None], np.float32(baseline))
+
+
+def to_pixels(values, mask) -> np.ndarray:
+    """values: (N, F) per feature -> (N, H, W) on an (H, W) feature mask."""
+    return np.asarray(values)[:, np.asarray(mask)]
+
+
+def throughput_fraction(passes_per_image: int, n_images: int, seconds: float,
+                        forward_rows_per_s: float) -> float:
+    """A sampler's model evaluations per second over the batched forward pass's rows/s."""
+    return passes_per_image * n_images / seconds / forward_rows_per_s
+
+
+# ---- rows --------------------------------------------------------------------------------
+
+def rows(quick: bool = False) -> list[dict]:
+    """Captum vs jaxviz rows (module docstring). Raises ModuleNotFoundError without torch."""
+    torch = peers._require_torch()
+    with warnings.catch_warnings():
+        # Captum warns per call that it set requires_grad, hooks modules or loops over a
+        # batch in Lime/KernelShap: expected here.
+        warnings.filterwarnings("ignore", category=UserWarning)
+        s = peers._setup(torch, quick)
+        grads, saliency_s = _gradient_rows(s)
+        out = grads + _lrp_rows(s, saliency_s) + _sampler_rows(s, quick)
+    for r in out:
+        r["threads"] = torch.get_num_threads()
+        r["logit_max_diff"] = s.logit_diff
+    return out
+
+
+def _pair(name, captum_settings, captum_timing, jax_settings, jax_timing, n, flops=None,
+          **extra) -> list[dict]:
+    """A [captum] and a [jaxviz] row with their ratio and shared agreement figures."""
+    cs, js = captum_timing.seconds, jax_timing.seconds
+    gf = (lambda t: flops / t / 1e9) if flops else (lambda t: None)  # noqa: E731
+    both = dict(peer="captum", ratio=cs / js, **extra)
+    return [harness.row(f"{name} [captum]", cs, settings=captum_settings, gflops=gf(cs),
+                        impl="captum", images_per_s=n / cs, **both),
+            harness.row(f"{name} [jaxviz]", js, settings=jax_settings, gflops=gf(js),
+                        compile_s=jax_timing.compile_s, impl="jaxviz", images_per_s=n / js,
+                        **both)]
+
+
+def _baseline_set(n: int) -> np.ndarray:
+    from jaxviz.data import load_bundled  # noqa: PLC0415
+    return np.asarray(load_bundled().x_train[:n], np.float32)  # (B, 28, 28, 1)
+
+
+def _gradient_rows(s) -> tuple[list[dict], float]:
+    """Saliency (the reference time), DeepLift (zero baseline), DeepLiftShap and GradientShap
+    (the same 8 training digits as baselines) -> (rows, jaxviz saliency's seconds)."""
+    import captum.attr as ca  # noqa: PLC0415
+    import jax  # noqa: PLC0415
+
+    from jaxviz import attribution as A  # noqa: PLC0415
+
+    torch, n = s.torch, s.xj.shape[0]
+    bases = _baseline_set(N_BASELINES)
+    bt = torch.from_numpy(nhwc_to_nchw(bases))
+    call = lambda name, **kw: (lambda: getattr(A, name)(  # noqa: E731
+        s.probe, s.probe.params, s.xj, s.yj, **kw))
+    gshap = dict(baselines=bases, n_samples=50, stdevs=0.0)
+    jcalls = {"saliency": call("saliency"), "deeplift": call("deeplift"),
+              "deeplift_shap": call("deeplift_shap", baselines=bases),
+              "gradient_shap": call("gradient_shap", key=jax.random.key(0), **gshap)}
+    jt = {k: harness.timed(f, s.light) for k, f in jcalls.items()}
+    timed = lambda f: harness.timed(f, s.light, warm=s.warm)  # noqa: E731
+    dl, dls, gs = ca.DeepLift(s.net), ca.DeepLiftShap(s.net), ca.GradientShap(s.net)
+    ct = {"deeplift": timed(lambda: dl.attribute(s.xt, baselines=0.0, target=s.yt)),
+          "deeplift_shap": timed(lambda: dls.attribute(s.xt, baselines=bt, target=s.yt)),
+          "gradient_shap": timed(lambda: gs.attribute(s.xt, baselines=bt, target=s.yt,
+                                                      n_samples=50, stdevs=0.0))}
+    sal = jt["saliency"].seconds
+    out = [harness.row("saliency [jaxviz]", sal, settings="abs=True, the reference time",
+                       compile_s=jt["saliency"].compile_s, impl="jaxviz", x_saliency=1.0,
+                       images_per_s=n / sal)]
+    for name, csets, jsets in (
+            ("deeplift", "DeepLift, rescale, baselines=0", "baselines=None (zeros)"),
+            ("deeplift_shap", f"DeepLiftShap, {N_BASELINES} training digits as baselines",
+             "the same baseline set")):
+        rel = max_rel_diff(nchw_to_nhwc(ct[name].result.detach().numpy()), jt[name].result)
+        out += _pair(name, csets, ct[name], jsets, jt[name], n, max_rel_diff=rel,
+                     x_saliency=jt[name].seconds / sal)
+    exact = _mean_ig(s, bases)
+    c_map = nchw_to_nhwc(ct["gradient_shap"].result.detach().numpy())
+    j_map = np.asarray(jt["gradient_shap"].result)
+    return out + _pair(
+        "gradient_shap (50 samples)", f"GradientShap, n_samples=50, stdevs=0, {N_BASELINES} digits",
+        ct["gradient_shap"], "the same options, key=0", jt["gradient_shap"], n,
+        corr=mean_correlation(c_map, j_map), err_captum=rel_error(c_map, exact),
+        err_jaxviz=rel_error(j_map, exact), x_saliency=jt["gradient_shap"].seconds / sal,
+        exact="mean over the baselines of IG (32 Gauss-Legendre steps)"), sal
+
+
+def _mean_ig(s, bases) -> np.ndarray:
+    """GradientShap's expectation at stdevs 0: the mean over baselines of IG(x, b)."""
+    from jaxviz import attribution as A  # noqa: PLC0415
+    return np.mean([np.asarray(A.integrated_gradients(
+        s.probe, s.probe.params, s.xj, s.yj, baselines=b[None], n_steps=32)) for b in bases], 0)
+
+
+def _lrp_rows(s, saliency_s: float) -> list[dict]:
+    """Captum's LRP (EpsilonRule 1e-9 on conv, linear and max pool) on the twin as built,
+    with an IdentityRule on Flatten, and with Flatten replaced by a reshape in forward;
+    jaxviz's composite of the same rules."""
+    import captum.attr as ca  # noqa: PLC0415
+    from captum.attr._utils.lrp_rules import IdentityRule  # noqa: PLC0415
+
+    from jaxviz import attribution as A  # noqa: PLC0415
+    from jaxviz.attribution import lrp_composites, lrp_rules  # noqa: PLC0415
+
+    n, failures = s.xj.shape[0], []
+    for label, edit in (("as built", lambda net: None),
+                        ("Flatten.rule = IdentityRule()",
+                         lambda net: setattr(net.flatten, "rule", IdentityRule()))):
+        net = copy.deepcopy(s.net)  # a failed LRP call leaves rule attributes behind
+        edit(net)
+        try:
+            ca.LRP(net).attribute(s.xt[:2], target=s.yt[:2])
+            failures.append(f"{label}: ran")
+        except Exception as err:  # noqa: BLE001 -- the error is the finding
+            failures.append(f"{label}: {type(err).__name__}: {str(err)[:90]}")
+    net = copy.deepcopy(s.net)
+    del net.flatten  # the workaround: no Flatten module, the same reshape in forward
+    net.flatten = lambda t: t.flatten(1)
+    lrp = ca.LRP(net)
+    ct = harness.timed(lambda: lrp.attribute(s.xt, target=s.yt), s.light, warm=s.warm)
+    eps = lrp_rules.Epsilon(1e-9)
+    same = lrp_composites.Composite(conv=eps, dense=eps, pool=eps)
+    jt = harness.timed(lambda: A.lrp(s.probe, s.probe.params, s.xj, s.yj, composite=same),
+                       s.light)
+    named = A.lrp(s.probe, s.probe.params, s.xj, s.yj, composite="epsilon")
+    c_map = nchw_to_nhwc(ct.result.detach().numpy())
+    return _pair(
+        "lrp (epsilon everywhere)",
+        "LRP defaults (EpsilonRule 1e-9), Flatten replaced by a reshape in forward; "
+        + "; ".join(failures), ct,
+        "Composite(conv, dense, pool = Epsilon(1e-9)); max pool winner-takes-all", jt, n,
+        max_rel_diff=max_rel_diff(c_map, jt.result),
+        max_rel_diff_eps_1e6=max_rel_diff(c_map, named), x_saliency=jt.seconds / saliency_s)
+
+
+class _Plan:
+    """The samplers' sizes: images, samples, Captum's perturbations_per_eval to try."""
+
+    def __init__(self, quick: bool):
+        self.n_images = 16 if quick else 64
+        self.shapley_n = 4 if quick else 10
+        self.surrogate_n = 50 if quick else 200
+        self.ppe_batch = (16, 64) if quick else (1, 16, 64)  # x the batch's images per call
+        self.ppe_single = (16, 64) if quick else (1, 16, 64, 256)  # Lime/KernelShap: 1 image
+        self.captum_repeats = 1 if quick else 2
+
+
+def _captum_best(run, ppes, repeats):
+    """Captum at its fastest perturbations_per_eval: (Timing, best ppe, {ppe: s})."""
+    best, ppe, tried, result = peers._best_of_settings(run, ppes, repeats, warm=False)
+    return harness.Timing(best, 0.0, result), ppe, tried
+
+
+def _forward_rate(s, n_images: int) -> float:
+    """Rows per second of one jitted forward pass over CHUNK copies of the images."""
+    import jax.numpy as jnp  # noqa: PLC0415
+
+    from jaxviz.core import compile as compile_lib  # noqa: PLC0415
+    batch = jnp.tile(s.xj[:n_images], (CHUNK, 1, 1, 1))
+    forward = compile_lib.jit(lambda params, xb: s.probe(params, xb), kind="forward")
+    return CHUNK * n_images / harness.timed(lambda: forward(s.probe.params, batch), 3).seconds
+
+
+def _coalition_values(s, x, mask, n_features: int) -> np.ndarray:
+    """Target logits of every coalition of the features (baseline 0): (2^F, N), rows in
+    `all_coalitions` order; masking in numpy, one jitted forward per 32 coalitions."""
+    import jax  # noqa: PLC0415
+    import jax.numpy as jnp  # noqa: PLC0415
+    z, n = all_coalitions(n_features), x.shape[0]
+    y = jnp.asarray(s.yj[:n])[None, :, None]
+    score = jax.jit(lambda xb: jnp.take_along_axis(
+        s.probe(s.probe.params, xb).reshape(-1, n, 10), y, axis=2)[..., 0])
+    return np.concatenate([np.asarray(score(jnp.asarray(
+        coalition_images(x, 0.0, mask, z[i:i + 32]).reshape((-1,) + x.shape[1:]))))
+        for i in range(0, len(z), 32)])
+
+
+def _lime_population(x, values, mask, z, alpha=0.01) -> np.ndarray:
+    """Lime's fit with every coalition, each at its Bernoulli(0.5) probability (equal):
+    sklearn's Lasso(alpha) with weights exp(-d^2 / 2), d the cosine distance between the
+    flattened image and its coalition image. x: (N, H, W, C), values: (2^F, N) -> (N, F)."""
+    from sklearn.linear_model import Lasso  # noqa: PLC0415
+    out = []
+    for i in range(x.shape[0]):
+        imgs = coalition_images(x[i:i + 1], 0.0, mask, z)[:, 0].reshape(len(z), -1)
+        flat = x[i].reshape(-1).astype(np.float64)
+        cos = imgs @ flat / np.maximum(np.linalg.norm(imgs, axis=1) * np.linalg.norm(flat),
+                                       1e-8)
+        w = np.exp(-((1 - cos) ** 2) / 2)
+        out.append(Lasso(alpha=alpha).fit(z.astype(np.float64), values[:, i],
+                                          sample_weight=w).coef_)
+    return np.asarray(out)
+
+
+def _sampler_rows(s, quick: bool) -> list[dict]:
+    """FeatureAblation, ShapleyValueSampling, KernelShap and Lime on a 4x4-pixel grid
+    (49 features), then the sampled ones against exact answers on a 3x3 grid (9 features)."""
+    import captum.attr as ca  # noqa: PLC0415
+    import jax  # noqa: PLC0415
+
+    from jaxviz import attribution as A  # noqa: PLC0415
+    from jaxviz.attribution import perturbation  # noqa: PLC0415
+
+    p = _Plan(quick)
+    n, torch = p.n_images, s.torch
+    x, xt, yt = s.xj[:n], s.xt[:n], s.yt[:n]
+    rate = _forward_rate(s, n)
+    key = jax.random.key(0)
+    n_feat = perturbation.grid_mask((28, 28), GRID)[1]
+    ks, ns = p.shapley_n, p.surrogate_n
+    methods = {  # name: (Captum class, captum kwargs, jaxviz options, passes/image, ppes)
+        "feature_ablation": (ca.FeatureAblation, {}, {}, n_feat + 1, p.ppe_batch),
+        "shapley_sampling": (ca.ShapleyValueSampling, dict(n_samples=ks),
+                             dict(key=key, n_samples=ks), ks * (n_feat - 1) + 2, p.ppe_batch),
+        "kernel_shap": (ca.KernelShap, dict(n_samples=ns), dict(key=key, n_samples=ns), ns,
+                        p.ppe_single),
+        "lime": (ca.Lime, dict(n_samples=ns), dict(key=key, n_samples=ns), ns, p.ppe_single),
+    }
+
+    def both(name, grid, ppes, xs=x, xts=xt, yts=yt):
+        cls, ckw, jkw, _, _ = methods[name]
+        fm = torch.from_numpy(captum_feature_mask(grid, (28, 28)))
+        m = cls(s.net)
+        run_c = lambda ppe: m.attribute(xts, baselines=0.0, target=yts, feature_mask=fm,  # noqa: E731
+                                        perturbations_per_eval=ppe, **ckw)
+        run_j = lambda: getattr(A, name)(s.probe, s.probe.params, xs, s.yj[:len(xs)],  # noqa: E731
+                                         grid=grid, baselines=0.0, chunk_size=CHUNK, **jkw)
+        return run_c, run_j
+
+    out = []
+    exact = _exact_case(s, n, both, methods)
+    for name, (_, _, _, passes, ppes) in methods.items():
+        run_c, run_j = both(name, GRID, ppes)
+        ct, ppe, tried = _captum_best(run_c, ppes, p.captum_repeats)
+        jt = harness.timed(run_j, s.heavy)
+        c_map, j_map = ct.result.detach().numpy()[:, 0], np.asarray(jt.result)
+        agree = (dict(max_rel_diff=max_rel_diff(c_map, j_map)) if name == "feature_ablation"
+                 else dict(corr=mean_correlation(c_map, j_map), **exact.get(name, {})))
+        out += _pair(name, f"{n} digits, {n_feat} features, {passes} passes/image; best "
+                     f"perturbations_per_eval={ppe} ({peers._tried(tried)})", ct,
+                     f"chunk_size={CHUNK}", jt, n, flops=passes * F * n, passes_per_image=passes,
+                     fwd_fraction=throughput_fraction(passes, n, jt.seconds, rate), **agree)
+    return [harness.row("batched forward [jaxviz]", CHUNK * n / rate, impl="jaxviz",
+                        settings=f"jitted MnistCNN forward, {CHUNK * n} rows (the samplers' "
+                        f"chunk)", images_per_s=rate, gflops=rate * F / 1e9)] + out
+
+
+def _exact_case(s, n, both, methods) -> dict:
+    """err_captum / err_jaxviz of the sampled methods on a 9-feature grid, at the same
+    n_samples and Captum's ppe 64: {name: {"err_captum", "err_jaxviz", "exact"}}."""
+    mask, f = captum_feature_mask(EXACT_GRID, (28, 28))[0, 0], 9
+    x = np.asarray(s.xj[:n])
+    values = _coalition_values(s, x, mask, f)
+    shapley = to_pixels(exact_shapley(values), mask)
+    lime = to_pixels(_lime_population(x, values, mask, all_coalitions(f)), mask)
+    out = {}
+    for name, ref, what in (("shapley_sampling", shapley, "Shapley values"),
+                            ("kernel_shap", shapley, "Shapley values"),
+                            ("lime", lime, "Lasso over all 512 coalitions")):
+        run_c, run_j = both(name, EXACT_GRID, None)
+        c_map, j_map = run_c(64).detach().numpy()[:, 0], np.asarray(run_j())
+        out[name] = dict(err_captum=rel_error(c_map, ref), err_jaxviz=rel_error(j_map, ref),
+                         exact=f"9 features (3x3 grid of 10x10 cells): exact {what}")
+    return out
