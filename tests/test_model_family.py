@@ -81,9 +81,6 @@ def test_every_method(member):
         assert float(jnp.abs(out).max()) > 0, (label, name)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 5: Flax LayerNorm's variance clamp "
-                   "max(0, var) is counted as a ReLU, so the ReLU-free ConvNeXt block gets "
-                   "no warning and its clamp gets the guided rule")
 @pytest.mark.parametrize("name", ["guided_backprop", "deconvnet"])
 def test_relu_rewrites_warn_on_the_relu_free_convnext_block(name):
     m = fm.convnext_block()

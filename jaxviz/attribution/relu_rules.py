@@ -6,7 +6,16 @@ version whose forward is unchanged. A ReLU is recognised as
   `linen.relu` appear), and
 - a bare `max(x, 0)` (e.g. `jnp.maximum(x, 0.0)`),
 also inside `jit`, `closed_call` and `jax.checkpoint` bodies: the rules are a table on
-`jaxviz.core.interpret`, which inlines those. ReLUs inside other custom-derivative
+`jaxviz.core.interpret`, which inlines those.
+
+Activations, not clamps: a max(x, 0) whose result reaches a square root (sqrt, rsqrt,
+x ** +-0.5) through elementwise arithmetic and reshapes alone (CLAMP_PATH), in the same jaxpr, is
+a clamp that keeps a variance non-negative, not an activation, and keeps its ordinary
+rule. Flax's LayerNorm, GroupNorm and batch-statistics BatchNorm compute
+var = max(0, E[x^2] - E[x]^2) and then rsqrt(var + eps). The rule is structural and
+one-sided: an activation's output meets a contraction (conv, dense) or a reduction before
+any square root, so no activation ReLU is skipped (a ReLU feeding a LayerNorm reaches its
+rsqrt only through the mean's reduce_sum). ReLUs inside other custom-derivative
 functions (`jax.custom_vjp`/`custom_jvp`, whose derivative the user chose) and inside
 control flow (`scan`, `while`, `cond`) keep their ordinary rule.
 
@@ -57,6 +66,44 @@ def _is_bare_relu(eqn) -> bool:
         _is_zero(eqn.invars[0]) or _is_zero(eqn.invars[1]))
 
 
+# What a variance clamp's result may pass through on its way to the square root.
+CLAMP_PATH = frozenset({"add", "sub", "mul", "div", "neg", "reshape", "broadcast_in_dim",
+                        "squeeze", "expand_dims", "convert_element_type", "copy"})
+SQUARE_ROOTS = frozenset({"sqrt", "rsqrt"})
+_CLAMPS: dict = {}  # id(jaxpr) -> (jaxpr, its clamps' output vars); the jaxpr kept alive
+
+
+def _is_half_power(eqn) -> bool:
+    """x ** 0.5 or x ** -0.5 (`pow` with a literal exponent): a square root too."""
+    e = eqn.invars[-1] if eqn.primitive.name == "pow" else None
+    return isinstance(e, jcore.Literal) and jnp.ndim(e.val) == 0 and abs(float(e.val)) == 0.5
+
+
+def _clamp_vars(jaxpr) -> frozenset:
+    """The variables of `jaxpr` that reach a square root through CLAMP_PATH equations only."""
+    hit = _CLAMPS.get(id(jaxpr))
+    if hit is not None and hit[0] is jaxpr:
+        return hit[1]
+    reaching: set = set()
+    for eqn in reversed(jaxpr.eqns):  # consumers come after producers: one backward sweep
+        name = eqn.primitive.name
+        if name in SQUARE_ROOTS or _is_half_power(eqn) or (name in CLAMP_PATH and any(
+                v in reaching for v in eqn.outvars)):
+            reaching.update(v for v in eqn.invars if isinstance(v, jcore.Var))
+    if len(_CLAMPS) > 256:
+        _CLAMPS.clear()
+    _CLAMPS[id(jaxpr)] = (jaxpr, frozenset(reaching))
+    return _CLAMPS[id(jaxpr)][1]
+
+
+def is_clamp(eqn) -> bool:
+    """Whether a max(x, 0) equation (or a ReLU call) is a normalisation's variance clamp:
+    its result reaches a square root through CLAMP_PATH alone (module docstring). Called
+    from interpreter rules: the enclosing jaxpr is `interpret.enclosing_jaxpr()`."""
+    jaxpr = interpret.enclosing_jaxpr()
+    return jaxpr is not None and eqn.outvars[0] in _clamp_vars(jaxpr)
+
+
 def _operand(eqn, invals):
     """The value max(., 0) is taken of."""
     return invals[1] if _is_zero(eqn.invars[0]) else invals[0]
@@ -82,13 +129,13 @@ def _body_is_relu(closed) -> bool:
 
 def _custom_relu(relu, eqn, invals):
     sub = interpret.body(eqn)
-    if sub is None or len(invals) != 1 or not _body_is_relu(sub):
+    if sub is None or len(invals) != 1 or not _body_is_relu(sub) or is_clamp(eqn):
         return None  # not a ReLU: the interpreter keeps its custom derivative
     return [relu(invals[0])]
 
 
 def _bare_relu(relu, eqn, invals):
-    return [relu(_operand(eqn, invals))] if _is_bare_relu(eqn) else None
+    return [relu(_operand(eqn, invals))] if _is_bare_relu(eqn) and not is_clamp(eqn) else None
 
 
 def rules(rule: str) -> dict:
@@ -119,17 +166,31 @@ OTHER_ACTIVATIONS = ("logistic", "tanh", "erf", "erfc")
 
 def census(fn, *args) -> dict:
     """What `with_relu_rule` would rewrite in fn(*args), by tracing (no compute):
-    {"relu": number of ReLUs found, "other": sorted names of other activation primitives}."""
+    {"relu": number of ReLUs found, "clamps": max(x, 0) clamps left alone (module
+    docstring), "other": sorted names of other activation primitives}."""
     closed = jax.make_jaxpr(fn)(*args)
-    relus, other = 0, set()
-    for eqn in interpret.leaf_eqns(closed, custom="keep", remat="inline"):
+    relus, clamps, other = 0, 0, set()
+    for eqn, clamp in _leaves_with_clamps(closed):
         name = eqn.primitive.name
         sub = interpret.body(eqn) if name == "custom_jvp_call" else None
         if _is_bare_relu(eqn) or (sub is not None and _body_is_relu(sub)):
-            relus += 1
+            relus, clamps = relus + (not clamp), clamps + clamp
         elif sub is not None:
             other.update(e.primitive.name for e in interpret.leaf_eqns(sub)
                          if e.primitive.name in OTHER_ACTIVATIONS)
         elif name in OTHER_ACTIVATIONS:
             other.add(name)
-    return {"relu": relus, "other": sorted(other)}
+    return {"relu": relus, "clamps": clamps, "other": sorted(other)}
+
+
+def _leaves_with_clamps(closed) -> list:
+    """(equation, is_clamp) for the equations the rules see, as `with_relu_rule` evaluates
+    them (custom-derivative calls kept whole, checkpoints inlined)."""
+    seen = []
+
+    def visit(eqn, invals):
+        seen.append((eqn, is_clamp(eqn)))
+        return [None] * len(eqn.outvars)
+    interpret.evaluate(closed, [None] * len(closed.jaxpr.invars), default=visit,
+                       lift=lambda _: None, custom="keep", remat="inline")
+    return seen

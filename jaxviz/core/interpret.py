@@ -38,6 +38,7 @@ is not added), so `str(eqn.source_info.name_stack)` is its full scope path.
 """
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -55,6 +56,16 @@ MODES = ("keep", "inline")
 _BODY_PARAMS = ("jaxpr", "call_jaxpr", "fun_jaxpr")
 
 Rule = Callable[[Any, list], "Sequence | None"]
+
+_ENCLOSING: contextvars.ContextVar = contextvars.ContextVar("jaxpr", default=None)
+
+
+def enclosing_jaxpr() -> jcore.Jaxpr | None:
+    """For a rule or `default` being called: the jaxpr whose equation it was handed (an
+    inlined body's own jaxpr), so a rule can look at an equation's neighbours (relu_rules
+    tells a normalisation's clamp from an activation by what its result feeds). None
+    outside `evaluate`."""
+    return _ENCLOSING.get()
 
 
 def bind(eqn, invals) -> list:
@@ -125,7 +136,11 @@ class _Interpreter:
             if prefix is not None and len(prefix):
                 eqn = eqn.replace(source_info=eqn.source_info.replace(
                     name_stack=prefix + eqn.source_info.name_stack))
-            outs = list(self.equation(eqn, [read(v) for v in eqn.invars]))
+            token = _ENCLOSING.set(jaxpr)
+            try:
+                outs = list(self.equation(eqn, [read(v) for v in eqn.invars]))
+            finally:
+                _ENCLOSING.reset(token)
             if len(outs) != len(eqn.outvars):
                 raise ValueError(f"a rule for {eqn.primitive.name} returned {len(outs)} values "
                                  f"for {len(eqn.outvars)} outputs")
