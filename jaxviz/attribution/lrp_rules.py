@@ -29,7 +29,6 @@ from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 
 from jaxviz.core import compile as compile_lib
 
@@ -126,26 +125,24 @@ class Epsilon(Rule):
         return x * pull(x, (layer.A(), R / stabilize(z, self.epsilon)))
 
 
-def _by_sign(x, nonneg: bool, rel):
-    """rel(x, nonneg) for the rules that treat x+ and x- apart. When x >= 0 is not known
-    from the program (after a ReLU), it is checked at run time: for inputs >= 0 the x-
-    terms (half the rule's passes) are skipped."""
-    if nonneg:
-        return rel(x, True)
-    return lax.cond(jnp.all(x >= 0), lambda u: rel(u, True), lambda u: rel(u, False), x)
-
-
 def _signed(layer: Layer, x, z, nonneg: bool):
-    """(P, M, xp, xn, Pp, Mp, Pn, Mn): the parts of the map and of x, and the four
-    forward passes P x+, M x+, P x-, M x- (None where zero). For x >= 0, M x is the
-    layer's own output z - t less P x (A = P + M), one pass fewer."""
+    """(P, xp, xn, zp): the positive part of the map, x+ and x- (None when x >= 0 is
+    known from the program, after a ReLU), and zp = P x+ + M x- + t+, the layer's positive
+    contributions. Every signed rule needs only zp beside the layer's own output z: the
+    negative contributions are zn = M x+ + P x- + t- = z - zp (A = P + M), one forward
+    pass of the layer's op for x >= 0, two otherwise. No run-time test of the sign of x:
+    a branch (lax.cond) keeps XLA CPU from fusing and parallelizing the ops inside it,
+    which costs more than the x- terms it would skip."""
     P, M = layer.part(1), layer.part(-1)
+    t = _pos(layer.t)
     if nonneg:
-        Pp = P(x)
-        Mp = None if M is None else _without_bias(layer, z) - Pp
-        return P, M, x, None, Pp, Mp, None, None
+        return P, x, None, _plus(P(x), t)
     xp, xn = jnp.maximum(x, 0), jnp.minimum(x, 0)
-    return P, M, xp, xn, _apply(P, xp), _apply(M, xp), _apply(P, xn), _apply(M, xn)
+    return P, xp, xn, _plus(P(xp), _apply(M, xn), t)
+
+
+def _apply(f, u):
+    return None if f is None or u is None else f(u)
 
 
 def _without_bias(layer: Layer, z):
@@ -153,12 +150,19 @@ def _without_bias(layer: Layer, z):
     return z if layer.t is None else z - layer.t
 
 
-def _apply(f, u):
-    return None if f is None or u is None else f(u)
+def _through_parts(layer: Layer, x, P, xp, xn, a, b, c):
+    """|x| P^T a + x+ A^T b + x- A^T c: the signed rules' relevance written with the
+    positive part P and the layer's own map A (M = A - P), so a layer with x >= 0 costs
+    two transposed passes (one when b is None), x of both signs three; b, c None: zero."""
+    A = layer.A()
+    if xn is None:
+        return xp * pull(x, (P, a), (A, b))
+    return ((xp - xn) * pull(x, (P, a)) + xp * pull(x, (A, b)) + xn * pull(x, (A, c)))
 
 
-def _times(k, a):
-    return None if a is None else k * a
+def _sign_of(z):
+    """+1 / -1 / 0 by the sign of z, in z's dtype."""
+    return jnp.sign(z).astype(z.dtype)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,17 +171,17 @@ class ZPlus(Rule):
     name: ClassVar[str] = "zplus"
 
     def relevance(self, layer, x, z, R, nonneg, bounds):
-        return _by_sign(x, nonneg, lambda x, nonneg: self._rel(layer, x, z, R, nonneg))
-
-    def _rel(self, layer, x, z, R, nonneg):
-        P, M, xp, xn, Pp, _, _, Mn = _signed(layer, x, z, nonneg)
-        Q = R / stabilize(_plus(Pp, Mn, _pos(layer.t)), self.stabilizer)
+        P, xp, xn, zp = _signed(layer, x, z, nonneg)
+        Q = R / stabilize(zp, self.stabilizer)
+        # x+ P^T Q + x- M^T Q: with M itself (not A - P), so z+ maps keep their sign
         out = xp * pull(x, (P, Q))
-        return out if xn is None else out + xn * pull(x, (M, Q))
+        return out if xn is None else out + xn * pull(x, (layer.part(-1), Q))
 
 
 @dataclasses.dataclass(frozen=True)
 class AlphaBeta(Rule):
+    """R_x = a (x+ P^T Qp + x- M^T Qp) - b (x+ M^T Qn + x- P^T Qn); with M = A - P this is
+    |x| P^T (qp - qn) + x+ A^T qn + x- A^T qp for qp = a Qp, qn = -b Qn."""
     alpha: float = 2.0
     beta: float = 1.0
     stabilizer: float = 1e-6
@@ -189,41 +193,30 @@ class AlphaBeta(Rule):
                              f"alpha={self.alpha}, beta={self.beta}")
 
     def relevance(self, layer, x, z, R, nonneg, bounds):
-        return _by_sign(x, nonneg, lambda x, nonneg: self._rel(layer, x, z, R, nonneg))
-
-    def _rel(self, layer, x, z, R, nonneg):
-        P, M, xp, xn, Pp, Mp, Pn, Mn = _signed(layer, x, z, nonneg)
-        zp = _plus(Pp, Mn, _pos(layer.t))
-        zn = _plus(Mp, Pn, _neg(layer.t))
-        qp = self.alpha * R / stabilize(zp, self.stabilizer)
-        qn = None if zn is None else -self.beta * R / stabilize(zn, self.stabilizer)
-        out = xp * pull(x, (P, qp), (M, qn))
-        return out if xn is None else out + xn * pull(x, (M, qp), (P, qn))
+        P, xp, xn, zp = _signed(layer, x, z, nonneg)
+        qp = R * (self.alpha / stabilize(zp, self.stabilizer))
+        qn = R * (-self.beta / stabilize(z - zp, self.stabilizer))
+        return _through_parts(layer, x, P, xp, xn, qp - qn, qn, qp)
 
 
 @dataclasses.dataclass(frozen=True)
 class Gamma(Rule):
-    """Weights w + gamma w+ for positive outputs, w + gamma w- for negative ones; with
-    A = P + M these are (1 + gamma) P + M and P + (1 + gamma) M."""
+    """Weights w + gamma w+ for positive outputs, w + gamma w- for negative ones, i.e. the
+    positive contributions zp (negative ones zn = z - zp) amplified by 1 + gamma: the
+    denominators are z + gamma zp (z > 0) and z + gamma zn (z < 0). With Q the output's
+    relevance over its denominator (zero where z = 0) and q+ = Q [z > 0], q- = Q [z < 0],
+    R_x = |x| P^T gamma (q+ - q-) + x+ A^T (Q + gamma q-) + x- A^T (Q + gamma q+)."""
     gamma: float = 0.25
     stabilizer: float = 1e-6
     name: ClassVar[str] = "gamma"
 
     def relevance(self, layer, x, z, R, nonneg, bounds):
-        return _by_sign(x, nonneg, lambda x, nonneg: self._rel(layer, x, z, R, nonneg))
-
-    def _rel(self, layer, x, z, R, nonneg):
-        k = 1 + self.gamma
-        P, M, xp, xn, Pp, Mp, Pn, Mn = _signed(layer, x, z, nonneg)
-        t = layer.t
-        tp = None if t is None else t + self.gamma * _pos(t)
-        tm = None if t is None else t + self.gamma * _neg(t)
-        up = _plus(_times(k, Pp), Mp, Pn, _times(k, Mn), tp)  # positive outputs
-        dn = _plus(Pp, _times(k, Mp), _times(k, Pn), Mn, tm)  # negative outputs
-        q1 = jnp.where(z > 0, R, 0) / stabilize(up, self.stabilizer)
-        q2 = jnp.where(z < 0, R, 0) / stabilize(dn, self.stabilizer)
-        out = xp * pull(x, (P, k * q1 + q2), (M, q1 + k * q2))
-        return out if xn is None else out + xn * pull(x, (P, q1 + k * q2), (M, k * q1 + q2))
+        P, xp, xn, zp = _signed(layer, x, z, nonneg)
+        g, sign = self.gamma, _sign_of(z)
+        den = z + g * jnp.where(z > 0, zp, z - zp)
+        Q = R * (jnp.abs(sign) / stabilize(den, self.stabilizer))
+        return _through_parts(layer, x, P, xp, xn, g * sign * Q,
+                              Q * (1 + g * (z < 0)), Q * (1 + g * (z > 0)))
 
 
 @dataclasses.dataclass(frozen=True)
