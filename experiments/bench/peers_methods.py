@@ -29,7 +29,6 @@ second / one jitted batched forward pass's rows per second (>= 0.5); `ratio` >= 
 from __future__ import annotations
 
 import copy
-import itertools
 import math
 import warnings
 
@@ -190,37 +189,60 @@ def _gradient_rows(s) -> tuple[list[dict], float]:
     bt = torch.from_numpy(nhwc_to_nchw(bases))
     call = lambda name, **kw: (lambda: getattr(A, name)(  # noqa: E731
         s.probe, s.probe.params, s.xj, s.yj, **kw))
-    gshap = dict(baselines=bases, n_samples=50, stdevs=0.0)
-    jcalls = {"saliency": call("saliency"), "deeplift": call("deeplift"),
-              "deeplift_shap": call("deeplift_shap", baselines=bases),
-              "gradient_shap": call("gradient_shap", key=jax.random.key(0), **gshap)}
-    jt = {k: harness.timed(f, s.light) for k, f in jcalls.items()}
-    timed = lambda f: harness.timed(f, s.light, warm=s.warm)  # noqa: E731
-    dl, dls, gs = ca.DeepLift(s.net), ca.DeepLiftShap(s.net), ca.GradientShap(s.net)
-    ct = {"deeplift": timed(lambda: dl.attribute(s.xt, baselines=0.0, target=s.yt)),
-          "deeplift_shap": timed(lambda: dls.attribute(s.xt, baselines=bt, target=s.yt)),
-          "gradient_shap": timed(lambda: gs.attribute(s.xt, baselines=bt, target=s.yt,
-                                                      n_samples=50, stdevs=0.0))}
+    jt = {k: harness.timed(f, s.light) for k, f in {
+        "saliency": call("saliency"), "deeplift": call("deeplift"),
+        "deeplift_shap": call("deeplift_shap", baselines=bases),
+        "gradient_shap": call("gradient_shap", key=jax.random.key(0), baselines=bases,
+                              n_samples=50, stdevs=0.0)}.items()}
+    captum = {  # name: net -> Captum's (attributions, convergence delta)
+        "deeplift": lambda net: ca.DeepLift(net).attribute(
+            s.xt, baselines=0.0, target=s.yt, return_convergence_delta=True),
+        "deeplift_shap": lambda net: ca.DeepLiftShap(net).attribute(
+            s.xt, baselines=bt, target=s.yt, return_convergence_delta=True),
+        "gradient_shap": lambda net: ca.GradientShap(net).attribute(
+            s.xt, baselines=bt, target=s.yt, n_samples=50, stdevs=0.0,
+            return_convergence_delta=True)}
+    ct = {k: harness.timed(lambda f=f: f(s.net), s.light, warm=s.warm)
+          for k, f in captum.items()}
     sal = jt["saliency"].seconds
     out = [harness.row("saliency [jaxviz]", sal, settings="abs=True, the reference time",
                        compile_s=jt["saliency"].compile_s, impl="jaxviz", x_saliency=1.0,
                        images_per_s=n / sal)]
+    safe_twin = _hook_safe_twin(torch, s.net)
     for name, csets, jsets in (
             ("deeplift", "DeepLift, rescale, baselines=0", "baselines=None (zeros)"),
             ("deeplift_shap", f"DeepLiftShap, {N_BASELINES} training digits as baselines",
              "the same baseline set")):
-        rel = max_rel_diff(nchw_to_nhwc(ct[name].result.detach().numpy()), jt[name].result)
-        out += _pair(name, csets, ct[name], jsets, jt[name], n, max_rel_diff=rel,
+        c_map, j_map = nchw_to_nhwc(ct[name].result[0].detach().numpy()), jt[name].result
+        safe = nchw_to_nhwc(captum[name](safe_twin)[0].detach().numpy())
+        out += _pair(name, csets, ct[name], jsets, jt[name], n,
+                     max_rel_diff=max_rel_diff(c_map, j_map),
+                     captum_max_abs_delta=float(ct[name].result[1].abs().max()),
+                     max_rel_diff_hook_safe=max_rel_diff(safe, j_map),
                      x_saliency=jt[name].seconds / sal)
     exact = _mean_ig(s, bases)
-    c_map = nchw_to_nhwc(ct["gradient_shap"].result.detach().numpy())
+    c_map = nchw_to_nhwc(ct["gradient_shap"].result[0].detach().numpy())
     j_map = np.asarray(jt["gradient_shap"].result)
     return out + _pair(
-        "gradient_shap (50 samples)", f"GradientShap, n_samples=50, stdevs=0, {N_BASELINES} digits",
+        "gradient_shap (50 samples)",
+        f"GradientShap, n_samples=50, stdevs=0, {N_BASELINES} digits as baselines",
         ct["gradient_shap"], "the same options, key=0", jt["gradient_shap"], n,
         corr=mean_correlation(c_map, j_map), err_captum=rel_error(c_map, exact),
         err_jaxviz=rel_error(j_map, exact), x_saliency=jt["gradient_shap"].seconds / sal,
         exact="mean over the baselines of IG (32 Gauss-Legendre steps)"), sal
+
+
+def _hook_safe_twin(torch, net):
+    """The twin with `x + 0` between relu2 and the max pool: the same function, but no two
+    Captum-hooked modules in a row (docs/peers_methods.md: Captum's DeepLift
+    rules on consecutive hooked modules do not compose, summation-to-delta fails)."""
+    class Add0(torch.nn.Module):
+        def forward(self, t):
+            return t + 0
+
+    net = copy.deepcopy(net)
+    net.pool = torch.nn.Sequential(Add0(), net.pool)
+    return net
 
 
 def _mean_ig(s, bases) -> np.ndarray:
