@@ -2,6 +2,7 @@
 gradient x input and conservation on bias-free ReLU nets), z+ signs, the BatchNorm
 canonizer, composites and the errors."""
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -255,7 +256,7 @@ class _Gated(nnx.Module):
     def __init__(self, rngs):
         self.conv = nnx.Conv(1, 2, (3, 3), rngs=rngs)
         self.gate = _Gate()
-        self.head = nnx.Linear(2, 2, rngs=rngs)
+        self.head = nnx.Linear(1, 2, rngs=rngs)
 
     def __call__(self, x):
         return self.head(self.gate(self.conv(x)).mean(axis=(1, 2)))
@@ -263,7 +264,9 @@ class _Gated(nnx.Module):
 
 class _Gate(nnx.Module):
     def __call__(self, h):
-        return h * jnp.tanh(h)  # two input-dependent operands: no LRP rule
+        # two input-dependent operands, neither an elementwise function of the other: no
+        # LRP rule (h * tanh(h) would be an activation of h)
+        return h[..., :1] * jnp.tanh(h[..., 1:])
 
 
 def test_an_op_without_a_rule_is_an_error_naming_it_and_its_layer():
@@ -317,3 +320,97 @@ def test_first_layer_rule_goes_to_the_first_layer_of_its_kind():
     with pytest.raises(ValueError, match="ZBox rule at primitive 'conv_general_dilated' in "
                                          "layer 'conv' needs the input's bounds"):
         lrp(p, p.params, x, [0, 1], composite="epsilon_gamma_box")
+
+
+# ---- LayerNorm: the std is a constant (Ali et al. 2022) ----------------------------------
+
+class _LN(nnx.Module):
+    """Bias-free dense -> LayerNorm (mixed-sign scale, no bias) -> relu -> dense."""
+
+    def __init__(self, rngs):
+        self.fc1 = nnx.Linear(6, 8, use_bias=False, rngs=rngs)
+        self.norm = nnx.LayerNorm(8, use_bias=False, rngs=rngs)
+        self.fc2 = nnx.Linear(8, 3, use_bias=False, rngs=rngs)
+        self.norm.scale[...] = jax.random.normal(KEY, (8,))
+
+    def __call__(self, x):
+        return self.fc2(nnx.relu(self.norm(self.fc1(x.reshape(x.shape[0], -1)))))
+
+
+def test_layernorm_conserves_relevance_and_equals_gradient_x_input_with_the_std_detached():
+    m = _LN(nnx.Rngs(0))
+    p = probe_lib.from_model(m, input_shape=(3, 2, 1))
+    x = jax.random.normal(jax.random.key(5), (3, 3, 2, 1))
+    t = jnp.array([0, 1, 2])
+    W1, W2 = m.fc1.kernel[...], m.fc2.kernel[...]
+    scale, eps = m.norm.scale[...], m.norm.epsilon
+
+    def detached(x):  # the same net written by hand, its std a constant
+        h = x.reshape(x.shape[0], -1) @ W1
+        std = jax.lax.stop_gradient(jnp.sqrt(h.var(axis=-1, keepdims=True) + eps))
+        return nnx.relu((h - h.mean(axis=-1, keepdims=True)) / std * scale) @ W2
+
+    logit = detached(x)[jnp.arange(3), t]
+    np.testing.assert_allclose(p(p.params, x)[jnp.arange(3), t], logit, rtol=1e-5)
+    want = x * jax.grad(lambda x: detached(x)[jnp.arange(3), t].sum())(x)
+    got = lrp(p, p.params, x, t, composite=EXACT)
+    np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-5 * float(jnp.abs(want).max()))
+    # Conservation through the LayerNorm: the relevance of its input (fc1's output) and of
+    # its output both sum to the logit, as does the input map.
+    for layer in ("fc1", "norm"):
+        r = _relevance_at(p, p.params, x, t, layer, EXACT)
+        np.testing.assert_allclose(r.reshape(3, -1).sum(axis=1), logit, rtol=1e-4)
+    np.testing.assert_allclose(got.sum(axis=(1, 2, 3)), logit, rtol=1e-4)
+
+
+class _NormAsData(nnx.Module):
+    def __init__(self, rngs):
+        self.fc = nnx.Linear(4, 3, rngs=rngs)
+        self.mix = _AddNorm()
+
+    def __call__(self, x):
+        return self.mix(self.fc(x.reshape(x.shape[0], -1)))
+
+
+class _AddNorm(nnx.Module):
+    def __call__(self, h):
+        return h + jnp.sqrt((h * 1.0 + 0.5).sum(-1, keepdims=True) ** 2)  # a norm added to data
+
+
+def test_a_normaliser_used_as_data_is_an_error():
+    p = probe_lib.from_model(_NormAsData(nnx.Rngs(0)), input_shape=(2, 2, 1))
+    with pytest.raises(NoRuleError, match=r"primitive 'add' in layer 'mix': it uses a normaliser"):
+        lrp(p, p.params, np.ones((1, 2, 2, 1), np.float32), 0)
+
+
+def test_lrp_runs_on_the_convnext_block_with_its_layernorms():
+    from tests import family_models as fm
+    m = fm.convnext_block()
+    x = jax.random.uniform(KEY, (2, *m.shape))
+    R, delta = lrp(m.probe, m.probe.params, x, [0, 1], return_convergence_delta=True)
+    assert R.shape == x.shape and bool(jnp.isfinite(R).all()) and float(jnp.abs(R).max()) > 0
+    assert bool(jnp.isfinite(delta).all())
+
+
+class _Gelu(nnx.Module):
+    def __init__(self, rngs, act):
+        self.fc1 = nnx.Linear(6, 5, rngs=rngs)
+        self.fc2 = nnx.Linear(5, 3, rngs=rngs)
+        self.act = act
+
+    def __call__(self, x):
+        return self.fc2(self.act(self.fc1(x.reshape(x.shape[0], -1))))
+
+
+@pytest.mark.parametrize("approximate", [True, False])
+def test_an_inline_activation_passes_relevance_like_one_call(approximate):
+    """jax.nn.gelu is written inline (x * (1 + tanh(..)) / 2, or x / 2 * erfc(..)): LRP
+    must treat it as one elementwise activation of fc1's output, as it treats the same
+    function wrapped in one jit call."""
+    gelu = functools.partial(jax.nn.gelu, approximate=approximate)
+    inline = probe_lib.from_model(_Gelu(nnx.Rngs(0), gelu), input_shape=(3, 2, 1))
+    called = probe_lib.from_model(_Gelu(nnx.Rngs(0), jax.jit(gelu)), input_shape=(3, 2, 1))
+    x = jax.random.normal(KEY, (2, 3, 2, 1))
+    want = lrp(called, called.params, x, [0, 2])
+    np.testing.assert_allclose(lrp(inline, inline.params, x, [0, 2]), want, rtol=1e-5,
+                               atol=1e-7 * float(jnp.abs(want).max()))

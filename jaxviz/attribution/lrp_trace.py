@@ -14,9 +14,20 @@ value, is the LRP map of the input. Rules attach to primitives:
   the addends (Zennit's Norm rule);
 - elementwise functions of one input-dependent value (relu, tanh, ..., and calls that
   compute one, like jax.nn.relu) and affine ops by constants elsewhere (input
-  normalization): relevance passes through unchanged;
+  normalization): relevance passes through unchanged; so does an elementwise op of
+  several values that are all elementwise functions of one value (an activation written
+  inline, as jax.nn.gelu's x * (1 + tanh(...)) / 2): its relevance goes to that value,
+  their nearest common ancestor through elementwise and affine ops;
 - structural ops (reshape, transpose, slice, pad, concatenate, ...) and max pooling move
-  relevance as their gradient does (max pooling: winner takes all, as Captum and Zennit).
+  relevance as their gradient does (max pooling: winner takes all, as Captum and Zennit);
+- normalisers (LayerNorm, RMSNorm, a feature vector over its norm): a square root (sqrt,
+  rsqrt) of a statistic, i.e. of a sum (reduce_sum) of input-dependent values, is treated
+  as a constant, as Ali et al. 2022 ("XAI for Transformers: Better Explanations through
+  Conservative Propagation") detach LayerNorm's 1/std: multiplying or dividing a value by
+  it is an affine op by a constant, and no relevance flows into the statistics behind it.
+  The rest of a LayerNorm (the centering x - mean(x) and its affine part) is linear and
+  keeps its rules (residual split, sum pooling), so relevance is conserved through it.
+  A normaliser used in any other way (added to, or as the input of a layer) has no rule.
 Every forward value is the original program's (the rules only change the backward), so
 the logits are unchanged. Anything else that depends on the input raises
 `program.NoRuleError` naming the primitive and the layer: never a silent gradient.
@@ -41,6 +52,7 @@ from jaxviz.core import interpret
 
 _UNARY_DATA = tuple(k for k, v in program.STRUCTURAL.items() if v == (0,))
 _AFFINE = ("add", "sub", "mul", "div", "neg")
+_ROOTS = ("sqrt", "rsqrt")  # a statistic through one of these is a normaliser
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,10 +71,15 @@ class Fold:
 
 @dataclasses.dataclass(frozen=True)
 class Live:
+    """stat: None (data), "stat" (a sum of input-dependent values, and what elementwise,
+    affine and structural ops make of it) or "norm" (a statistic through a square root: a
+    normaliser, treated as a constant)."""
     a: jax.Array
     nonneg: bool = False
     bounds: Any = None
     fold: Fold | None = None
+    stat: str | None = None
+    parent: Any = None  # the Live this one is an elementwise function of (activations)
 
 
 @jax.custom_vjp
@@ -71,6 +88,19 @@ def _passed(x, y):
 
 
 _passed.defvjp(lambda x, y: (y, None), lambda _, g: (g, jnp.zeros_like(g)))
+
+
+def _ancestor(values) -> Live | None:
+    """The nearest Live that every one of `values` is an elementwise function of."""
+    chains = []
+    for v in values:
+        chain = []
+        while v is not None:
+            chain.append(v)
+            v = v.parent
+        chains.append(chain)
+    others = [{id(v) for v in c} for c in chains[1:]]
+    return next((v for v in chains[0] if all(id(v) in o for o in others)), None)
 
 
 def _sg(invals) -> list:
@@ -142,14 +172,14 @@ class _Evaluation:
         self.canonical = canonical_forward  # forward through s * op(x, w) + t (a check)
         self.first_seen = False
 
-    def emit(self, fold: Fold, raw) -> Live:
+    def emit(self, fold: Fold, raw, stat: str | None = None, parent=None) -> Live:
         if self.canonical:
             a = _op_fn(fold.eqn, fold.index)(fold.x.a, fold.w)
             a = a if fold.s is None else fold.s * a
             a = a if fold.t is None else a + fold.t
         else:
             a = _redistribute(fold, raw)
-        return Live(a, fold=fold if self.canonize else None)
+        return Live(a, fold=fold if self.canonize else None, stat=stat, parent=parent)
 
     def linear(self, eqn, invals, live) -> Live:
         kind = program.LINEAR_KINDS[eqn.primitive.name]
@@ -162,7 +192,8 @@ class _Evaluation:
         self.first_seen = self.first_seen or first
         rule = self.composite.rule_for(program.layer_of(eqn), kind, first)
         fold = Fold(eqn, i, x, w, None, None, rule, self.bounds(rule, eqn, x))
-        return self.emit(fold, program.bind(eqn, _sg(invals))[0])
+        return self.emit(fold, program.bind(eqn, _sg(invals))[0],
+                         "stat" if kind == "pool" else None)
 
     @staticmethod
     def bounds(rule: Rule, eqn, x: Live):
@@ -186,24 +217,41 @@ class _Evaluation:
         c = invals[1 - i] if len(invals) == 2 else None
         if x.fold is not None:
             fold = _refold(x.fold, eqn.primitive.name, c, i == 0)
-            return self.emit(fold, program.bind(eqn, _sg(invals))[0])
+            return self.emit(fold, program.bind(eqn, _sg(invals))[0], x.stat, x)
         lo_hi = None
         if x.bounds is not None:
             ends = [program.bind(eqn, [b if k == i else v for k, v in enumerate(invals)])[0]
                     for b in x.bounds]
             lo_hi = (jnp.minimum(*ends), jnp.maximum(*ends))
-        return dataclasses.replace(self.passed(eqn, invals, x), bounds=lo_hi)
+        return dataclasses.replace(self.passed(eqn, invals, x, stat=x.stat), bounds=lo_hi)
 
-    def passed(self, eqn, invals, x: Live, nonneg: bool = False) -> Live:
+    def passed(self, eqn, invals, x: Live, nonneg: bool = False,
+               stat: str | None = None) -> Live:
         """eqn's output, with the relevance of its output handed to x unchanged."""
         if self.canonical:
-            return Live(program.bind(eqn, _arrays(invals))[0], nonneg)
-        return Live(_passed(x.a, program.bind(eqn, _sg(invals))[0]), nonneg)
+            return Live(program.bind(eqn, _arrays(invals))[0], nonneg, stat=stat, parent=x)
+        return Live(_passed(x.a, program.bind(eqn, _sg(invals))[0]), nonneg, stat=stat,
+                    parent=x)
+
+    def normalized(self, eqn, invals, live, norms) -> list:
+        """An equation with a normaliser among its operands (see the module docstring)."""
+        if norms == live:  # normalisers only (1/std times LayerNorm's scale): no relevance
+            return [Live(o, stat="norm") for o in program.bind(eqn, _sg(invals))]
+        k = norms.index(True)
+        if eqn.primitive.name in ("mul", "div") and sum(live) == 2 and (
+                eqn.primitive.name == "mul" or k == 1):
+            consts = [lax.stop_gradient(v.a) if j == k else v for j, v in enumerate(invals)]
+            return [self.affine(eqn, consts, [j != k and v for j, v in enumerate(live)])]
+        raise program.no_rule("LRP", eqn, "it uses a normaliser (a square root of a "
+                                          "statistic, as LayerNorm's std) other than as a "
+                                          "constant factor")
 
     def residual(self, eqn, invals) -> Live:
         """a + b (or a - b), both input-dependent: relevance split by the addends."""
         if self.canonical:
-            return Live(program.bind(eqn, _arrays(invals))[0])
+            stat = "stat" if invals[0].stat == invals[1].stat == "stat" else None
+            return Live(program.bind(eqn, _arrays(invals))[0], stat=stat,
+                        parent=_ancestor(invals))
         eps = self.composite.stabilizer
 
         def op(u, v):
@@ -220,7 +268,8 @@ class _Evaluation:
 
         split.defvjp(lambda u, v, raw: (raw, (u, v, raw)), bwd)
         a, b = invals
-        return Live(split(a.a, b.a, op(*_sg(invals))))
+        stat = "stat" if a.stat == b.stat == "stat" else None  # LayerNorm: E[x^2] - E[x]^2
+        return Live(split(a.a, b.a, op(*_sg(invals))), stat=stat, parent=_ancestor(invals))
 
     def structural(self, eqn, invals, live) -> list:
         outs = program.bind(eqn, _arrays(invals))
@@ -232,21 +281,26 @@ class _Evaluation:
                                or program.is_literal(eqn.invars[1], nonneg=True))
         bounds = [None] * len(outs) if x.bounds is None else list(zip(
             *(program.bind(eqn, [b, *invals[1:]]) for b in x.bounds)))
-        return [Live(o, nonneg, b) for o, b in zip(outs, bounds)]
+        return [Live(o, nonneg, b, stat=x.stat) for o, b in zip(outs, bounds)]
 
     def call(self, eqn, invals):
         """Claims a call that is one elementwise activation; other calls are inlined."""
         live = [isinstance(v, Live) for v in invals]
         if not any(live) or not program.elementwise_call(eqn, live):
             return None
-        return [self.passed(eqn, invals, invals[live.index(True)],
-                            program.nonneg_output(eqn))]
+        x = invals[live.index(True)]
+        if x.stat == "norm":
+            return self.normalized(eqn, invals, live, live)
+        return [self.passed(eqn, invals, x, program.nonneg_output(eqn), x.stat)]
 
     def default(self, eqn, invals):
         live = [isinstance(v, Live) for v in invals]
         if not any(live):
             return program.bind(eqn, invals)
         name, n_live = eqn.primitive.name, sum(live)
+        norms = [isinstance(v, Live) and v.stat == "norm" for v in invals]
+        if any(norms):
+            return self.normalized(eqn, invals, live, norms)
         if name in program.LINEAR_KINDS:
             return [self.linear(eqn, invals, live)]
         if name in ("add", "sub") and n_live == 2:
@@ -258,13 +312,20 @@ class _Evaluation:
                 raise program.no_rule("LRP", eqn, "an index or predicate depends on the input")
             return self.structural(eqn, invals, live)
         x = invals[live.index(True)]
+        if n_live > 1 and name in program.ELEMENTWISE:  # an inline activation, or no rule
+            x = _ancestor([v for v in invals if isinstance(v, Live)])
+            if x is None:
+                raise program.no_rule("LRP", eqn)
+            n_live = 1
         if name in program.MAX_LIKE and n_live == 1:
             out = program.bind(eqn, _arrays(invals))[0]
             return [Live(out, x.nonneg and name.endswith("max"))]
         if (name in program.ELEMENTWISE and n_live == 1 and len(eqn.outvars) == 1
                 and eqn.outvars[0].aval.shape == x.a.shape
                 and jnp.issubdtype(eqn.outvars[0].aval.dtype, jnp.floating)):
-            return [self.passed(eqn, invals, x, program.nonneg_output(eqn))]
+            if x.stat == "stat" and name in _ROOTS:  # a normaliser: no relevance flows in
+                return [Live(program.bind(eqn, _sg(invals))[0], stat="norm")]
+            return [self.passed(eqn, invals, x, program.nonneg_output(eqn), x.stat)]
         raise program.no_rule("LRP", eqn)
 
 
