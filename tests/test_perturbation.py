@@ -253,6 +253,74 @@ def test_gradient_shap_completeness_in_expectation_on_a_linear_model():
                                rtol=1e-5, atol=1e-6)
 
 
+# ---- defaults: a grid of at most 7 x 7 cells, memory-bounded chunks ---------------------
+
+def test_default_grid_is_at_most_seven_cells_a_side():
+    for shape, cells, n in (((28, 28), (4, 4), 49), ((224, 224), (32, 32), 49),
+                            ((40, 56), (6, 8), 49), ((10, 13), (2, 2), 35), ((4, 6), (1, 1), 24)):
+        assert P.default_grid(shape) == cells, shape
+        mask, f = P.feature_mask(None, None, (1, *shape, 3))
+        assert f == n and int(mask.max()) == n - 1, shape
+        np.testing.assert_array_equal(mask[0], P.grid_mask(shape, cells)[0])
+
+
+def test_defaults_equal_the_old_explicit_settings_on_digits(cnn_random, digits):
+    """On 28x28 digits the new defaults (grid None, chunk_size None) are the old ones
+    (grid (4, 4), chunk_size 16), so the digits' maps are unchanged."""
+    p, x, t = cnn_random, digits[0][:2], digits[1][:2]
+    assert P.sampler_chunk(None, p, p.params, x.shape, 49) == 16
+    np.testing.assert_array_equal(A.feature_ablation(p, p.params, x, t),
+                                  A.feature_ablation(p, p.params, x, t, grid=(4, 4),
+                                                     chunk_size=16))
+    np.testing.assert_array_equal(
+        A.kernel_shap(p, p.params, x, t, key=KEY, n_samples=20),
+        A.kernel_shap(p, p.params, x, t, key=KEY, n_samples=20, grid=(4, 4), chunk_size=16))
+
+
+def test_default_chunk_shrinks_to_fit_chunk_memory_with_the_same_maps(small, monkeypatch):
+    """A model whose passes outgrow CHUNK_MEMORY gets fewer samples per forward pass (the
+    even chunks of analysis.default_chunk); the maps do not change (padding dropped)."""
+    fn, params, x, t, mask, f = small
+    one_pass = P.analysis.pass_bytes(fn, params, x.shape)
+    want = {name: call(chunk_size=None) for name, call in _samplers(small).items()}
+    monkeypatch.setattr(P.analysis, "CHUNK_MEMORY", 3 * one_pass)
+    assert P.sampler_chunk(None, fn, params, x.shape, 10) == 3  # 10 passes: 4 chunks of 3
+    assert P.sampler_chunk(None, fn, params, x.shape, 2) == 2
+    assert P.sampler_chunk(5, fn, params, x.shape, 100) == 5  # an explicit chunk is kept
+    for name, call in _samplers(small).items():
+        np.testing.assert_allclose(call(chunk_size=None), want[name], rtol=1e-5, atol=1e-6,
+                                   err_msg=name)
+        np.testing.assert_allclose(call(chunk_size=1), want[name], rtol=1e-5, atol=1e-6,
+                                   err_msg=name)
+
+
+def _samplers(small):
+    fn, params, x, t, mask, _ = small
+    kw = dict(feature_mask=mask)
+    return {
+        "feature_ablation": lambda **c: A.feature_ablation(fn, params, x, t, **kw, **c),
+        "shapley_sampling": lambda **c: A.shapley_sampling(fn, params, x, t, key=KEY,
+                                                           n_samples=2, **kw, **c),
+        "kernel_shap": lambda **c: A.kernel_shap(fn, params, x, t, key=KEY, n_samples=12,
+                                                 **kw, **c),
+        "lime": lambda **c: A.lime(fn, params, x, t, key=KEY, n_samples=12, lasso_steps=20,
+                                   **kw, **c),
+        "rise": lambda **c: A.rise(fn, params, x, t, key=KEY, n_masks=10, cells=2, **c),
+    }
+
+
+def test_direct_calls_on_a_bfloat16_model_return_float32(small):
+    """The registry casts maps to float32; the functions themselves return float32 too."""
+    fn, params, x, t, mask, _ = small
+    half = jax.tree.map(lambda a: a.astype(jnp.bfloat16), params)
+    fn16 = lambda p, v: fn(p, v).astype(jnp.bfloat16)  # noqa: E731 -- bfloat16 logits
+    assert fn16(half, x).dtype == jnp.bfloat16
+    for name, call in _samplers((fn16, half, x, t, mask, None)).items():
+        out = call()
+        assert out.dtype == jnp.float32 and out.shape == x.shape[:3], (name, out.dtype)
+        assert bool(jnp.isfinite(out).all()) and float(jnp.abs(out).max()) > 0, name
+
+
 # ---- bad input ----------------------------------------------------------------------------
 
 def test_errors(small):

@@ -2,21 +2,28 @@
 evaluation a batched forward pass (KernelSHAP and LIME, which fit a surrogate on the same
 kind of samples, are in `surrogate`).
 
-    maps = feature_ablation(fn, params, x, y, grid=(4, 4))            # (N, H, W)
+    maps = feature_ablation(fn, params, x, y)                          # (N, H, W)
     maps = shapley_sampling(fn, params, x, y, key=key, n_samples=25)  # (N, H, W)
     maps = rise(fn, params, x, y, key=key, n_masks=1000)              # (N, H, W)
 
 Features. Feature ablation, Shapley sampling, KernelSHAP and LIME perturb groups of pixels:
 `feature_mask` (H, W) ints shared by every image, or (N, H, W) one per image (e.g.
-superpixels), ids 0..F-1 spanning all channels; by default a grid of `grid` = (h, w)
-pixel cells, cell id (i // h) * nW + j // w (the last row and column cut off at the edge:
-occlusion's windows with stride == window). A sample z in {0, 1}^F keeps the features with
+superpixels), ids 0..F-1 spanning all channels; else a grid of `grid` = (h, w) pixel
+cells, cell id (i // h) * nW + j // w (the last row and column cut off at the edge:
+occlusion's windows with stride == window). The default grid (`grid=None`) splits every
+image into at most DEFAULT_CELLS x DEFAULT_CELLS cells of ceil(H / 7) x ceil(W / 7) pixels:
+4 x 4-pixel cells on 28 x 28 digits, 32 x 32 on 224 x 224 images. A fixed cell size would
+make the cost grow with the image's area (4 x 4 cells are 3,136 features at 224 x 224, so
+feature ablation alone needs 3,137 forward passes per image and Shapley sampling 78,000). A sample z in {0, 1}^F keeps the features with
 z = 1 and puts the baseline in the others: x_z = where(z[mask], x, baselines). Every pixel
 of a feature carries that feature's attribution, so maps are (N, H, W).
 
 Batching. `chunk_size` samples, each a perturbed copy of the whole batch, are built
-vmapped and go through the model as ONE forward pass of batch chunk_size x N (None: all
-samples at once); a lax.map over chunks bounds memory. Random samplers take
+vmapped and go through the model as ONE forward pass of batch chunk_size x N; a lax.map
+over chunks bounds memory. The default (None, `sampler_chunk`) is DEFAULT_CHUNK samples per
+pass, fewer where that many passes of the model on the batch would hold more than
+`analysis.CHUNK_MEMORY` (by `analysis.default_chunk`): the digits' samplers run 16 at a
+time, a 224 x 224 ResNet-18 on 8 images 10 at a time. Random samplers take
 `key`, one PRNG key (split per image) or one per image, and draw image i's samples from
 image i's key alone, so a result never depends on which images share the batch. (Captum
 draws one permutation or mask set per call and applies it to every image of the batch.)
@@ -40,6 +47,27 @@ def check_score(score) -> str:
     return score
 
 
+# The default feature grid's cells a side, and the most samples one forward pass takes.
+DEFAULT_CELLS = 7
+DEFAULT_CHUNK = 16
+
+
+def default_grid(shape) -> tuple[int, int]:
+    """The (h, w) pixel cells of the default grid on (H, W) images: at most DEFAULT_CELLS a
+    side, ceil(H / DEFAULT_CELLS) x ceil(W / DEFAULT_CELLS) pixels each."""
+    return tuple(-(-int(d) // DEFAULT_CELLS) for d in shape)
+
+
+def sampler_chunk(chunk_size, fn, params, x_shape, n_passes: int) -> int | None:
+    """A sampler's samples per forward pass: chunk_size checked; None: DEFAULT_CHUNK, or
+    fewer when n_passes passes of fn on x_shape need more than analysis.CHUNK_MEMORY (then
+    `analysis.default_chunk`'s even chunks)."""
+    if chunk_size is not None:
+        return analysis.check_chunk_size(chunk_size)
+    fit = analysis.default_chunk(None, fn, params, x_shape, n_passes)
+    return min(DEFAULT_CHUNK, n_passes if fit is None else fit)
+
+
 def grid_mask(shape, grid) -> tuple[np.ndarray, int]:
     """(H, W) cell ids of a (h, w)-pixel grid over an (H, W) image, and the cell count F."""
     (h, w), (gh, gw) = shape, checks.pair(grid, "grid")
@@ -54,7 +82,7 @@ def feature_mask(mask, grid, x_shape) -> tuple[jax.Array, int]:
     """A checked feature mask as (1 or N, H, W) int32 and its feature count F (static)."""
     n, h, w, _ = x_shape
     if mask is None:
-        ids, f = grid_mask((h, w), grid)
+        ids, f = grid_mask((h, w), default_grid((h, w)) if grid is None else grid)
         return jnp.asarray(ids[None]), f
     if checks.is_traced(mask):
         raise ValueError("feature_mask must be a concrete array (its number of features sets "
@@ -154,12 +182,14 @@ def chunked_sum(f, n: int, chunk_size: int | None):
     return jax.lax.scan(body, init, ids)[0]
 
 
-def prepare(fn, params, images, target, baselines, mask, grid, score, chunk_size):
-    """Checked (x, t, baselines (N, H, W, C), masks, F, score, chunk_size) of a sampler."""
+def prepare(fn, params, images, target, baselines, mask, grid, score, chunk_size, passes):
+    """Checked (x, t, baselines (N, H, W, C), masks, F, score, chunk_size) of a sampler;
+    passes(F): its number of samples (perturbed batches), for the default chunk size."""
     score = check_score(score)
     chunk_size = analysis.check_chunk_size(chunk_size)
     x, t = analysis.check_inputs(fn, params, images, target)
     masks, n_features = feature_mask(mask, grid, x.shape)
+    chunk_size = sampler_chunk(chunk_size, fn, params, x.shape, max(passes(n_features), 1))
     return x, t, baseline_like(baselines, x), masks, n_features, score, chunk_size
 
 
@@ -176,17 +206,19 @@ def _ablation(fn, params, x, b, t, masks, n_features, score, chunk_size):
     return to_pixels((base[None] - ablated).T, masks)
 
 
-def feature_ablation(fn, params, images, target, *, feature_mask=None, grid=(4, 4),
-                     baselines=0.0, score: str = "logit", chunk_size: int | None = 16
+def feature_ablation(fn, params, images, target, *, feature_mask=None, grid=None,
+                     baselines=0.0, score: str = "logit", chunk_size: int | None = None
                      ) -> jax.Array:
     """Feature ablation (Captum's FeatureAblation): feature f's attribution is
     score(x) - score(x with feature f set to the baseline). -> (N, H, W).
 
-    feature_mask: (H, W) or (N, H, W) ids, default the `grid` cells; baselines: a number or
-    an image-shaped array; score: "logit", "prob" or "log_prob"; chunk_size: features
-    (ablated copies of the batch) evaluated at once."""
+    feature_mask: (H, W) or (N, H, W) ids, default the `grid` cells ((h, w) pixels; None:
+    the 7 x 7 default grid, module docstring); baselines: a number or an image-shaped array;
+    score: "logit", "prob" or "log_prob"; chunk_size: features (ablated copies of the batch)
+    evaluated at once (None: `sampler_chunk`)."""
     x, t, b, masks, f, score, chunk = prepare(fn, params, images, target, baselines,
-                                               feature_mask, grid, score, chunk_size)
+                                               feature_mask, grid, score, chunk_size,
+                                               lambda f: f)
     return _ablation(analysis.static_fn(fn), params, x, b, t, masks, f, score, chunk)
 
 
@@ -229,8 +261,8 @@ def _shapley(fn, params, x, b, t, masks, keys, n_features, n_samples, score, chu
 
 
 def shapley_sampling(fn, params, images, target, *, key, n_samples: int = 25,
-                     feature_mask=None, grid=(4, 4), baselines=0.0, score: str = "logit",
-                     chunk_size: int | None = 16) -> jax.Array:
+                     feature_mask=None, grid=None, baselines=0.0, score: str = "logit",
+                     chunk_size: int | None = None) -> jax.Array:
     """Shapley value sampling (Captum's ShapleyValueSampling; Castro et al. 2009): add the
     features to the baseline one by one in a random order; a feature's attribution is the
     score's change when it is added, averaged over n_samples orders. -> (N, H, W).
@@ -239,7 +271,8 @@ def shapley_sampling(fn, params, images, target, *, key, n_samples: int = 25,
     image. Other options as `feature_ablation`; chunk_size: prefixes evaluated at once."""
     n_samples = checks.positive_int(n_samples, "n_samples")
     x, t, b, masks, f, score, chunk = prepare(fn, params, images, target, baselines,
-                                               feature_mask, grid, score, chunk_size)
+                                               feature_mask, grid, score, chunk_size,
+                                               lambda f: n_samples * (f - 1))
     keys = analysis.image_keys(key, x.shape[0])
     return _shapley(analysis.static_fn(fn), params, x, b, t, masks, keys, f, n_samples, score,
                     chunk)
@@ -277,14 +310,14 @@ def _rise(fn, params, x, b, t, keys, n_masks, cells, p_keep, score, chunk_size):
 
 def rise(fn, params, images, target, *, key, n_masks: int = 1000, cells: int = 8,
          p_keep: float = 0.5, baselines=0.0, score: str = "prob",
-         chunk_size: int | None = 16) -> jax.Array:
+         chunk_size: int | None = None) -> jax.Array:
     """RISE (Petsiuk et al. 2018): the score-weighted mean of random smooth masks,
     sum_i score(x * M_i + b * (1 - M_i)) M_i / (n_masks * p_keep). -> (N, H, W).
 
     cells: the coarse grid's size (s in the paper); p_keep: each cell's chance to be kept;
     score: "prob" (the paper's softmax probability), "logit" or "log_prob"; key: one PRNG
-    key or one per image; chunk_size: masks (masked copies of the batch) evaluated at once.
-    The mask's upsampling handles borders like `jax.image.resize`, not skimage's reflect.
+    key or one per image; chunk_size: masks (masked copies of the batch) evaluated at once
+    (None: `sampler_chunk`). The mask's upsampling handles borders like `jax.image.resize`, not skimage's reflect.
     Memory: the masks' random numbers, N * n_masks * (cells^2 + 2) floats, are drawn first.
     """
     n_masks = checks.positive_int(n_masks, "n_masks")
@@ -296,5 +329,6 @@ def rise(fn, params, images, target, *, key, n_masks: int = 1000, cells: int = 8
     if cells > min(x.shape[1:3]):
         raise ValueError(f"cells must be <= the images' H and W {x.shape[1:3]}; got {cells}")
     keys = analysis.image_keys(key, x.shape[0])
+    chunk_size = sampler_chunk(chunk_size, fn, params, x.shape, n_masks)
     return _rise(analysis.static_fn(fn), params, x, baseline_like(baselines, x), t, keys,
                  n_masks, cells, float(p_keep), score, chunk_size)

@@ -158,7 +158,8 @@ def _run(method, fn, params, images, target, key, n_samples, feature_mask, grid,
          score, chunk_size, **fit):
     n_samples = checks.positive_int(n_samples, "n_samples", 2)
     x, t, b, masks, f, score, chunk = pert.prepare(fn, params, images, target, baselines,
-                                                    feature_mask, grid, score, chunk_size)
+                                                    feature_mask, grid, score, chunk_size,
+                                                    lambda _: n_samples)
     if f < 2:
         raise ValueError(f"{method} needs at least 2 features; the feature mask has {f}")
     keys = analysis.image_keys(key, x.shape[0])
@@ -167,8 +168,8 @@ def _run(method, fn, params, images, target, key, n_samples, feature_mask, grid,
 
 
 def kernel_shap(fn, params, images, target, *, key, n_samples: int = 500, feature_mask=None,
-                grid=(4, 4), baselines=0.0, score: str = "logit",
-                chunk_size: int | None = 16) -> jax.Array:
+                grid=None, baselines=0.0, score: str = "logit",
+                chunk_size: int | None = None) -> jax.Array:
     """KernelSHAP (Captum's KernelShap; see the module docstring). -> (N, H, W).
 
     n_samples: coalitions per image (>= 2, counting the all and none samples; use more
@@ -179,9 +180,9 @@ def kernel_shap(fn, params, images, target, *, key, n_samples: int = 500, featur
 
 
 def lime(fn, params, images, target, *, key, n_samples: int = 500, feature_mask=None,
-         grid=(4, 4), baselines=0.0, kernel_width: float = 1.0, distance: str = "cosine",
+         grid=None, baselines=0.0, kernel_width: float = 1.0, distance: str = "cosine",
          alpha: float = 0.01, lasso_steps: int = 1000, score: str = "logit",
-         chunk_size: int | None = 16) -> jax.Array:
+         chunk_size: int | None = None) -> jax.Array:
     """LIME (Captum's Lime with its default kernel; see the module docstring). -> (N, H, W).
 
     kernel_width: the exponential kernel's width; distance: "cosine" or "euclidean";
