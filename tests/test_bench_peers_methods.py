@@ -1,5 +1,5 @@
 """The Captum side-by-side section on issue 16's methods (experiments/bench/peers_methods):
-its pure parts, which need no torch (feature-mask translation, layout conversion, agreement
+its pure parts (peers_agree), which need no torch (feature-mask translation, layout conversion, agreement
 figures, exact Shapley values), and its skip note when torch is absent."""
 import itertools
 import math
@@ -8,8 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from experiments.bench import peers, peers_methods as pm
-from experiments.bench import run
+from experiments.bench import peers, peers_methods, run
+from experiments.bench import peers_agree as pm
 
 
 def test_rows_without_torch_names_the_extra(monkeypatch):
@@ -17,7 +17,7 @@ def test_rows_without_torch_names_the_extra(monkeypatch):
         monkeypatch.setitem(sys.modules, name, None)
     with pytest.raises(ModuleNotFoundError) as err:
         run.section_rows("peers_methods", quick=True)
-    assert str(err.value) == peers.MISSING == pm.MISSING
+    assert str(err.value) == peers.MISSING == peers_methods.MISSING
 
 
 @pytest.mark.parametrize("grid, n_features", [((4, 4), 49), ((10, 10), 9), ((28, 28), 1)])

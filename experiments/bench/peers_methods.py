@@ -3,38 +3,34 @@ FeatureAblation, ShapleyValueSampling, KernelShap and Lime, on the same weights 
 
     python -m experiments.bench --only peers_methods      # (--peers runs it with the others)
 
-Needs the peers extra (torch, captum, scikit-learn for Captum's Lime/KernelShap); without
-torch `rows()` raises ModuleNotFoundError(peers.MISSING), which the runner prints as a skip.
-Time: about 10-15 minutes on a loaded 2-core machine (quick: 2-4 minutes).
+Needs the peers extra (torch, captum; scikit-learn for Captum's Lime); without torch
+`rows()` raises ModuleNotFoundError(peers.MISSING), which the runner prints as a skip.
+Time: about 10-15 minutes on a loaded 2-core machine (--quick: 2-4). Findings and the
+reading of every figure: docs/peers_methods.md.
 
 Both sides explain the same bundled validation digits (64; the samplers 16 at --quick) with
 the PyTorch twin of jaxviz's MnistCNN (`peers.torch_mnist_cnn`, logits checked to 1e-4).
-Each method gives a [captum] and a [jaxviz] row sharing `ratio` = Captum seconds / jaxviz
-seconds (> 1: jaxviz faster). Times are the best of repeats; jaxviz's after its compile
-(`compile_s`); Captum's samplers at their fastest `perturbations_per_eval` of a few
-(`ppe_tried`, in `settings`). Agreement:
-- deterministic methods (DeepLift, DeepLiftShap, LRP, FeatureAblation): `max_rel_diff` =
-  max |captum - jaxviz| / max |captum|;
-- sampled ones: `corr` = mean per-image Pearson correlation of the two maps at the same
-  settings, and `err_captum`, `err_jaxviz` = |map - exact| / |exact| (Frobenius over all
-  images) against an answer computed here without either library's sampler: GradientShap
-  (stdevs 0) against the expectation mean_b IG(x, b) (Integrated Gradients, 32 Gauss-Legendre
-  steps, per baseline); Shapley sampling and KernelShap against exact Shapley values of a
-  3x3-cell grid (9 features, all 512 coalitions evaluated); Lime against its population
-  fit (the same Lasso over all 512 coalitions, each with its Bernoulli(0.5) probability).
-Speed goals (issue 16): `x_saliency` = a jaxviz method's seconds / jaxviz saliency's in the
-same run (DeepLIFT, LRP: <= 1.5); `fwd_fraction` = a jaxviz sampler's model evaluations per
-second / one jitted batched forward pass's rows per second (>= 0.5); `ratio` >= 5 for samplers.
+A [captum] and a [jaxviz] row share `ratio` = Captum s / jaxviz s (> 1: jaxviz faster), best
+of repeats, jaxviz after its compile (`compile_s`), Captum's samplers at their fastest
+perturbations_per_eval of a few (in `settings`). Agreement: deterministic methods
+`max_rel_diff` = max |captum - jaxviz| / max |captum|; sampled ones `corr`, the mean
+per-image Pearson correlation of the two maps, and `err_captum`, `err_jaxviz` = |map - exact|
+/ |exact| against an answer computed here without either library's sampler (`exact` says
+which). Goals: `x_saliency` = seconds / jaxviz saliency's (DeepLIFT, LRP: <= 1.5);
+`fwd_fraction` = a jaxviz sampler's model evaluations per second / a jitted batched
+forward pass's rows per second (>= 0.5); samplers' `ratio` >= 5.
 """
 from __future__ import annotations
 
 import copy
-import math
 import warnings
 
 import numpy as np
 
 from experiments.bench import harness, peers
+from experiments.bench.peers_agree import (
+    all_coalitions, captum_feature_mask, coalition_images, exact_shapley, max_rel_diff,
+    mean_correlation, nchw_to_nhwc, nhwc_to_nchw, rel_error, throughput_fraction, to_pixels)
 
 F = harness.CNN_FORWARD_FLOPS
 MISSING = peers.MISSING
@@ -42,102 +38,6 @@ GRID = (4, 4)         # 4x4-pixel cells on 28x28: 7 x 7 = 49 features
 EXACT_GRID = (10, 10)  # 3 x 3 = 9 features: exact Shapley values from 2^9 coalitions
 CHUNK = 16            # jaxviz samplers: perturbed copies of the batch per forward pass
 N_BASELINES = 8       # DeepLiftShap and GradientShap: the same 8 training digits
-
-
-# ---- pure parts (no torch) ------------------------------------------------------------------
-
-def captum_feature_mask(grid, hw) -> np.ndarray:
-    """jaxviz's grid cells as Captum's feature_mask: (1, 1, H, W) int64, same ids."""
-    from jaxviz.attribution import perturbation  # noqa: PLC0415
-    ids, _ = perturbation.grid_mask(tuple(hw), grid)
-    return ids[None, None].astype(np.int64)
-
-
-def nchw_to_nhwc(a) -> np.ndarray:
-    """(N, C, H, W) -> (N, H, W, C)."""
-    a = np.asarray(a)
-    if a.ndim != 4:
-        raise ValueError(f"expected an (N, C, H, W) array; got shape {a.shape}")
-    return a.transpose(0, 2, 3, 1)
-
-
-def nhwc_to_nchw(a) -> np.ndarray:
-    """(N, H, W, C) -> contiguous (N, C, H, W)."""
-    a = np.asarray(a)
-    if a.ndim != 4:
-        raise ValueError(f"expected an (N, H, W, C) array; got shape {a.shape}")
-    return np.ascontiguousarray(a.transpose(0, 3, 1, 2))
-
-
-def max_rel_diff(ref, other) -> float:
-    """max |ref - other| / max |ref| (float64)."""
-    a, b = np.asarray(ref, np.float64), np.asarray(other, np.float64)
-    if a.shape != b.shape:
-        raise ValueError(f"shapes differ: {a.shape} vs {b.shape}")
-    return float(np.abs(a - b).max() / max(np.abs(a).max(), 1e-30))
-
-
-def rel_error(est, exact) -> float:
-    """|est - exact| / |exact|, Frobenius norms over every value."""
-    a, b = np.asarray(est, np.float64), np.asarray(exact, np.float64)
-    if a.shape != b.shape:
-        raise ValueError(f"shapes differ: {a.shape} vs {b.shape}")
-    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
-
-
-def mean_correlation(a, b) -> float:
-    """Mean over images of the Pearson correlation of two maps (N, ...); images where
-    either map is constant are skipped (nan if all are)."""
-    a = np.asarray(a, np.float64).reshape(len(a), -1)
-    b = np.asarray(b, np.float64).reshape(len(b), -1)
-    a, b = a - a.mean(1, keepdims=True), b - b.mean(1, keepdims=True)
-    den = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    ok = den > 0
-    return float(np.mean((a * b).sum(1)[ok] / den[ok])) if ok.any() else math.nan
-
-
-def all_coalitions(n_features: int) -> np.ndarray:
-    """Every subset as a bool row: (2^F, F), row m has feature i iff bit i of m is set."""
-    m = np.arange(2 ** n_features)[:, None]
-    return (m >> np.arange(n_features)[None] & 1).astype(bool)
-
-
-def exact_shapley(values) -> np.ndarray:
-    """Shapley values from every coalition's value: values (2^F, N), row m the coalition of
-    `all_coalitions` row m -> (N, F). phi_i = sum over S without i of
-    |S|! (F - |S| - 1)! / F! (v(S + i) - v(S))."""
-    values = np.asarray(values, np.float64)
-    f = int(round(math.log2(values.shape[0])))
-    if 2 ** f != values.shape[0]:
-        raise ValueError(f"values must have 2^F rows; got {values.shape[0]}")
-    z = all_coalitions(f)
-    size = z.sum(1)
-    w = np.array([math.factorial(s) * math.factorial(f - s - 1) / math.factorial(f)
-                  if s < f else 0.0 for s in size])
-    out = np.zeros((values.shape[1], f))
-    for i in range(f):
-        without = ~z[:, i]
-        gain = values[np.flatnonzero(without) | (1 << i)] - values[without]
-        out[:, i] = (w[without][:, None] * gain).sum(0)
-    return out
-
-
-def coalition_images(x, baseline, mask, z) -> np.ndarray:
-    """x: (N, H, W, C); mask: (H, W) ids; z: (S, F) bool -> (S, N, H, W, C), pixels of
-    kept features from x, the others `baseline` (a number)."""
-    keep = np.asarray(z)[:, np.asarray(mask)]  # (S, H, W)
-    return np.where(keep[:, None, :, :, None], np.asarray(x)[None], np.float32(baseline))
-
-
-def to_pixels(values, mask) -> np.ndarray:
-    """values: (N, F) per feature -> (N, H, W) on an (H, W) feature mask."""
-    return np.asarray(values)[:, np.asarray(mask)]
-
-
-def throughput_fraction(passes_per_image: int, n_images: int, seconds: float,
-                        forward_rows_per_s: float) -> float:
-    """A sampler's model evaluations per second over the batched forward pass's rows/s."""
-    return passes_per_image * n_images / seconds / forward_rows_per_s
 
 
 # ---- rows --------------------------------------------------------------------------------
@@ -202,7 +102,7 @@ def _gradient_rows(s) -> tuple[list[dict], float]:
         "gradient_shap": lambda net: ca.GradientShap(net).attribute(
             s.xt, baselines=bt, target=s.yt, n_samples=50, stdevs=0.0,
             return_convergence_delta=True)}
-    ct = {k: harness.timed(lambda f=f: f(s.net), s.light, warm=s.warm)
+    ct = {k: harness.timed(lambda f=f: f(s.net), s.heavy, warm=s.warm)
           for k, f in captum.items()}
     sal = jt["saliency"].seconds
     out = [harness.row("saliency [jaxviz]", sal, settings="abs=True, the reference time",
@@ -252,17 +152,26 @@ def _mean_ig(s, bases) -> np.ndarray:
         s.probe, s.probe.params, s.xj, s.yj, baselines=b[None], n_steps=32)) for b in bases], 0)
 
 
-def _lrp_rows(s, saliency_s: float) -> list[dict]:
-    """Captum's LRP (EpsilonRule 1e-9 on conv, linear and max pool) on the twin as built,
-    with an IdentityRule on Flatten, and with Flatten replaced by a reshape in forward;
-    jaxviz's composite of the same rules."""
+def _reshape_twin(net, eps=None, pool_eps=None):
+    """The twin with nn.Flatten replaced by the same reshape in forward (Captum's LRP has
+    no rule for Flatten); eps, pool_eps: EpsilonRule(eps) on conv/linear, (pool_eps) on
+    the max pool (None: Captum's default rule)."""
+    from captum.attr._utils.lrp_rules import EpsilonRule  # noqa: PLC0415
+    net = copy.deepcopy(net)
+    del net.flatten
+    net.flatten = lambda t: t.flatten(1)
+    for layer, e in ((net.conv1, eps), (net.conv2, eps), (net.dense1, eps), (net.preds, eps),
+                     (net.pool, pool_eps)):
+        if e is not None:
+            layer.rule = EpsilonRule(e)
+    return net
+
+
+def _captum_lrp_failures(s) -> str:
+    """What Captum's LRP says on the twin as built and with an IdentityRule on Flatten."""
     import captum.attr as ca  # noqa: PLC0415
     from captum.attr._utils.lrp_rules import IdentityRule  # noqa: PLC0415
-
-    from jaxviz import attribution as A  # noqa: PLC0415
-    from jaxviz.attribution import lrp_composites, lrp_rules  # noqa: PLC0415
-
-    n, failures = s.xj.shape[0], []
+    out = []
     for label, edit in (("as built", lambda net: None),
                         ("Flatten.rule = IdentityRule()",
                          lambda net: setattr(net.flatten, "rule", IdentityRule()))):
@@ -270,39 +179,56 @@ def _lrp_rows(s, saliency_s: float) -> list[dict]:
         edit(net)
         try:
             ca.LRP(net).attribute(s.xt[:2], target=s.yt[:2])
-            failures.append(f"{label}: ran")
+            out.append(f"{label}: ran")
         except Exception as err:  # noqa: BLE001 -- the error is the finding
-            failures.append(f"{label}: {type(err).__name__}: {str(err)[:90]}")
-    net = copy.deepcopy(s.net)
-    del net.flatten  # the workaround: no Flatten module, the same reshape in forward
-    net.flatten = lambda t: t.flatten(1)
-    lrp = ca.LRP(net)
+            out.append(f"{label}: {type(err).__name__}: {' '.join(str(err).split())}")
+    return " | ".join(out)
+
+
+def _lrp_rows(s, saliency_s: float) -> list[dict]:
+    """Captum's LRP (EpsilonRule 1e-9 on conv, linear and max pool) on the reshape twin vs
+    jaxviz's composite of the same rules; the same at epsilon 1e-3, with Captum's max-pool
+    epsilon as set and at 1e-12 (jaxviz moves max-pool relevance like the gradient)."""
+    import captum.attr as ca  # noqa: PLC0415
+
+    from jaxviz import attribution as A  # noqa: PLC0415
+    from jaxviz.attribution import lrp_composites, lrp_rules  # noqa: PLC0415
+
+    def jax_lrp(eps):
+        rule = lrp_rules.Epsilon(eps)
+        return lambda: A.lrp(s.probe, s.probe.params, s.xj, s.yj, composite=(
+            lrp_composites.Composite(conv=rule, dense=rule, pool=rule)))
+
+    def captum_map(net):
+        return nchw_to_nhwc(ca.LRP(net).attribute(s.xt, target=s.yt).detach().numpy())
+
+    lrp = ca.LRP(_reshape_twin(s.net))
     ct = harness.timed(lambda: lrp.attribute(s.xt, target=s.yt), s.light, warm=s.warm)
-    eps = lrp_rules.Epsilon(1e-9)
-    same = lrp_composites.Composite(conv=eps, dense=eps, pool=eps)
-    jt = harness.timed(lambda: A.lrp(s.probe, s.probe.params, s.xj, s.yj, composite=same),
-                       s.light)
-    named = A.lrp(s.probe, s.probe.params, s.xj, s.yj, composite="epsilon")
-    c_map = nchw_to_nhwc(ct.result.detach().numpy())
+    jt = harness.timed(jax_lrp(1e-9), s.light)
+    j3 = jax_lrp(1e-3)()
     return _pair(
         "lrp (epsilon everywhere)",
-        "LRP defaults (EpsilonRule 1e-9), Flatten replaced by a reshape in forward; "
-        + "; ".join(failures), ct,
-        "Composite(conv, dense, pool = Epsilon(1e-9)); max pool winner-takes-all", jt, n,
-        max_rel_diff=max_rel_diff(c_map, jt.result),
-        max_rel_diff_eps_1e6=max_rel_diff(c_map, named), x_saliency=jt.seconds / saliency_s)
+        "LRP defaults (EpsilonRule 1e-9) on the twin with its nn.Flatten replaced by a "
+        "reshape in forward (captum_as_built: the twin as built)", ct,
+        "Composite(conv, dense, pool = Epsilon(1e-9)); max pool winner-takes-all", jt,
+        s.xj.shape[0], max_rel_diff=max_rel_diff(nchw_to_nhwc(ct.result.detach().numpy()),
+                                                 jt.result),
+        max_rel_diff_eps1e3=max_rel_diff(captum_map(_reshape_twin(s.net, 1e-3, 1e-3)), j3),
+        max_rel_diff_eps1e3_pool_eps0=max_rel_diff(
+            captum_map(_reshape_twin(s.net, 1e-3, 1e-12)), j3),
+        x_saliency=jt.seconds / saliency_s, captum_as_built=_captum_lrp_failures(s))
 
 
 class _Plan:
-    """The samplers' sizes: images, samples, Captum's perturbations_per_eval to try."""
+    """The samplers' sizes: images (timed; exact case), samples, Captum's ppe candidates."""
 
     def __init__(self, quick: bool):
-        self.n_images = 16 if quick else 64
+        self.n_images, self.exact_images = (16, 8) if quick else (64, 32)
         self.shapley_n = 4 if quick else 10
         self.surrogate_n = 50 if quick else 200
         self.ppe_batch = (16, 64) if quick else (1, 16, 64)  # x the batch's images per call
-        self.ppe_single = (16, 64) if quick else (1, 16, 64, 256)  # Lime/KernelShap: 1 image
-        self.captum_repeats = 1 if quick else 2
+        self.ppe_single = (16, 64) if quick else (16, 64, 256)  # Lime/KernelShap: 1 image
+        self.captum_repeats = 1
 
 
 def _captum_best(run, ppes, repeats):
@@ -377,7 +303,7 @@ def _sampler_rows(s, quick: bool) -> list[dict]:
         "lime": (ca.Lime, dict(n_samples=ns), dict(key=key, n_samples=ns), ns, p.ppe_single),
     }
 
-    def both(name, grid, ppes, xs=x, xts=xt, yts=yt):
+    def both(name, grid, xs=x, xts=xt, yts=yt):
         cls, ckw, jkw, _, _ = methods[name]
         fm = torch.from_numpy(captum_feature_mask(grid, (28, 28)))
         m = cls(s.net)
@@ -388,9 +314,9 @@ def _sampler_rows(s, quick: bool) -> list[dict]:
         return run_c, run_j
 
     out = []
-    exact = _exact_case(s, n, both, methods)
+    exact = _exact_case(s, p.exact_images, both)
     for name, (_, _, _, passes, ppes) in methods.items():
-        run_c, run_j = both(name, GRID, ppes)
+        run_c, run_j = both(name, GRID)
         ct, ppe, tried = _captum_best(run_c, ppes, p.captum_repeats)
         jt = harness.timed(run_j, s.heavy)
         c_map, j_map = ct.result.detach().numpy()[:, 0], np.asarray(jt.result)
@@ -405,9 +331,9 @@ def _sampler_rows(s, quick: bool) -> list[dict]:
                         f"chunk)", images_per_s=rate, gflops=rate * F / 1e9)] + out
 
 
-def _exact_case(s, n, both, methods) -> dict:
-    """err_captum / err_jaxviz of the sampled methods on a 9-feature grid, at the same
-    n_samples and Captum's ppe 64: {name: {"err_captum", "err_jaxviz", "exact"}}."""
+def _exact_case(s, n: int, both) -> dict:
+    """err_captum / err_jaxviz of the sampled methods on a 9-feature grid for the first n
+    digits, same n_samples, Captum's ppe 64: {name: {"err_captum", "err_jaxviz", "exact"}}."""
     mask, f = captum_feature_mask(EXACT_GRID, (28, 28))[0, 0], 9
     x = np.asarray(s.xj[:n])
     values = _coalition_values(s, x, mask, f)
@@ -416,9 +342,10 @@ def _exact_case(s, n, both, methods) -> dict:
     out = {}
     for name, ref, what in (("shapley_sampling", shapley, "Shapley values"),
                             ("kernel_shap", shapley, "Shapley values"),
-                            ("lime", lime, "Lasso over all 512 coalitions")):
-        run_c, run_j = both(name, EXACT_GRID, None)
+                            ("lime", lime, "Lasso fit over all 512 coalitions")):
+        run_c, run_j = both(name, EXACT_GRID, xs=s.xj[:n], xts=s.xt[:n], yts=s.yt[:n])
         c_map, j_map = run_c(64).detach().numpy()[:, 0], np.asarray(run_j())
         out[name] = dict(err_captum=rel_error(c_map, ref), err_jaxviz=rel_error(j_map, ref),
-                         exact=f"9 features (3x3 grid of 10x10 cells): exact {what}")
+                         exact=f"{n} digits, 9 features (3x3 grid of 10x10 cells): exact "
+                               f"{what}")
     return out
