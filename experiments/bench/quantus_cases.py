@@ -125,7 +125,7 @@ def cases(h: int, w: int, *, masks: bool) -> list[Case]:
              "MonotonicityCorrelation", {"nr_samples": 10, "features_in_step": mono,
                                          "perturb_baseline": "uniform", "normalise": False,
                                          "abs": True}, {"softmax": True}, SAMPLED,
-             max_images=32, note="Quantus' 'uniform' fill is one U[0,1) value per image and draw; "
+             max_images=16, note="Quantus' 'uniform' fill is one U[0,1) value per image and draw; "
                   "jaxviz's is U[0,1) per pixel"),
         Case("road_morf", dict(percentages=tuple(range(5, 100, 10)), noise=0.01),
              "ROAD", {"percentages": list(range(5, 100, 10)), "noise": 0.01, **off},
@@ -166,7 +166,7 @@ def cases(h: int, w: int, *, masks: bool) -> list[Case]:
                                                 score="prob"),
                         "NonSensitivity", {"eps": 1e-5, "features_in_step": 1, **black,
                                            "abs": True, **per_img}, {"softmax": True}, EXACT,
-                        max_images=8,
+                        max_images=4,
                         note="one pixel a step: Quantus 0.6.0 fails for features_in_step > 1"))
     else:
         out.append(Case("non_sensitivity", dict(pixels_per_step=step, eps=1e-5,
