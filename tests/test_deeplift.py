@@ -178,3 +178,74 @@ def test_one_shared_baseline_runs_its_reference_on_a_batch_of_one(cnn_random, di
         shared = A.deeplift(fn, p.params, x, t, baselines=0.2)
         repeated = A.deeplift(fn, p.params, x, t, baselines=np.full(x.shape, 0.2, np.float32))
         np.testing.assert_allclose(shared, repeated, rtol=1e-5, atol=1e-7)
+
+
+# ---- reveal-cancel (Shrikumar et al. 2017, section 3.5.3) -------------------------------------
+
+def _min_net(params, x):
+    """min(i1, i2) = i1 - relu(i1 - i2), the paper's example, on (N, 1, 2, 1) inputs."""
+    u = x.reshape(x.shape[0], 2)
+    o = u[:, 0] - jax.nn.relu(u @ params)[:, 0]
+    return jnp.stack([o, -o], axis=-1)
+
+
+@pytest.mark.parametrize("x, base, want", [
+    ((3.0, 1.0), (0.0, 0.0), (0.5, 0.5)),   # rescale: (0, 1), all to the smaller input
+    ((1.0, 3.0), (0.0, 0.0), (0.5, 0.5)),   # rescale: (1, 0)
+    ((3.0, 2.0), (1.0, 0.0), (0.5, 1.5)),   # dz = 0, dz+ = 2, dz- = -2: rescale (0, 2)
+])
+def test_reveal_cancel_on_the_min_network_by_hand(x, base, want):
+    """z = i1 - i2 with z0 = i1_0 - i2_0; dz+ and dz- are the two contributions; e.g. for
+    (3, 2) from (1, 0): dy+ = (f(3) - f(1)) / 2 + (f(1) - f(-1)) / 2 = 1.5, dy- = -1.5,
+    m+- = 0.75, so relu's share is (1.5, -1.5) and min's attribution (2 - 1.5, 0 + 1.5)."""
+    W = jnp.array([[1.0], [-1.0]])
+    x, base = (jnp.array(v).reshape(1, 1, 2, 1) for v in (x, base))
+    attr, delta = A.deeplift(_min_net, W, x, 0, baselines=base, rule="reveal_cancel",
+                             return_convergence_delta=True)
+    np.testing.assert_allclose(np.asarray(attr).reshape(-1), want, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(delta, 0, atol=1e-6)
+    rescale = A.deeplift(_min_net, W, x, 0, baselines=base)
+    assert not np.allclose(rescale, attr)
+
+
+@pytest.mark.filterwarnings("ignore:baselines spans")
+def test_reveal_cancel_equals_the_contributions_by_hand_through_a_folded_scale():
+    """dense -> * s (mixed signs) + t -> relu -> dense: the reveal-cancel attribution of
+    input i is sum_j v_j (c_ij m+_j if c_ij > 0 else c_ij m-_j), c_ij = du_i W_ij s_j."""
+    k = jax.random.split(KEY, 6)
+    W, v = jax.random.normal(k[0], (6, 5)), jax.random.normal(k[1], (5,))
+    s, t = jnp.array([1.5, -0.7, 0.9, -2.0, 1.1]), 0.3 * jax.random.normal(k[2], (5,))
+
+    def fn(params, x):
+        W, v = params
+        h = jax.nn.relu((x.reshape(x.shape[0], -1) @ W) * s + t)
+        return jnp.stack([h @ v, -(h @ v)], axis=-1)
+
+    x, x0 = jax.random.normal(k[3], (3, 3, 2, 1)), jax.random.normal(k[4], (3, 3, 2, 1))
+    attr, delta = A.deeplift(fn, (W, v), x, 0, baselines=x0, rule="reveal_cancel",
+                             return_convergence_delta=True)
+    u, u0 = (np.asarray(a, np.float64).reshape(3, -1) for a in (x, x0))
+    Wn, vn, sn, tn = (np.asarray(a, np.float64) for a in (W, v, s, t))
+    relu = lambda z: np.maximum(z, 0)  # noqa: E731
+    c = (u - u0)[:, :, None] * Wn[None] * sn  # (N, I, J)
+    zp, zn = np.maximum(c, 0).sum(1), np.minimum(c, 0).sum(1)
+    z0 = u0 @ Wn * sn + tn
+    yp = (relu(z0 + zp) - relu(z0) + relu(z0 + zp + zn) - relu(z0 + zn)) / 2
+    yn = (relu(z0 + zn) - relu(z0) + relu(z0 + zp + zn) - relu(z0 + zp)) / 2
+    mp, mn = yp / zp, yn / zn
+    want = (vn * (np.maximum(c, 0) * mp[:, None] + np.minimum(c, 0) * mn[:, None])).sum(-1)
+    np.testing.assert_allclose(np.asarray(attr).reshape(3, -1), want, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(delta, 0, atol=1e-4)
+
+
+def test_reveal_cancel_sums_to_delta_on_relu_max_pool_nets(resnet_random, digits):
+    x, t = jnp.asarray(digits[0][:3]), jnp.asarray(digits[1][:3])
+    b = jax.random.uniform(KEY, x.shape) * 0.3
+    for p in (_biased_cnn(), resnet_random):
+        attr = A.deeplift(p, p.params, x, t, baselines=b, rule="reveal_cancel")
+        gap = (p(p.params, x) - p(p.params, b))[jnp.arange(3), t]
+        np.testing.assert_allclose(attr.sum(axis=(1, 2, 3)), gap, rtol=1e-3, atol=1e-5)
+        rescale = A.deeplift(p, p.params, x, t, baselines=b)
+        assert float(jnp.abs(attr - rescale).max()) > 1e-3 * float(jnp.abs(rescale).max())
+    with pytest.raises(ValueError, match="rule must be one of"):
+        A.deeplift(p, p.params, x, t, rule="revealcancel")

@@ -1,4 +1,5 @@
-"""DeepLIFT (Shrikumar et al. 2017, rescale rule) and DeepLIFT-SHAP, as Captum defines them.
+"""DeepLIFT (Shrikumar et al. 2017, rescale rule; reveal-cancel optional) and DeepLIFT-SHAP,
+as Captum defines them.
 
     attr = (x - x0) * m,   m = DeepLIFT's multipliers (`deeplift_rules`), one backward pass
     delta = sum(attr) - (f(x) - f(x0))     summation-to-delta: zero up to float rounding
@@ -18,17 +19,17 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from jaxviz.attribution import deeplift_rules, integrated
+from jaxviz.attribution import deeplift_reveal, deeplift_rules, integrated
 from jaxviz.core import analysis, checks
 from jaxviz.core import compile as compile_lib
 
 
-def multipliers(fn, params, x, b, t):
+def multipliers(fn, params, x, b, t, rule="rescale"):
     """(attr, delta, f(x), f(b)) for one baseline per image, traced inline.
 
     x: (N, H, W, C); b: (N, H, W, C), or (1, H, W, C) for every image; t: (N,)
     -> attr (N, H, W, C), delta, f(x), f(b): (N,)."""
-    model = compile_lib.fast_model(deeplift_rules.DeepLiftFn(fn))
+    model = compile_lib.fast_model(deeplift_rules.DeepLiftFn(fn, rule))
 
     def total(x):
         out, out0 = model(params, x, b)
@@ -40,9 +41,9 @@ def multipliers(fn, params, x, b, t):
     return attr, attr.sum(axis=(1, 2, 3)) - (fx - fb), fx, fb
 
 
-@functools.partial(compile_lib.jit, static_argnames=("fn",))
-def _deeplift(fn, params, x, b, t):
-    return multipliers(fn, params, x, b, t)[:2]
+@functools.partial(compile_lib.jit, static_argnames=("fn", "rule"))
+def _deeplift(fn, params, x, b, t, rule):
+    return multipliers(fn, params, x, b, t, rule)[:2]
 
 
 def _baseline(baselines, x, blur_sigma):
@@ -59,24 +60,33 @@ def _baseline(baselines, x, blur_sigma):
 
 
 def deeplift(fn, params, images, target, *, baselines=None, blur_sigma: float = 5.0,
-             return_convergence_delta: bool = False):
-    """DeepLIFT with the rescale rule. images: (N, H, W, C) -> attributions (N, H, W, C).
+             rule: str = "rescale", return_convergence_delta: bool = False):
+    """DeepLIFT. images: (N, H, W, C) -> attributions (N, H, W, C).
 
     baselines: None or "zeros", "blur" (Gaussian blur of each image, std `blur_sigma` px),
       a number, or an array shaped like images (or (1, H, W, C)).
+    rule: "rescale" (default) or "reveal_cancel" for the nonlinearities after conv/dense
+      layers (Shrikumar et al. 2017, section 3.5.3; see `deeplift_reveal`).
     return_convergence_delta: also return delta (N,) = sum(attr) - (f(x) - f(baseline)).
     """
+    _check_rule(rule)
     x, t = analysis.check_inputs(fn, params, images, target)
     b = _baseline(baselines, x, blur_sigma)
     checks.warn_outside_range(b, x, "baselines")
-    attr, delta = _deeplift(analysis.static_fn(fn), params, x, b, t)
+    attr, delta = _deeplift(analysis.static_fn(fn), params, x, b, t, rule)
     return (attr, delta) if return_convergence_delta else attr
 
 
-@functools.partial(compile_lib.jit, static_argnames=("fn", "chunk"))
-def _shap(fn, params, x, bs, t, chunk):
+def _check_rule(rule):
+    if not isinstance(rule, str) or rule not in deeplift_reveal.RULES:
+        raise ValueError(f"rule must be one of {deeplift_reveal.RULES}; got {rule!r}")
+
+
+@functools.partial(compile_lib.jit, static_argnames=("fn", "chunk", "rule"))
+def _shap(fn, params, x, bs, t, chunk, rule):
     """bs: (B, N or 1, H, W, C) -> mean attribution (N, H, W, C), mean delta (N,)."""
-    attr, delta = analysis.chunked(lambda b: multipliers(fn, params, x, b, t)[:2], bs, chunk)
+    attr, delta = analysis.chunked(lambda b: multipliers(fn, params, x, b, t, rule)[:2], bs,
+                                   chunk)
     return attr.mean(axis=0), delta.mean(axis=0)
 
 
@@ -114,7 +124,7 @@ def _shap_baselines(fn, baselines, x, key, n_baselines):
 
 
 def deeplift_shap(fn, params, images, target, *, baselines=None, n_baselines: int = 16,
-                  key=None, chunk_size: int | None = None,
+                  key=None, chunk_size: int | None = None, rule: str = "rescale",
                   return_convergence_delta: bool = False):
     """DeepLIFT-SHAP: DeepLIFT averaged over baselines. (N, H, W, C) -> (N, H, W, C).
 
@@ -123,11 +133,13 @@ def deeplift_shap(fn, params, images, target, *, baselines=None, n_baselines: in
       `n_baselines` images uniform in the model's input range (a Probe's `input_range`,
       else [0, 1)) from `key` (one PRNG key, or one per image).
     chunk_size: baselines evaluated at once (None: all that fit, core.analysis.default_chunk).
+    rule: "rescale" (default) or "reveal_cancel", as in `deeplift`.
     return_convergence_delta: also return delta (N,) = sum(attr) - (f(x) - mean_b f(b)).
     """
+    _check_rule(rule)
     chunk_size = analysis.check_chunk_size(chunk_size)
     x, t = analysis.check_inputs(fn, params, images, target)
     bs = _shap_baselines(fn, baselines, x, key, n_baselines)
     chunk_size = analysis.default_chunk(chunk_size, fn, params, x.shape, len(bs))
-    attr, delta = _shap(analysis.static_fn(fn), params, x, bs, t, chunk_size)
+    attr, delta = _shap(analysis.static_fn(fn), params, x, bs, t, chunk_size, rule)
     return (attr, delta) if return_convergence_delta else attr

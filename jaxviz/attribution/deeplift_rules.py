@@ -23,8 +23,11 @@ is one ordinary reverse pass in which
 Anything else that depends on the input (division by an input-dependent value, sort,
 control flow, ...) is a `program.NoRuleError` naming the primitive and the layer.
 Multipliers of nonlinearities and of tiling max pools are computed in the forward pass,
-so the backward pass costs what the model's gradient costs. Reveal-cancel is not
-implemented.
+so the backward pass costs what the model's gradient costs.
+
+rule="reveal_cancel" (`DeepLiftFn(fn, rule)`) gives every nonlinearity fed by a conv or
+dense layer the reveal-cancel rule instead (section 3.5.3; `deeplift_reveal`): the
+positive and negative contributions to its input's change are followed apart.
 """
 from __future__ import annotations
 
@@ -34,7 +37,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxviz.attribution import deeplift_pool, program
+from jaxviz.attribution import deeplift_pool, deeplift_reveal, program
 from jaxviz.core import compile as compile_lib
 from jaxviz.core import interpret
 
@@ -49,6 +52,7 @@ class Pair:
     a batch of 1 when one reference serves every image)."""
     a: jax.Array
     a0: jax.Array
+    feed: deeplift_reveal.Feed | None = None  # reveal-cancel: the layer that computed it
 
 
 def _unpack(invals, which: str) -> list:
@@ -176,13 +180,26 @@ class _Replaying:
 class _Evaluation:
     """The rule table; `refs(eqn, invals)` gives a live equation's reference outputs."""
 
-    def __init__(self, refs):
-        self.refs = refs
+    def __init__(self, refs, rule: str = "rescale"):
+        self.refs, self.reveal = refs, rule == "reveal_cancel"
         self.rules = {name: self.call for name in program.CALL_NAMES}
 
     def linear(self, eqn, invals):
         outs = program.bind(eqn, _unpack(invals, "a"))
-        return [Pair(o, r) for o, r in zip(outs, self.refs(eqn, invals))]
+        feed = None
+        if self.reveal and len(outs) == 1:
+            live = [isinstance(v, Pair) for v in invals]
+            pairs = [(v.a, v.a0, v.feed) if isinstance(v, Pair) else None for v in invals]
+            feed = deeplift_reveal.feed_of(eqn, invals, live, pairs)
+        return [Pair(o, r, feed) for o, r in zip(outs, self.refs(eqn, invals))]
+
+    def nonlinear(self, f, x: Pair, y0) -> Pair:
+        """f elementwise: reveal-cancel where a layer feeds x, else the rescale rule."""
+        if x.feed is None:
+            return _rescale(f, x, y0)
+        mp, mn = deeplift_reveal.multipliers(f, x.a, x.a0, y0, x.feed, EPS)
+        y = deeplift_reveal.unit(f(x.a), x.feed, lax.stop_gradient(mp), lax.stop_gradient(mn))
+        return Pair(y, y0)
 
     def call(self, eqn, invals):
         """Claims a call that is one elementwise activation; other calls are inlined."""
@@ -191,7 +208,7 @@ class _Evaluation:
             return None
         i = live.index(True)
         f = _one_operand(eqn, _unpack(invals, "a"), i)
-        return [_rescale(f, invals[i], self.refs(eqn, invals)[0])]
+        return [self.nonlinear(f, invals[i], self.refs(eqn, invals)[0])]
 
     def default(self, eqn, invals):
         live = [isinstance(v, Pair) for v in invals]
@@ -217,13 +234,13 @@ class _Evaluation:
                 and eqn.outvars[0].aval.shape == eqn.invars[i].aval.shape
                 and jnp.issubdtype(eqn.outvars[0].aval.dtype, jnp.floating)):
             f = _one_operand(eqn, invals, i)
-            return [_rescale(f, invals[i], self.refs(eqn, invals)[0])]
+            return [self.nonlinear(f, invals[i], self.refs(eqn, invals)[0])]
         raise program.no_rule("DeepLIFT", eqn)
 
 
-def _evaluate(fn, params, x, x0, refs):
+def _evaluate(fn, params, x, x0, refs, rule="rescale"):
     closed, leaves = program.trace(fn, params, x)
-    ev = _Evaluation(refs)
+    ev = _Evaluation(refs, rule)
     out, = interpret.evaluate(closed, [*leaves, Pair(x, x0)], ev.rules, default=ev.default,
                               custom="inline", remat="inline")
     return (out.a, out.a0) if isinstance(out, Pair) else (out, out)
@@ -237,17 +254,21 @@ class DeepLiftFn:
     x0 is (N, H, W, C) or (1, H, W, C): one reference for every image is evaluated on a
     batch of 1 (the program traced at batch 1, its live values replayed in order), so the
     reference pass costs next to nothing; a program whose equations do not line up
-    across batch sizes gets the reference broadcast to N instead."""
+    across batch sizes gets the reference broadcast to N instead.
+    rule: "rescale" or "reveal_cancel" (module docstring)."""
 
-    def __init__(self, fn):
-        self.fn = fn
+    def __init__(self, fn, rule: str = "rescale"):
+        if rule not in deeplift_reveal.RULES:
+            raise ValueError(f"rule must be one of {deeplift_reveal.RULES}; got {rule!r}")
+        self.fn, self.rule = fn, rule
         self.__name__ = f"deeplift({getattr(fn, '__name__', type(fn).__name__)})"
 
     def __eq__(self, other):
-        return isinstance(other, DeepLiftFn) and self.fn == other.fn
+        return (isinstance(other, DeepLiftFn) and self.fn == other.fn
+                and self.rule == other.rule)
 
     def __hash__(self):
-        return hash((DeepLiftFn, self.fn))
+        return hash((DeepLiftFn, self.fn, self.rule))
 
     def __call__(self, params, x, x0):
         n = x.shape[0]
@@ -257,11 +278,12 @@ class DeepLiftFn:
             _evaluate(self.fn, params, x0, x0, rec)
             replay = _Replaying(rec.tape, n)
             try:
-                out = _evaluate(self.fn, params, x, x0, replay)
+                out = _evaluate(self.fn, params, x, x0, replay, self.rule)
             except _Mismatch:
                 out = None
             if replay.pos != len(rec.tape):
                 out = None
         if out is None:
-            out = _evaluate(self.fn, params, x, jnp.broadcast_to(x0, x.shape), _paired)
+            out = _evaluate(self.fn, params, x, jnp.broadcast_to(x0, x.shape), _paired,
+                            self.rule)
         return out[0], jnp.broadcast_to(out[1], out[0].shape)
