@@ -104,6 +104,63 @@ def test_rule_matches_hand_computed_contributions(rule):
                                        atol=2e-6 * np.abs(want).max(), err_msg=rule)
 
 
+class _TinyConv(nnx.Module):
+    """conv1 (2 -> 3, 3x3) -> relu -> conv2 (3 -> 2, 2x2) -> relu -> dense, on 5x5x2."""
+
+    def __init__(self, rngs):
+        self.conv1 = nnx.Conv(2, 3, (3, 3), padding="VALID", rngs=rngs)
+        self.conv2 = nnx.Conv(3, 2, (2, 2), padding="VALID", rngs=rngs)
+        self.head = nnx.Linear(8, 3, rngs=rngs)
+        for i, layer in enumerate((self.conv1, self.conv2, self.head)):
+            layer.bias[...] = 0.3 * jax.random.normal(jax.random.key(10 + i), layer.bias.shape)
+
+    def __call__(self, x):
+        h = nnx.relu(self.conv2(nnx.relu(self.conv1(x))))
+        return self.head(h.reshape(h.shape[0], -1))
+
+
+def _conv_matrix(kernel, in_hw):
+    """The VALID, stride-1 conv with `kernel` (kh, kw, ci, co) on (H, W, ci) inputs as an
+    (H*W*ci, OH*OW*co) matrix, written out entry by entry."""
+    kh, kw, ci, co = kernel.shape
+    (H, W), (OH, OW) = in_hw, (in_hw[0] - kh + 1, in_hw[1] - kw + 1)
+    M = np.zeros((H, W, ci, OH, OW, co))
+    for oy in range(OH):
+        for ox in range(OW):
+            M[oy:oy + kh, ox:ox + kw, :, oy, ox, :] = kernel
+    return M.reshape(H * W * ci, OH * OW * co)
+
+
+@pytest.mark.parametrize("rule", ["gamma", "alpha_beta", "zplus"])
+def test_conv_rules_match_per_layer_lrp_by_hand(rule):
+    """Both convs get the rule: conv1 on inputs of both signs (then >= 0) and conv2 on
+    post-ReLU inputs; the hand computation unrolls each conv into its matrix and applies
+    the rule to the contributions, layer by layer, in float64."""
+    m = _TinyConv(nnx.Rngs(0))
+    p = probe_lib.from_model(m, input_shape=(5, 5, 2))
+    comp = LC.Composite(conv=LC.as_rule(rule))
+    M1 = _conv_matrix(np.asarray(m.conv1.kernel[...], np.float64), (5, 5))
+    M2 = _conv_matrix(np.asarray(m.conv2.kernel[...], np.float64), (3, 3))
+    b1, b2, bh = (np.tile(np.asarray(v.bias[...], np.float64), n)
+                  for v, n in ((m.conv1, 9), (m.conv2, 4), (m.head, 1)))
+    Wh = np.asarray(m.head.kernel[...], np.float64)
+    mixed = np.asarray(jax.random.normal(jax.random.key(4), (2, 5, 5, 2)), np.float64)
+    t = np.array([1, 2])
+    for x in (mixed, np.abs(mixed)):
+        got = np.asarray(lrp(p, p.params, x, t, composite=comp)).reshape(2, -1)
+        for i in range(2):
+            a0 = x[i].reshape(-1)
+            a1 = np.maximum(a0 @ M1 + b1, 0)
+            a2 = np.maximum(a1 @ M2 + b2, 0)
+            r = np.zeros(3)
+            r[t[i]] = (a2 @ Wh + bh)[t[i]]
+            r = _hand_rule("epsilon", a2, Wh, bh, r)
+            r = _hand_rule(rule, a1, M2, b2, r)
+            want = _hand_rule(rule, a0, M1, b1, r)
+            np.testing.assert_allclose(got[i], want, rtol=2e-4,
+                                       atol=2e-6 * np.abs(want).max(), err_msg=rule)
+
+
 def test_lrp0_equals_gradient_times_input_on_bias_free_relu_nets(cnn_random, resnet_random,
                                                                   digits):
     """Random init leaves every bias zero: both reference nets are bias-free ReLU nets."""
