@@ -16,6 +16,7 @@ activation maximization 8 classes x 32 steps. Everything else is the method's de
 """
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import resource
@@ -35,6 +36,7 @@ MEMORY_SHARE = 0.8  # of MemTotal: what one analysis may ask XLA for before it i
 TIMEOUT_S = 900  # one analysis (build, compile, run); a slower one is a row that says so
 OCCLUSION = dict(window=(32, 32), stride=(16, 16))
 EXTRA = ("occlusion_incremental", "maximize", "arch_summary")
+SAMPLERS = ("feature_ablation", "shapley_sampling", "kernel_shap", "lime", "rise")
 
 
 class BasicBlock(nnx.Module):
@@ -124,7 +126,29 @@ def _attribution_call(name: str, quick: bool, probe, t):
     key = jax.random.key(1) if method.needs_key else None
     call = lambda params, x: method(probe, params, x, t, key=key, **opts).map  # noqa: E731
     shown = {**method.defaults, **opts}
-    return call, ", ".join(f"{k}={v}" for k, v in shown.items()) or "defaults"
+    text = ", ".join(f"{k}={v}" for k, v in shown.items()) or "defaults"
+    if name in SAMPLERS:
+        text += f" ({_sampler_defaults(name, method.fn, probe, opts)})"
+    return call, text
+
+
+def _sampler_defaults(name: str, fn, probe, opts) -> str:
+    """What a sampler's defaults come to at this size: its grid and chunk size."""
+    from jaxviz.attribution import perturbation  # noqa: PLC0415
+    args = {k: p.default for k, p in inspect.signature(fn).parameters.items()}
+    args.update(opts)
+    x_shape = (BATCH, *SHAPE)
+    _, f = perturbation.feature_mask(None, args.get("grid"), x_shape)
+    if name == "feature_ablation":
+        passes = f
+    elif name == "shapley_sampling":
+        passes = args["n_samples"] * (f - 1)
+    else:
+        passes = args["n_masks" if name == "rise" else "n_samples"]
+    chunk = perturbation.sampler_chunk(args["chunk_size"], probe, probe.params, x_shape, passes)
+    grid = "" if name == "rise" else (
+        f"grid {args.get('grid') or perturbation.default_grid(SHAPE[:2])} = {f} features, ")
+    return f"{grid}{passes} samples/image, chunk_size {chunk}"
 
 
 def _extra_call(name: str, quick: bool, probe, t):

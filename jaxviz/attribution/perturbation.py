@@ -22,8 +22,9 @@ Batching. `chunk_size` samples, each a perturbed copy of the whole batch, are bu
 vmapped and go through the model as ONE forward pass of batch chunk_size x N; a lax.map
 over chunks bounds memory. The default (None, `sampler_chunk`) is DEFAULT_CHUNK samples per
 pass, fewer where that many passes of the model on the batch would hold more than
-`analysis.CHUNK_MEMORY` (by `analysis.default_chunk`): the digits' samplers run 16 at a
-time, a 224 x 224 ResNet-18 on 8 images 10 at a time. Random samplers take
+`analysis.CHUNK_MEMORY` (by `analysis.default_chunk`), in chunks of equal size: the
+digits' 49-feature ablation runs 13 samples at a time, a 224 x 224 ResNet-18 on 8 images
+10 at a time. Random samplers take
 `key`, one PRNG key (split per image) or one per image, and draw image i's samples from
 image i's key alone, so a result never depends on which images share the batch. (Captum
 draws one permutation or mask set per call and applies it to every image of the batch.)
@@ -59,13 +60,15 @@ def default_grid(shape) -> tuple[int, int]:
 
 
 def sampler_chunk(chunk_size, fn, params, x_shape, n_passes: int) -> int | None:
-    """A sampler's samples per forward pass: chunk_size checked; None: DEFAULT_CHUNK, or
-    fewer when n_passes passes of fn on x_shape need more than analysis.CHUNK_MEMORY (then
-    `analysis.default_chunk`'s even chunks)."""
+    """A sampler's samples per forward pass: chunk_size checked; None: at most DEFAULT_CHUNK,
+    fewer when n_passes passes of fn on x_shape need more than analysis.CHUNK_MEMORY
+    (`analysis.default_chunk`), made even: n_passes split into as few chunks as that allows,
+    of equal size (49 samples: 4 chunks of 13, not 16 + 16 + 16 + 1 padded to 16)."""
     if chunk_size is not None:
         return analysis.check_chunk_size(chunk_size)
     fit = analysis.default_chunk(None, fn, params, x_shape, n_passes)
-    return min(DEFAULT_CHUNK, n_passes if fit is None else fit)
+    most = min(DEFAULT_CHUNK, n_passes if fit is None else fit)
+    return -(-n_passes // -(-n_passes // most))  # even chunks: the last one's padding is small
 
 
 def grid_mask(shape, grid) -> tuple[np.ndarray, int]:
