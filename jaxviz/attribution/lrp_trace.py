@@ -122,6 +122,41 @@ def _op_fn(eqn, index: int):
     return apply
 
 
+def _scale_axis(eqn, index: int, w_ndim: int):
+    """(output axis, weight axis) along which a per-feature scale of the layer's output is
+    a scale of its weights: a conv's output features, a dense layer's (x @ w) one free
+    weight axis; None for other layouts."""
+    if eqn.primitive.name == "conv_general_dilated" and index == 0:
+        dn = eqn.params["dimension_numbers"]
+        if eqn.params["feature_group_count"] == 1 and eqn.params["batch_group_count"] == 1:
+            return dn.out_spec[1], dn.rhs_spec[0]
+    if eqn.primitive.name == "dot_general" and index == 0:
+        (_, rc), (_, rb) = eqn.params["dimension_numbers"]
+        free = [a for a in range(w_ndim) if a not in rc and a not in rb]
+        if len(free) == 1 and not rb:
+            return len(eqn.outvars[0].aval.shape) - 1, free[0]
+    return None
+
+
+def _folded_weights(eqn, index: int, w, s):
+    """(w, s) with s folded into w where s scales the output per feature only (BatchNorm):
+    s * op(x, w) = op(x, w s), so the rules' positive and negative parts cost one pass
+    of the op each instead of two."""
+    if s is None or w is None:
+        return w, s
+    axes = _scale_axis(eqn, index, jnp.ndim(w))
+    shape = jnp.shape(s)
+    if axes is None or len(shape) != len(eqn.outvars[0].aval.shape):
+        return w, s
+    out_axis, w_axis = axes
+    if any(d != 1 for k, d in enumerate(shape) if k != out_axis):
+        return w, s
+    per_feature = jnp.reshape(s, (-1,))
+    bshape = [1] * jnp.ndim(w)
+    bshape[w_axis] = per_feature.shape[0]
+    return w * jnp.reshape(per_feature, bshape), None
+
+
 def _redistribute(fold: Fold, raw):
     """raw, whose VJP is fold's rule: relevance at the output -> relevance at x."""
     lo, hi = fold.bounds if fold.bounds is not None else (None, None)
@@ -136,8 +171,9 @@ def _redistribute(fold: Fold, raw):
     def bwd(res, R):
         xa, raw, c = res
         bounds = (c["lo"], c["hi"]) if "lo" in c else None
-        rx = fold.rule.relevance(Layer(apply, c.get("w"), c.get("s"), c.get("t")), xa, raw,
-                                 R, fold.x.nonneg, bounds)
+        w, s = _folded_weights(fold.eqn, fold.index, c.get("w"), c.get("s"))
+        rx = fold.rule.relevance(Layer(apply, w, s, c.get("t")), xa, raw, R, fold.x.nonneg,
+                                 bounds)
         return rx.astype(xa.dtype), jnp.zeros_like(raw), jax.tree.map(jnp.zeros_like, c)
 
     layer.defvjp(lambda xa, raw, c: (raw, (xa, raw, c)), bwd)
