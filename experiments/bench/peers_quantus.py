@@ -7,13 +7,16 @@ Needs `pip install -e .[peers]` (torch 2.13.0 CPU, captum, quantus 0.6.0); witho
 
 Both sides get the same model (a PyTorch twin holding the NNX model's weights, logits
 checked to 1e-4 first), the same digits, the same attribution arrays (jaxviz's saliency
-maps; NCHW for Quantus) and the same settings (`cases`: features per step, fills, numbers
-of samples, noise scales, softmax or logits). Quantus' own preprocessing is switched off
-where jaxviz has none (normalise=False, abs=False) or matched where jaxviz has it
-(per-image max normalisation: Quantus' default divides by the max of the whole batch).
+maps; NCHW for Quantus) and the same settings (features per step, fills, numbers
+of samples, noise scales, softmax or logits; `quantus_cases.cases`). Quantus' own
+preprocessing is switched off where jaxviz has none (normalise=False, abs=False) or
+matched where jaxviz has it (per-image max normalisation: Quantus' default divides by the
+max of the whole batch).
 Sizes: the seed's MnistCNN on bundled validation digits at 28x28, and the cluttered-MNIST
 CNN at 60x60 (the localisation metrics need its ground-truth masks); both with random
-weights (speed does not depend on them).
+weights (speed does not depend on them) and the model's own predictions as targets.
+Time: about 7.5 minutes on the shared 2-core machine (docs/quantus.md; quick: fewer
+images, one timed call each).
 
 Each case gives two rows sharing `peer` = "quantus": `ratio` = Quantus seconds / jaxviz
 seconds (> 1: jaxviz is faster), `ms_per_image` per side, and the agreement:
@@ -25,7 +28,8 @@ seconds (> 1: jaxviz is faster), `ms_per_image` per side, and the agreement:
 `note` says where the two definitions differ. The jaxviz row also has `forward_equiv`
 (forward passes per image, `evaluate.forward_passes`) and `fwd_share`: forward passes per
 second inside the metric over the model's own batched forward rate. jaxviz times are the
-best of a few calls after the compiling one (`compile_s`); Quantus' the best of one or two.
+best of a few calls after the compiling one (`compile_s`); Quantus' the best of up to
+three (one for a call over 2 s). PyTorch runs at its faster thread count (1 or all cores).
 """
 from __future__ import annotations
 
