@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from jaxviz.core import compile as compile_lib
 
@@ -130,15 +131,23 @@ def _signed(layer: Layer, x, z, nonneg: bool):
     known from the program, after a ReLU), and zp = P x+ + M x- + t+, the layer's positive
     contributions. Every signed rule needs only zp beside the layer's own output z: the
     negative contributions are zn = M x+ + P x- + t- = z - zp (A = P + M), one forward
-    pass of the layer's op for x >= 0, two otherwise. No run-time test of the sign of x:
-    a branch (lax.cond) keeps XLA CPU from fusing and parallelizing the ops inside it,
-    which costs more than the x- terms it would skip."""
+    pass of the layer's op for x >= 0, two for x of both signs."""
     P, M = layer.part(1), layer.part(-1)
     t = _pos(layer.t)
     if nonneg:
         return P, x, None, _plus(P(x), t)
     xp, xn = jnp.maximum(x, 0), jnp.minimum(x, 0)
     return P, xp, xn, _plus(P(xp), _apply(M, xn), t)
+
+
+def _by_sign(x, nonneg: bool, rel):
+    """rel(x, nonneg) for the rules that treat x+ and x- apart. When x >= 0 is not known
+    from the program (after a ReLU), it is checked at run time: for inputs >= 0 (images
+    into the first layer) the x- terms are skipped, and with them their passes and the
+    memory they hold."""
+    if nonneg:
+        return rel(x, True)
+    return lax.cond(jnp.all(x >= 0), lambda u: rel(u, True), lambda u: rel(u, False), x)
 
 
 def _apply(f, u):
@@ -150,27 +159,15 @@ def _without_bias(layer: Layer, z):
     return z if layer.t is None else z - layer.t
 
 
-def _through_parts(layer: Layer, x, P, xp, xn, a, b, c):
-    """|x| P^T a + x+ A^T b + x- A^T c: the signed rules' relevance written with the
-    positive part P and the layer's own map A (M = A - P), so a layer with x >= 0 costs
-    two transposed passes (one when b is None), x of both signs three; b, c None: zero."""
-    A = layer.A()
-    if xn is None:
-        return xp * pull(x, (P, a), (A, b))
-    return ((xp - xn) * pull(x, (P, a)) + xp * pull(x, (A, b)) + xn * pull(x, (A, c)))
-
-
-def _sign_of(z):
-    """+1 / -1 / 0 by the sign of z, in z's dtype."""
-    return jnp.sign(z).astype(z.dtype)
-
-
 @dataclasses.dataclass(frozen=True)
 class ZPlus(Rule):
     stabilizer: float = 1e-6
     name: ClassVar[str] = "zplus"
 
     def relevance(self, layer, x, z, R, nonneg, bounds):
+        return _by_sign(x, nonneg, lambda x, nonneg: self._rel(layer, x, z, R, nonneg))
+
+    def _rel(self, layer, x, z, R, nonneg):
         P, xp, xn, zp = _signed(layer, x, z, nonneg)
         Q = R / stabilize(zp, self.stabilizer)
         # x+ P^T Q + x- M^T Q: with M itself (not A - P), so z+ maps keep their sign
@@ -180,8 +177,6 @@ class ZPlus(Rule):
 
 @dataclasses.dataclass(frozen=True)
 class AlphaBeta(Rule):
-    """R_x = a (x+ P^T Qp + x- M^T Qp) - b (x+ M^T Qn + x- P^T Qn); with M = A - P this is
-    |x| P^T (qp - qn) + x+ A^T qn + x- A^T qp for qp = a Qp, qn = -b Qn."""
     alpha: float = 2.0
     beta: float = 1.0
     stabilizer: float = 1e-6
@@ -193,30 +188,39 @@ class AlphaBeta(Rule):
                              f"alpha={self.alpha}, beta={self.beta}")
 
     def relevance(self, layer, x, z, R, nonneg, bounds):
+        return _by_sign(x, nonneg, lambda x, nonneg: self._rel(layer, x, z, R, nonneg))
+
+    def _rel(self, layer, x, z, R, nonneg):
         P, xp, xn, zp = _signed(layer, x, z, nonneg)
+        M = layer.part(-1)
         qp = R * (self.alpha / stabilize(zp, self.stabilizer))
         qn = R * (-self.beta / stabilize(z - zp, self.stabilizer))
-        return _through_parts(layer, x, P, xp, xn, qp - qn, qn, qp)
+        out = xp * pull(x, (P, qp), (M, qn))
+        return out if xn is None else out + xn * pull(x, (M, qp), (P, qn))
 
 
 @dataclasses.dataclass(frozen=True)
 class Gamma(Rule):
-    """Weights w + gamma w+ for positive outputs, w + gamma w- for negative ones, i.e. the
-    positive contributions zp (negative ones zn = z - zp) amplified by 1 + gamma: the
-    denominators are z + gamma zp (z > 0) and z + gamma zn (z < 0). With Q the output's
-    relevance over its denominator (zero where z = 0) and q+ = Q [z > 0], q- = Q [z < 0],
-    R_x = |x| P^T gamma (q+ - q-) + x+ A^T (Q + gamma q-) + x- A^T (Q + gamma q+)."""
+    """Weights w + gamma w+ for positive outputs, w + gamma w- for negative ones: the
+    positive contributions zp (negative ones zn = z - zp) amplified by 1 + gamma, so the
+    denominator is z + gamma zp where z > 0 and z + gamma zn where z < 0; it has z's sign,
+    so with F = 1 / stab(denominator) (0 where z = 0) the relevance through P and M is
+    R (F + gamma F+) and R (F + gamma F-), swapped for x-."""
     gamma: float = 0.25
     stabilizer: float = 1e-6
     name: ClassVar[str] = "gamma"
 
     def relevance(self, layer, x, z, R, nonneg, bounds):
+        return _by_sign(x, nonneg, lambda x, nonneg: self._rel(layer, x, z, R, nonneg))
+
+    def _rel(self, layer, x, z, R, nonneg):
         P, xp, xn, zp = _signed(layer, x, z, nonneg)
-        g, sign = self.gamma, _sign_of(z)
+        M, g = layer.part(-1), self.gamma
         den = z + g * jnp.where(z > 0, zp, z - zp)
-        Q = R * (jnp.abs(sign) / stabilize(den, self.stabilizer))
-        return _through_parts(layer, x, P, xp, xn, g * sign * Q,
-                              Q * (1 + g * (z < 0)), Q * (1 + g * (z > 0)))
+        F = jnp.where(z == 0, 0, 1 / stabilize(den, self.stabilizer))
+        c1, c2 = R * (F + g * jnp.maximum(F, 0)), R * (F + g * jnp.minimum(F, 0))
+        out = xp * pull(x, (P, c1), (M, c2))
+        return out if xn is None else out + xn * pull(x, (P, c2), (M, c1))
 
 
 @dataclasses.dataclass(frozen=True)
