@@ -126,9 +126,9 @@ def unit(y, feed: Feed, mp, mn):
         P, M = layer.part(1), layer.part(-1)
         gp, gn = g * c["mp"], g * c["mn"]
         rose = pull(u, (P, gp), (M, gn))
-        fell = pull(u, (M, gp), (P, gn))
+        both = pull(u, (layer.A(), gp + gn))  # rose + fell, as A = P + M: 3 passes, not 4
         du = c["du"]
-        m = jnp.where(du > 0, rose, jnp.where(du < 0, fell, (rose + fell) / 2))
+        m = jnp.where(du > 0, rose, jnp.where(du < 0, both - rose, both / 2))
         return m.astype(u.dtype), jnp.zeros_like(g), jax.tree.map(jnp.zeros_like, c)
 
     step.defvjp(lambda u, y, c: (y, (u, c)), bwd)
