@@ -16,9 +16,11 @@ perturbations_per_eval of a few (in `settings`). Agreement: deterministic method
 `max_rel_diff` = max |captum - jaxviz| / max |captum|; sampled ones `corr`, the mean
 per-image Pearson correlation of the two maps, and `err_captum`, `err_jaxviz` = |map - exact|
 / |exact| against an answer computed here without either library's sampler (`exact` says
-which). Goals: `x_saliency` = seconds / jaxviz saliency's (DeepLIFT, LRP: <= 1.5);
-`fwd_fraction` = a jaxviz sampler's model evaluations per second / a jitted batched
-forward pass's rows per second (>= 0.5); samplers' `ratio` >= 5.
+which). Goals: `x_saliency` = seconds / jaxviz saliency's, timed interleaved (DeepLIFT,
+LRP: <= 1.5); `fwd_fraction` = a jaxviz sampler's model evaluations per second / a jitted
+batched forward pass's rows per second, the best measured in the section (>= 0.5);
+samplers' `ratio` >= 5. The "batched forward" pair's [captum] side is the twin's plain
+torch forward, for scale.
 """
 from __future__ import annotations
 
@@ -39,8 +41,6 @@ EXACT_GRID = (10, 10)  # 3 x 3 = 9 features: exact Shapley values from 2^9 coali
 CHUNK = 16            # jaxviz samplers: perturbed copies of the batch per forward pass
 N_BASELINES = 8       # DeepLiftShap and GradientShap: the same 8 training digits
 
-
-# ---- rows --------------------------------------------------------------------------------
 
 def rows(quick: bool = False) -> list[dict]:
     """Captum vs jaxviz rows (module docstring). Raises ModuleNotFoundError without torch."""
