@@ -5,8 +5,14 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
-# Two workers: compilation is mostly single-threaded.
-PYTEST_ARGS ?= -n 2
+# Two workers: compilation is mostly single-threaded. --dist loadfile keeps a file's tests in
+# one worker, so its module fixtures are built and its programs compiled once, not twice.
+PYTEST_ARGS ?= -n 2 --dist loadfile
+# The suite's shapes are tiny, so its time is XLA compile time: with XLA's optimisation passes
+# off, compiling takes about half as long, and programs compute the same values (the passes
+# reorder float work, which every tolerance allows). `make test TEST_XLA_OPT=1` keeps them on.
+TEST_XLA_OPT ?= 0
+TEST_ENV = JAX_DISABLE_MOST_OPTIMIZATIONS=$(if $(filter 1,$(TEST_XLA_OPT)),0,1)
 # The lock tool and the newest-versions check get venvs of their own so .venv stays the lock.
 LOCK_VENV := .venv-lock
 UV_VERSION := 0.13.9
@@ -62,7 +68,7 @@ demo: $(VENV)/.installed
 	$(BIN)/python -m experiments.mnist_seed
 
 test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(TEST_ENV) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # `make lock` keeps the pins already in the lock files and only resolves what pyproject.toml
 # changed; `make lock LOCK_FLAGS=--upgrade` moves every pin to the newest allowed release
@@ -95,7 +101,7 @@ test-latest:
 	$(LATEST)/bin/python -m pip freeze --exclude-editable > $(LATEST)/versions.txt
 	$(LATEST)/bin/python --version
 	grep -i -E '^(jax|jaxlib|flax|optax|orbax-checkpoint|numpy|scipy|matplotlib)==' $(LATEST)/versions.txt
-	$(LATEST)/bin/python -m pytest $(PYTEST_ARGS)
+	$(TEST_ENV) $(LATEST)/bin/python -m pytest $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) $(LATEST) $(LOCK_VENV) runs build *.egg-info

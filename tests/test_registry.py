@@ -40,7 +40,7 @@ def test_toy_method_reaches_every_consumer(toy, cnn_random, digits, compiles, tm
     test_trust.test_uint8_is_divided_by_255(bn, images, TOY)
     test_trust.test_nan_pixels_are_refused(bn, images, TOY)
     test_trust.test_target_forms_agree_and_range_is_checked(bn, images, TOY)
-    test_trust.test_batch_of_one_equals_inside_a_batch_of_64(bn, images, TOY)
+    test_trust.test_batch_of_one_equals_inside_a_batch(bn, images, TOY)
     x, y = digits[0][:2], digits[1][:2]
     quick = {name: dict(m.quick) for name, m in A.METHODS.items() if m.quick}
     result = attribution_stage.compute(cnn_random, cnn_random.params, x, y, jax.random.key(0),

@@ -83,14 +83,18 @@ def run(name, probe, x, t, idx=None, chunk=None):
 @pytest.mark.parametrize("name", ANALYSES)
 def test_uint8_is_divided_by_255(bn, images, name):
     u8 = np.round(images[:3] * 255).astype(np.uint8)
+    # Tolerance: XLA's divide and numpy's may differ in the last bit (unoptimised XLA does),
+    # which an SVD (EigenCAM) amplifies; a wrong rule (no division, / 256) is off by far more.
     np.testing.assert_allclose(run(name, bn, u8, 1), run(name, bn, u8 / np.float32(255), 1),
-                               rtol=1e-5, atol=1e-6)
+                               rtol=1e-4, atol=1e-5)
 
 
-# 2. float64 without x64: accepted, outputs float32.
+# 2. float64 without x64: accepted, outputs float32 (and the float32 values).
 @pytest.mark.parametrize("name", ANALYSES)
 def test_float64_gives_float32(bn, images, name):
-    assert run(name, bn, images[:2].astype(np.float64), 0).dtype == np.float32
+    got = run(name, bn, images[:3].astype(np.float64), 0)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, run(name, bn, images[:3], 0), rtol=1e-5, atol=1e-6)
 
 
 # 3. (H, W), (1, H, W) and channel-first are refused with the layout named.
@@ -179,14 +183,16 @@ def test_tuple_output_needs_a_selector(bn, images):
     assert float(jnp.abs(g1).max()) > 0
 
 
-# 9 + 10. Inference mode: a batch of 1 equals the same image inside a batch of 64
-# (BatchNorm uses running statistics, Dropout is off), for every analysis.
+# 9 + 10. Inference mode: a batch of 1 equals the same image inside a batch (BatchNorm uses
+# running statistics, Dropout is off), for every analysis. Batch statistics or a dropout mask
+# would make image 1's map depend on its neighbours; a batch of 3 shows that as well as a
+# larger one, and reuses the programs the other checks compile.
 @pytest.mark.parametrize("name", ANALYSES)
-def test_batch_of_one_equals_inside_a_batch_of_64(bn, images, name):
-    targets = np.arange(64) % 4
-    full = run(name, bn, images, targets)
-    single = run(name, bn, images[5:6], targets[5:6], idx=[5])
-    np.testing.assert_allclose(single[0], full[5], rtol=1e-4, atol=1e-5)
+def test_batch_of_one_equals_inside_a_batch(bn, images, name):
+    targets = np.array([3, 1, 2])
+    full = run(name, bn, images[:3], targets)
+    single = run(name, bn, images[1:2], targets[1:2], idx=[1])
+    np.testing.assert_allclose(single[0], full[1], rtol=1e-4, atol=1e-5)
 
 
 # 11. Constant maps normalise to zeros; an all-zero Grad-CAM warns.
@@ -216,7 +222,7 @@ def test_all_zero_grad_cam_warns(images):
 # 14. Chunk sizes of 1, one that does not divide the count, and one larger than it.
 @pytest.mark.parametrize("name", CHUNKED)
 def test_chunk_sizes_do_not_change_results(bn, images, name):
-    x, t = images[:2], [1, 3]
+    x, t = images[:3], [1, 3, 0]
     reference = run(name, bn, x, t)
     for chunk in (1, 3, 10_000):
         np.testing.assert_allclose(run(name, bn, x, t, chunk=chunk), reference,
