@@ -34,7 +34,8 @@ def main(argv=None) -> None:
     parser.add_argument("--out", default="runs/mnist_seed")
     parser.add_argument("--seed", type=int, default=0, help="PRNG seed")
     parser.add_argument("--epochs", type=int, default=None)
-    parser.add_argument("--small", action="store_true", help="tiny run for tests: few steps")
+    parser.add_argument("--small", action="store_true",
+                        help="tiny run for tests: few steps, the seed's six attribution methods")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
 

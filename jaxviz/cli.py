@@ -112,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="every analysis plus report.html / report.md", formatter_class=fmt)
     _common(p)
-    p.add_argument("--small", action="store_true", help="few images and steps (a quick look)")
+    p.add_argument("--small", action="store_true",
+                   help="few images and steps, the seed's six attribution methods (a quick look)")
     p.set_defaults(func=cmd_report)
     return parser
 

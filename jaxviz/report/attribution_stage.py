@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from collections.abc import Mapping, Sequence
+from typing import ClassVar
 from pathlib import Path
 
 import jax
@@ -78,10 +79,15 @@ def compute(probe, params, images, labels, key, *, methods: Sequence[str] | None
 class AttributionStage:
     """attribution_comparison.png and attribution_sanity.png.
     n_samples: SmoothGrad's noisy copies; n_steps: IG's path points."""
+    # The seed recipe's methods: what a smoke run (`--small`) draws; the full registry is
+    # the default.
+    SEED_METHODS: ClassVar[tuple[str, ...]] = (
+        "saliency", "guided_backprop", "grad_cam", "integrated_gradients", "smoothgrad",
+        "occlusion")
     n_samples: int = 50
     n_steps: int = 64
-    methods: tuple[str, ...] | None = None
-    quick: bool = False  # every method with its registered quick options (a smoke run)
+    methods: tuple[str, ...] | None = None  # None: every registered method
+    quick: bool = False  # each method with its registered quick options (a smoke run)
     formats: tuple[str, ...] = ("png",)
     name: str = "attribution"
 

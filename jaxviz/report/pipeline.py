@@ -24,12 +24,14 @@ INTRO = ("Every figure below was produced by pure, jitted JAX functions on the b
 
 
 def default_stages(small: bool = False, *, accuracy: bool = True) -> list:
-    """The report's stages in order; small: few steps and samples (a quick look)."""
+    """The report's stages in order; small: few steps and samples, the seed's six
+    attribution methods (a quick look)."""
     return [*([AccuracyStage()] if accuracy else []), ArchitectureStage(), FiltersStage(),
             FeatureMapsStage(n_images=3),
             MaximizeStage(steps=16 if small else 256, max_channels=8 if small else 32),
             OcclusionStage(window=4, stride=2),
-            AttributionStage(n_samples=16 if small else 50, quick=small),
+            AttributionStage(n_samples=16 if small else 50, quick=small,
+                             methods=AttributionStage.SEED_METHODS if small else None),
             EvaluateStage(**(EvaluateStage.SMALL if small else {}))]
 
 
