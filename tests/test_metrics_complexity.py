@@ -94,3 +94,16 @@ def test_non_sensitivity_counts_the_pixels_where_zero_and_no_effect_disagree():
     grouped = AX.non_sensitivity(linear, params, x, t, exact, pixels_per_step=4, score="logit",
                                  baseline=0.0)
     np.testing.assert_array_equal(grouped.scores, [0, 0])
+
+
+def test_integer_keyed_sort_equals_numpy_sort():
+    """The sort behind sparseness and the localisation metrics orders float32 values by
+    their bit patterns: negatives, both zeros, infinities, denormals and ties included."""
+    from jaxviz.evaluate import common
+    rng = np.random.default_rng(0)
+    v = rng.normal(size=(4, 257)).astype(np.float32) * np.float32(1e3)
+    v[0, :6] = [-0.0, 0.0, np.inf, -np.inf, 1e-45, -1e-45]
+    v[1, :50] = v[1, 50:100]  # ties
+    got = np.asarray(jax.jit(common.sort_values)(v))
+    np.testing.assert_array_equal(got, np.sort(v, axis=-1))
+    assert got.dtype == np.float32

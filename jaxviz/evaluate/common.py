@@ -201,10 +201,28 @@ def pearson(a: jax.Array, b: jax.Array) -> jax.Array:
     return jnp.where(den > 0, (a * b).sum(-1) / jnp.where(den > 0, den, 1.0), 0.0)
 
 
+def _order_key(v: jax.Array) -> jax.Array:
+    """float32 -> int32 with the same order (NaN-free values): positive floats' bit patterns
+    already sort as integers; a negative's magnitude bits are flipped so larger magnitudes
+    sort lower. The map is its own inverse."""
+    i = jax.lax.bitcast_convert_type(v.astype(jnp.float32), jnp.int32)
+    return jnp.where(i < 0, i ^ jnp.int32(0x7FFFFFFF), i)
+
+
+def sort_values(v: jax.Array) -> jax.Array:
+    """jnp.sort(v, axis=-1) for float32 v without NaN (checked inputs have none). XLA's CPU
+    sort compares floats through a total-order comparator that costs several integer
+    compares; sorting the order-preserving integer keys and mapping back gives the same
+    values faster. (..., S) -> (..., S) float32."""
+    k = jnp.sort(_order_key(v), axis=-1)
+    return jax.lax.bitcast_convert_type(_order_key(
+        jax.lax.bitcast_convert_type(k, jnp.float32)), jnp.float32)
+
+
 def average_ranks(v: jax.Array) -> jax.Array:
     """1-based ranks along the last axis, ties sharing their average rank (scipy's
     rankdata(method="average")). (..., S) -> (..., S) float32."""
-    s = jnp.sort(v, axis=-1)
+    s = sort_values(v)
     lo = jnp.vectorize(lambda s_, v_: jnp.searchsorted(s_, v_, side="left"),
                        signature="(n),(n)->(n)")(s, v)
     hi = jnp.vectorize(lambda s_, v_: jnp.searchsorted(s_, v_, side="right"),

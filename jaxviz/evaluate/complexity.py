@@ -28,7 +28,7 @@ def _unit_abs(a: jax.Array) -> jax.Array:
 
 @functools.partial(compile_lib.jit, kind="forward")
 def _gini(a):
-    v = jnp.sort(_unit_abs(a) + 1e-7, axis=-1)
+    v = common.sort_values(_unit_abs(a) + 1e-7)
     p = v.shape[-1]
     i = jnp.arange(1, p + 1, dtype=v.dtype)
     return ((2 * i - p - 1) * v).sum(-1) / (p * v.sum(-1))

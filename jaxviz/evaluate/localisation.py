@@ -37,6 +37,7 @@ import numpy as np
 
 from jaxviz.core import checks
 from jaxviz.core import compile as compile_lib
+from jaxviz.evaluate import common
 from jaxviz.evaluate.registry import Metric, MetricResult, register
 
 
@@ -96,7 +97,7 @@ def _top_share(a: jax.Array, m: jax.Array, k: jax.Array, cut: jax.Array | None =
     pixels tied at the cut counted for their expected share. k: (N,) int in [1, P];
     cut: (N, 1) the k-th highest value, if known (else found by sorting)."""
     if cut is None:
-        cut = jnp.take_along_axis(-jnp.sort(-a, axis=-1), (k - 1)[:, None], axis=-1)
+        cut = jnp.take_along_axis(-common.sort_values(-a), (k - 1)[:, None], axis=-1)
     above, at = a > cut, a == cut
     n_above, n_at = above.sum(-1), at.sum(-1)
     inside = (above & m).sum(-1) + (k - n_above) * (at & m).sum(-1) / n_at
