@@ -226,14 +226,6 @@ def test_incremental_with_one_jitted_layer_called_on_two_weights():
     np.testing.assert_allclose(b.scores, a.scores, atol=1e-4)
 
 
-def test_incremental_equals_exact_trained(trained_mnist):
-    t = trained_mnist
-    x, y = t.x_val[:1], t.y_val[:1]
-    a = occlusion(t.probe, t.params, x, y, window=4, stride=3)
-    b = occlusion(t.probe, t.params, x, y, window=4, stride=3, method="incremental")
-    np.testing.assert_allclose(b.scores, a.scores, atol=1e-4)
-
-
 def test_unsupported_model_falls_back_with_one_warning(monkeypatch):
     def broken(*args):
         raise NotImplementedError("no rule")

@@ -49,7 +49,7 @@ def forward_passes(name: str, res: ev.MetricResult, options: dict) -> float | No
     return steps + 1
 
 
-def _forward_rate(probe, x) -> float:
+def forward_rate(probe, x) -> float:
     """Forward passes per second of the model on the whole batch at once."""
     run = compile_lib.jit(lambda p, v: probe(p, v), kind="forward")
     t = harness.timed(lambda: run(probe.params, x), 3)
@@ -62,10 +62,11 @@ def rows(quick: bool = False) -> list[dict]:
     x, y = data.x_val[:n], data.y_val[:n]
     probe = probe_lib.from_model(MnistCNN(rngs=nnx.Rngs(0)))
     maps = A.display_map(A.get("saliency"), A.attribute("saliency", probe, probe.params, x, y))
-    rate = _forward_rate(probe, x)
+    rate = forward_rate(probe, x)
     out = [harness.row("evaluate/forward", n / rate, settings=f"{n} digits, one batch",
                        gflops=rate * F / 1e9, images_per_s=rate, forward_equiv=1.0, ratio=1.0)]
     key = jax.random.key(0)
+    passes_per_metric = {}
     for name, spec in ev.METRICS.items():
         if spec.needs_masks:
             continue
@@ -75,25 +76,30 @@ def rows(quick: bool = False) -> list[dict]:
                                                       **o).scores, 1)
         res = spec.fn(probe, probe.params, x, y, maps, key=key, **opts)
         passes = forward_passes(name, res, opts)
+        passes_per_metric[name] = passes or 0
         out.append(harness.row(
             f"evaluate/{name}", t.seconds, compile_s=t.compile_s,
             settings=f"{n} digits, saliency maps, registry defaults",
             gflops=passes * F * n / t.seconds / 1e9 if passes else None,
             images_per_s=n / t.seconds, forward_equiv=passes,
             ratio=passes * n / t.seconds / rate if passes else None))
-    out.append(_table_row(probe, x, y, key, n))
+    out.append(_table_row(probe, x, y, key, n, rate, passes_per_metric))
     return out
 
 
-def _table_row(probe, x, y, key, n) -> dict:
+def _table_row(probe, x, y, key, n, rate, passes_per_metric) -> dict:
     """The method x metric table (mask-free metrics), timed as one call: the metrics' cores
     are already compiled by the rows above (same shapes and options); the ones that re-run
-    a method compile inside this call, so `seconds` includes those compiles."""
+    a method compile inside this call, so `seconds` includes those compiles. Forward-pass
+    equivalents: each metric's count above once per method (a re-run method counted as
+    saliency's 3 F), plus computing each method's maps (3 F each)."""
     names = [m for m, s in ev.METRICS.items() if not s.needs_masks]
     run = lambda: ev.evaluate(probe, probe.params, x, y, methods=list(TABLE_METHODS),  # noqa: E731
                               metrics=names, key=key, chunk_size=CHUNK)
     t = harness.timed(run, 1, warm=False)
-    return harness.row("evaluate/table", t.seconds,
+    passes = len(TABLE_METHODS) * (sum(passes_per_metric[m] for m in names) + SALIENCY_PASSES)
+    return harness.row("evaluate/table", t.seconds, gflops=passes * F * n / t.seconds / 1e9,
+                       forward_equiv=passes, ratio=passes * n / t.seconds / rate,
                        settings=f"{n} digits, {len(TABLE_METHODS)} methods "
                                 f"({', '.join(TABLE_METHODS)}) x {len(names)} metrics, one "
                                 f"call (method re-runs compile inside it)")

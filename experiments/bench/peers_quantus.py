@@ -123,7 +123,7 @@ def _size(torch, label, model, twin, x, masks) -> _Size:
                                     A.attribute("saliency", probe, probe.params, x, y)))
     peer_maps = captum.attr.Saliency(net).attribute(
         xt, target=torch.from_numpy(y.astype(np.int64)), abs=True).detach().numpy()[:, 0]
-    jax_rate = ev_bench._forward_rate(probe, jnp.asarray(x))
+    jax_rate = ev_bench.forward_rate(probe, jnp.asarray(x))
     extras = {"logit_max_diff": diff,
               "map_max_rel_diff": exact_agreement(peer_maps, maps)["max_rel_diff"],
               "jax_forward_per_s": jax_rate}
