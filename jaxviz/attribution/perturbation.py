@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -40,6 +41,7 @@ import numpy as np
 
 from jaxviz.core import analysis, checks
 from jaxviz.core import compile as compile_lib
+from jaxviz import occlusion as occlusion_lib
 
 
 def check_score(score) -> str:
@@ -222,6 +224,15 @@ def feature_ablation(fn, params, images, target, *, feature_mask=None, grid=None
     x, t, b, masks, f, score, chunk = prepare(fn, params, images, target, baselines,
                                                feature_mask, grid, score, chunk_size,
                                                lambda f: f)
+    if feature_mask is None:
+        # Grid cells are occlusion windows with stride = window: the incremental path
+        # recomputes only what one cell changes in each layer, for the same scores.
+        cell = default_grid(x.shape[1:3]) if grid is None else grid
+        with warnings.catch_warnings():  # prepare has already said it, once
+            warnings.filterwarnings("ignore", "baselines? .*outside the input range")
+            return occlusion_lib.occlusion(fn, params, x, t, window=cell, stride=cell,
+                                           baseline=b, score=score, chunk_size=chunk_size,
+                                           method="incremental").attribution
     return _ablation(analysis.static_fn(fn), params, x, b, t, masks, f, score, chunk)
 
 
