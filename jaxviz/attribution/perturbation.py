@@ -211,6 +211,11 @@ def _ablation(fn, params, x, b, t, masks, n_features, score, chunk_size):
     return to_pixels((base[None] - ablated).T, masks)
 
 
+# Grids with at least this many cells run feature ablation as incremental occlusion (the
+# default grid has 49).
+INCREMENTAL_MIN_CELLS = 25
+
+
 def feature_ablation(fn, params, images, target, *, feature_mask=None, grid=None,
                      baselines=0.0, score: str = "logit", chunk_size: int | None = None
                      ) -> jax.Array:
@@ -220,14 +225,17 @@ def feature_ablation(fn, params, images, target, *, feature_mask=None, grid=None
     feature_mask: (H, W) or (N, H, W) ids, default the `grid` cells ((h, w) pixels; None:
     the 7 x 7 default grid, module docstring); baselines: a number or an image-shaped array;
     score: "logit", "prob" or "log_prob"; chunk_size: features (ablated copies of the batch)
-    evaluated at once (None: `sampler_chunk`)."""
+    evaluated at once (None: `sampler_chunk`); on a grid of INCREMENTAL_MIN_CELLS or more
+    cells, occlusion's `chunk_size` (passes per step; None: what fits in memory)."""
     x, t, b, masks, f, score, chunk = prepare(fn, params, images, target, baselines,
                                                feature_mask, grid, score, chunk_size,
                                                lambda f: f)
-    if feature_mask is None:
+    cell = default_grid(x.shape[1:3]) if grid is None else grid
+    if feature_mask is None and f >= INCREMENTAL_MIN_CELLS:
         # Grid cells are occlusion windows with stride = window: the incremental path
-        # recomputes only what one cell changes in each layer, for the same scores.
-        cell = default_grid(x.shape[1:3]) if grid is None else grid
+        # recomputes only what one cell changes in each layer, for the same scores. With
+        # few cells each is a large part of every layer, so it would save little and
+        # compile a larger program.
         with warnings.catch_warnings():  # prepare has already said it, once
             warnings.filterwarnings("ignore", "baselines? .*outside the input range")
             return occlusion_lib.occlusion(fn, params, x, t, window=cell, stride=cell,
