@@ -230,12 +230,12 @@ def feature_ablation(fn, params, images, target, *, feature_mask=None, grid=None
     x, t, b, masks, f, score, chunk = prepare(fn, params, images, target, baselines,
                                                feature_mask, grid, score, chunk_size,
                                                lambda f: f)
-    cell = default_grid(x.shape[1:3]) if grid is None else grid
     if feature_mask is None and f >= INCREMENTAL_MIN_CELLS:
         # Grid cells are occlusion windows with stride = window: the incremental path
         # recomputes only what one cell changes in each layer, for the same scores. With
         # few cells each is a large part of every layer, so it would save little and
         # compile a larger program.
+        cell = default_grid(x.shape[1:3]) if grid is None else grid
         with warnings.catch_warnings():  # prepare has already said it, once
             warnings.filterwarnings("ignore", "baselines? .*outside the input range")
             return occlusion_lib.occlusion(fn, params, x, t, window=cell, stride=cell,

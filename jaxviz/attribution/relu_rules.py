@@ -70,7 +70,6 @@ def _is_bare_relu(eqn) -> bool:
 CLAMP_PATH = frozenset({"add", "sub", "mul", "div", "neg", "reshape", "broadcast_in_dim",
                         "squeeze", "expand_dims", "convert_element_type", "copy"})
 SQUARE_ROOTS = frozenset({"sqrt", "rsqrt"})
-_CLAMPS: dict = {}  # id(jaxpr) -> (jaxpr, its clamps' output vars); the jaxpr kept alive
 
 
 def _is_half_power(eqn) -> bool:
@@ -79,21 +78,16 @@ def _is_half_power(eqn) -> bool:
     return isinstance(e, jcore.Literal) and jnp.ndim(e.val) == 0 and abs(float(e.val)) == 0.5
 
 
+@functools.lru_cache(maxsize=256)  # jaxprs hash by identity; the cache keeps them alive
 def _clamp_vars(jaxpr) -> frozenset:
     """The variables of `jaxpr` that reach a square root through CLAMP_PATH equations only."""
-    hit = _CLAMPS.get(id(jaxpr))
-    if hit is not None and hit[0] is jaxpr:
-        return hit[1]
     reaching: set = set()
     for eqn in reversed(jaxpr.eqns):  # consumers come after producers: one backward sweep
         name = eqn.primitive.name
         if name in SQUARE_ROOTS or _is_half_power(eqn) or (name in CLAMP_PATH and any(
                 v in reaching for v in eqn.outvars)):
             reaching.update(v for v in eqn.invars if isinstance(v, jcore.Var))
-    if len(_CLAMPS) > 256:
-        _CLAMPS.clear()
-    _CLAMPS[id(jaxpr)] = (jaxpr, frozenset(reaching))
-    return _CLAMPS[id(jaxpr)][1]
+    return frozenset(reaching)
 
 
 def is_clamp(eqn) -> bool:

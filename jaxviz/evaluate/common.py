@@ -201,11 +201,10 @@ def pearson(a: jax.Array, b: jax.Array) -> jax.Array:
     return jnp.where(den > 0, (a * b).sum(-1) / jnp.where(den > 0, den, 1.0), 0.0)
 
 
-def _order_key(v: jax.Array) -> jax.Array:
-    """float32 -> int32 with the same order (NaN-free values): positive floats' bit patterns
-    already sort as integers; a negative's magnitude bits are flipped so larger magnitudes
-    sort lower. The map is its own inverse."""
-    i = jax.lax.bitcast_convert_type(v.astype(jnp.float32), jnp.int32)
+def _flip_negatives(i: jax.Array) -> jax.Array:
+    """int32 float bit patterns <-> keys that sort in the floats' order (NaN-free): positive
+    floats' patterns already sort as integers; a negative's magnitude bits are flipped so
+    larger magnitudes sort lower. Its own inverse (the sign bit is kept)."""
     return jnp.where(i < 0, i ^ jnp.int32(0x7FFFFFFF), i)
 
 
@@ -214,9 +213,8 @@ def sort_values(v: jax.Array) -> jax.Array:
     sort compares floats through a total-order comparator that costs several integer
     compares; sorting the order-preserving integer keys and mapping back gives the same
     values faster. (..., S) -> (..., S) float32."""
-    k = jnp.sort(_order_key(v), axis=-1)
-    return jax.lax.bitcast_convert_type(_order_key(
-        jax.lax.bitcast_convert_type(k, jnp.float32)), jnp.float32)
+    keys = _flip_negatives(jax.lax.bitcast_convert_type(v.astype(jnp.float32), jnp.int32))
+    return jax.lax.bitcast_convert_type(_flip_negatives(jnp.sort(keys, axis=-1)), jnp.float32)
 
 
 def average_ranks(v: jax.Array) -> jax.Array:
