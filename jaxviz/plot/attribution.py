@@ -47,8 +47,8 @@ def comparison_figure(images, columns: Mapping[str, np.ndarray], *, labels=None,
                                 vmax=top)
             elif m.min() < 0:
                 axes[i, j].imshow(m, cmap=DIVERGING, vmin=-top, vmax=top)
-            else:
-                axes[i, j].imshow(m, cmap=SEQ_MAP, vmin=0, vmax=top)
+            else:  # min..max: an unsigned map's offset (RISE's mean mask weight) shows nothing
+                axes[i, j].imshow(m, cmap=SEQ_MAP, vmin=float(m.min()), vmax=top)
     return finish_grid(fig, axes, ["image", *columns], title)
 
 
