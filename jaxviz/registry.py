@@ -24,6 +24,7 @@ import importlib
 import importlib.util
 import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -74,6 +75,36 @@ def canonical(spec: str) -> str:
     return spec
 
 
+def _one_line(text: str, limit: int = 400) -> str:
+    """An exception's message on one line (the CLI's errors are one line), at most limit
+    characters."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit - 1] + "\u2026"
+
+
+def _user_line(err: BaseException, files) -> str:
+    """"path:line" of the deepest traceback frame of err inside one of `files` (the user's
+    model file or module), or "" when none is. A SyntaxError points at its own line."""
+    if isinstance(err, SyntaxError) and err.filename and err.lineno:
+        return f"{err.filename}:{err.lineno}"
+    wanted = {str(Path(f).resolve()) for f in files if f}
+    found = ""
+    for frame, lineno in traceback.walk_tb(err.__traceback__):
+        name = frame.f_code.co_filename
+        if name in wanted or (name and str(Path(name).resolve()) in wanted):
+            found = f"{name}:{lineno}"
+    return found
+
+
+def _load_error(spec: str, err: BaseException, files, during: str) -> ValueError:
+    """One line: the spec, where in the user's file, the original type and message."""
+    where = _user_line(err, files)
+    what = err.msg if isinstance(err, SyntaxError) and err.msg else str(err)
+    at = f"{where}: " if where else ""
+    return ValueError(f"model {spec!r}: {at}{type(err).__name__}: {_one_line(what)} "
+                      f"({during})")
+
+
 def _import_file(path_text: str, spec: str):
     path = Path(path_text).expanduser().resolve()
     if not path.is_file():
@@ -89,42 +120,89 @@ def _import_file(path_text: str, spec: str):
     sys.modules[name] = module
     try:
         loader_spec.loader.exec_module(module)
+    except Exception as err:
+        del sys.modules[name]
+        raise _load_error(spec, err, [str(path)], "while importing the file") from err
     except BaseException:
         del sys.modules[name]
         raise
     return module
 
 
-def _import_module(module_name: str):
+def _import_module(module_name: str, spec: str):
     cwd = os.getcwd()
     if cwd not in sys.path and "" not in sys.path:
         sys.path.insert(0, cwd)
-    return importlib.import_module(module_name)
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        if err.name is not None and (module_name == err.name
+                                     or module_name.startswith(err.name + ".")):
+            raise  # the module itself is missing: resolve says "cannot import"
+        raise _load_error(spec, err, [_module_origin(module_name)],
+                          "while importing the module") from err
+    except Exception as err:
+        raise _load_error(spec, err, [_module_origin(module_name)],
+                          "while importing the module") from err
 
 
-def resolve(spec: str):
-    """The factory a spec names, or a ValueError saying what was expected."""
+def _module_origin(module_name: str) -> str | None:
+    """The file of module_name (even when importing it failed), or None."""
+    try:
+        found = importlib.util.find_spec(module_name)
+    except Exception:  # noqa: BLE001 -- a parent package that fails to import: no file
+        return None
+    return getattr(found, "origin", None)
+
+
+def _factory_names(module) -> list[str]:
+    """The public callables a module defines itself (what a factory could be)."""
+    return [k for k, v in vars(module).items() if callable(v) and not k.startswith("_")
+            and getattr(v, "__module__", None) == module.__name__]
+
+
+def _resolve(spec: str):
+    """(factory, its module's file or None) for a spec, or a one-line ValueError."""
     if spec in BUILTIN:
-        return BUILTIN[spec]
+        return BUILTIN[spec], None
     if ":" not in spec:
         raise ValueError(f"model must be one of {list(BUILTIN)}, 'package.module:factory' or "
                          f"'path/to/file.py:factory'; got {spec!r}")
     module_part, attr = spec.rsplit(":", 1)
     try:
         module = (_import_file(module_part, spec) if _is_file_spec(module_part)
-                  else _import_module(module_part))
-        factory = getattr(module, attr)
-    except (ImportError, AttributeError) as err:
+                  else _import_module(module_part, spec))
+    except ImportError as err:
         raise ValueError(f"model {spec!r}: cannot import {attr!r} from {module_part!r} "
-                         f"({err})") from err
+                         f"({_one_line(err)})") from err
+    where = getattr(module, "__file__", None)
+    if not hasattr(module, attr):
+        raise ValueError(f"model {spec!r}: cannot import {attr!r} from {module_part!r} "
+                         f"({where} has no {attr!r}; it defines {_factory_names(module)})")
+    factory = getattr(module, attr)
     if not callable(factory):
-        raise ValueError(f"model {spec!r} is not callable")
-    return factory
+        raise ValueError(f"model {spec!r}: {attr!r} in {where} is not callable "
+                         f"(a {type(factory).__name__})")
+    return factory, where
+
+
+def resolve(spec: str):
+    """The factory a spec names, or a ValueError saying what was expected."""
+    return _resolve(spec)[0]
 
 
 def build(spec: str, seed: int = 0) -> Built:
-    """The model `spec` names, initialised from `seed`, with its input spec."""
-    made = _unpack(resolve(spec)(seed), spec)
+    """The model `spec` names, initialised from `seed`, with its input spec. Every failure
+    of the user's code (importing the file, the factory, the model's first call) is one
+    ValueError naming the spec, the file and line in it, and the original error."""
+    factory, origin = _resolve(spec)
+    attr = spec.rsplit(":", 1)[-1]
+    files = [origin, getattr(getattr(factory, "__code__", None), "co_filename", None)]
+    try:
+        made = factory(seed)
+    except Exception as err:
+        raise _load_error(spec, err, files, f"in factory {attr!r}") from err
+    made = _unpack(made, spec)
     model, shape = made.model, made.input_shape
     if isinstance(model, nnx.Module):
         built = Built(model, shape, None, made.input_range, made.num_classes, made.output)
@@ -132,9 +210,19 @@ def build(spec: str, seed: int = 0) -> Built:
         wrapped = nnx.bridge.ToNNX(model, rngs=nnx.Rngs(seed))
         # Initialised in inference mode: a `train` argument without a default still gets one.
         flags = modes.mode_kwargs(modes.call_target(model), training=False)
-        nnx.bridge.lazy_init(wrapped, jnp.zeros((1, *shape), jnp.float32), **flags)
+        try:
+            nnx.bridge.lazy_init(wrapped, jnp.zeros((1, *shape), jnp.float32), **flags)
+        except Exception as err:
+            raise _load_error(spec, err, files + [_class_file(model)],
+                              f"initialising the model of factory {attr!r} on "
+                              f"(1, {', '.join(map(str, shape))}) inputs") from err
         built = Built(wrapped, shape, model, made.input_range, made.num_classes, made.output)
-    return _check_classes(built, spec)
+    return _check_classes(built, spec, files + [_class_file(model)])
+
+
+def _class_file(obj) -> str | None:
+    module = sys.modules.get(type(obj).__module__)
+    return getattr(module, "__file__", None)
 
 
 def _unpack(made, spec: str) -> ModelSpec:
@@ -166,10 +254,15 @@ def _unpack(made, spec: str) -> ModelSpec:
     return ModelSpec(model, shape, input_range, k, rest[1])
 
 
-def _check_classes(built: Built, spec: str) -> Built:
+def _check_classes(built: Built, spec: str, files=()) -> Built:
     """Fill num_classes from the model's output for its input shape; a declared count must
     match it."""
-    out = to_probe(built).output_shape((1, *built.input_shape))
+    try:
+        out = to_probe(built).output_shape((1, *built.input_shape))
+    except Exception as err:
+        attr = spec.rsplit(":", 1)[-1]
+        raise _load_error(spec, err, files, f"calling the model of factory {attr!r} on (1, "
+                          f"{', '.join(map(str, built.input_shape))}) inputs") from err
     if len(out) != 2:
         raise ValueError(f"model {spec!r} must output (N, K) logits for (N, "
                          f"{', '.join(map(str, built.input_shape))}) inputs; got {tuple(out)}")
