@@ -20,7 +20,7 @@ UV_VERSION := 0.13.9
 LATEST := .venv-latest
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: demo test install install-test install-peers check-python lock test-latest clean
+.PHONY: demo test install install-test install-peers check-python lock test-latest latest-python clean
 
 # Runs before any venv or pip command, so a Python that cannot work stops with one sentence
 # instead of an error deep inside pip. Debian splits ensurepip (what `-m venv` needs) into
@@ -90,14 +90,28 @@ lock: $(LOCK_VENV)/bin/uv
 
 # The newest releases pyproject.toml's ranges allow, in a venv of their own made afresh, then
 # the suite: a breaking release shows up here rather than in a user's bug report. Newer
-# releases may need a newer Python (jax 0.11 needs 3.12), so run it with the newest Python
-# at hand too: `make test-latest LATEST_PYTHON=python3.13`.
-LATEST_PYTHON ?= $(PYTHON)
+# releases need a newer Python (jax >= 0.11 needs 3.12), so the default is python3.13.
+# A name that does not run (not on PATH, or a pyenv shim of a version that is not active, as
+# on CI machines) is looked for among pyenv's installs: $PYENV_ROOT, ~/.pyenv, /root/.pyenv.
+# `make latest-python` prints the interpreter chosen; test-latest prints it too.
+LATEST_PYTHON ?= python3.13
+PYENV_ROOTS = $(PYENV_ROOT) $(HOME)/.pyenv /root/.pyenv
+LATEST_CANDIDATES = $$(command -v $(LATEST_PYTHON) 2>/dev/null) $$(ls -d $(foreach r,$(sort \
+	$(PYENV_ROOTS)),$(r)/versions/$(patsubst python%,%,$(notdir $(LATEST_PYTHON)))*/bin/$(notdir \
+	$(LATEST_PYTHON))) 2>/dev/null | sort -r)
+LATEST_FOUND = $(shell for p in $(LATEST_CANDIDATES); do \
+	"$$p" -c "" >/dev/null 2>&1 && { echo "$$p"; break; }; done)
+LATEST_BIN = $(or $(LATEST_FOUND),$(LATEST_PYTHON))
 
+latest-python:
+	@echo $(LATEST_BIN)
+
+# pytest's failure is the target's (make exits non-zero); .ci/run reports each run's status.
 test-latest:
-	@$(MAKE) --no-print-directory check-python PYTHON=$(LATEST_PYTHON)
+	@echo "test-latest: LATEST_PYTHON=$(LATEST_PYTHON) -> $(LATEST_BIN)"
+	@$(MAKE) --no-print-directory check-python PYTHON=$(LATEST_BIN)
 	rm -rf $(LATEST)
-	$(LATEST_PYTHON) -m venv $(LATEST)
+	$(LATEST_BIN) -m venv $(LATEST)
 	$(LATEST)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -e '.[test]'
 	$(LATEST)/bin/python -m pip freeze --exclude-editable > $(LATEST)/versions.txt
 	$(LATEST)/bin/python --version

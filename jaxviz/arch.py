@@ -26,9 +26,9 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 from flax import nnx
-from jax.extend import core as jcore
 
 from jaxviz.core import interpret
+from jaxviz.core import jax_compat as compat
 from jaxviz.core import probe as probe_lib
 from jaxviz.models import count_params
 
@@ -250,8 +250,8 @@ def _eqn_flops(eqn) -> int:
 def _jaxprs(v):
     if isinstance(v, (tuple, list)):
         return [j for x in v for j in _jaxprs(x)]
-    v = v.jaxpr if isinstance(v, jcore.ClosedJaxpr) else v
-    return [v] if isinstance(v, jcore.Jaxpr) else []
+    v = compat.open_jaxpr(v)
+    return [] if v is None else [v]
 
 
 def _jaxpr_flops(jaxpr) -> int:

@@ -145,3 +145,63 @@ def test_locks_agree_hash_everything_and_leave_peers_out():
     for peer in _declared("peers"):
         assert canonicalize_name(peer.name) not in test, (
             f"{peer.name} is in the lock: the peers extra is installed by hand (make install-peers)")
+
+
+# ---- today's JAX: the ranges, the newest-releases run, CI -----------------------------------
+
+@pytest.mark.parametrize("name", ["jax", "jaxlib"])
+def test_ranges_admit_the_jax_releases_tested(name):
+    """Reproduces: pyproject.toml stopped at jax<0.11, so `pip install jaxviz` next to
+    jax 0.12 downgraded the user's JAX or failed to resolve. The range covers the lock's
+    0.10.2 up to the 0.12 releases `make test-latest` ran (docs/versions.md)."""
+    [req] = [r for r in _declared() if canonicalize_name(r.name) == name]
+    for version in ("0.10.2", "0.11.2", "0.12.0", "0.12.0.1", "0.12.1"):
+        assert req.specifier.contains(version), f"pyproject.toml's {req} refuses {name} {version}"
+    assert not req.specifier.contains("0.13.0"), f"{req}: 0.13 has not been tested"
+
+
+def _fake_exe(path: Path, script: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("#!/bin/sh\n" + script + "\n")
+    path.chmod(0o755)
+    return path
+
+
+@needs_make
+def test_latest_python_is_found_among_pyenv_installs(tmp_path):
+    """Reproduces: `make test-latest LATEST_PYTHON=python3.13` failed where python3.13 is not
+    on PATH or is a pyenv shim of an inactive version (as on CI), although pyenv had it
+    installed. A name that does not run is looked up in $PYENV_ROOT/versions."""
+    project = tmp_path / "project"
+    project.mkdir()
+    _scratch_project(project)
+    shim = _fake_exe(tmp_path / "shims" / "python3.77", "exit 127")  # pyenv: not active
+    real = _fake_exe(tmp_path / "pyenv" / "versions" / "3.77.1" / "bin" / "python3.77", "exit 0")
+    env = {"PATH": f"{shim.parent}:/usr/bin:/bin", "HOME": str(tmp_path),
+           "PYENV_ROOT": str(tmp_path / "pyenv")}
+
+    def latest(name):
+        out = subprocess.run(["make", "--no-print-directory", "-C", str(project),
+                              "latest-python", f"LATEST_PYTHON={name}"],
+                             capture_output=True, text=True, timeout=60, env=env)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.strip()
+    assert latest("python3.77") == str(real)
+    assert latest(str(real)) == str(real)
+    assert latest("python3.78") == "python3.78"  # nowhere: check-python then names it
+
+
+def test_ci_runs_the_lock_then_the_newest_releases_and_keeps_a_failure(tmp_path):
+    """Reproduces: .ci/run ran only `make test`, so a JAX release that breaks jaxviz reached
+    users first. Now both runs happen, in order, and a failure of the first still fails CI."""
+    calls = tmp_path / "calls"
+    _fake_exe(tmp_path / "bin" / "make", f'echo "$*" >> {calls}\n'
+              'case "$*" in *latest-python*) echo /x/python3.13;; *test-latest*) exit 0;; '
+              '*test*) exit 3;; esac')
+    env = {"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path)}
+    out = subprocess.run(["bash", str(ROOT / ".ci" / "run")], capture_output=True, text=True,
+                         timeout=60, env=env)
+    assert out.returncode == 3, out.stdout + out.stderr
+    ran = calls.read_text().splitlines()
+    assert ran[0] == "test" and ran[-1] == "test-latest LATEST_PYTHON=python3.13", ran
+    assert "/x/python3.13" in out.stdout  # which interpreter the second run used

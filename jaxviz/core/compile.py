@@ -13,6 +13,10 @@ kind of program they are and this module decides.
 - kind="forward": pure forward programs (exact occlusion, Score-CAM, evaluation): plain
   `jax.jit`, where XLA fuses each conv with the reduction after it.
 
+Which of these speed-ups pay off depends on the jaxlib (XLA's CPU backend changes between
+releases): `jax_compat.speed_policy()` says, per version, from the benchmark's rows
+(docs/versions.md); the configuration below can only turn them off.
+
 Configuration is read once, when jaxviz is imported, into `config()` (a frozen `Config`):
 
     JAXVIZ_FASTGRAD=auto|1|0        fastgrad in `fast_model`; auto (default): CPU backend
@@ -45,6 +49,7 @@ from collections.abc import Mapping
 import jax
 
 from jaxviz.core import fastgrad, xla_cpu
+from jaxviz.core import jax_compat as compat
 
 KINDS = ("backward", "forward")
 FASTGRAD_MODES = ("auto", "on", "off")
@@ -152,7 +157,8 @@ def fastgrad_on() -> bool:
 def compiler_options(kind: str = "backward") -> dict:
     """The XLA compiler options a program of `kind` compiles with ({} for plain jax.jit)."""
     _check_kind(kind)
-    if kind == "forward" or not _CONFIG.xla_options:
+    if (kind == "forward" or not _CONFIG.xla_options
+            or not compat.speed_policy().ynn_off_backward):
         return {}
     return xla_cpu.options()
 
@@ -209,4 +215,7 @@ def fast_model(fn, *, kind: str = "backward"):
     `jax.jit`, pass kind="forward".
     """
     _check_kind(kind)
-    return fastgrad.fast(fn, enabled=fastgrad_on(), pad_convs=not compiler_options(kind))
+    policy = compat.speed_policy()
+    return fastgrad.fast(fn, enabled=fastgrad_on(), pool=policy.fastgrad_pool,
+                         conv=policy.fastgrad_conv,
+                         pad_convs=policy.pad_convs and not compiler_options(kind))

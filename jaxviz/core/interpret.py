@@ -17,8 +17,9 @@ also for single-result primitives) or None ("no rule here": the equation continu
 the table had none). Rules see a call primitive before it is inlined, so a rule may claim a
 whole call (relu_rules claims a `custom_jvp_call` whose body is a ReLU).
 
-Call primitives (`CALLS`), when no rule claims them:
-- CALL (`jit`, `pjit`, `closed_call`, `call`/`core_call`): always inlined: the body's
+Call primitives (`CALLS`, from `jaxviz.core.jax_compat`, which knows each JAX release's
+names), when no rule claims them:
+- CALL (`jit`, `closed_call`/`eval_jaxpr`, `call`): always inlined: the body's
   equations are evaluated in place, with the rules.
 - CUSTOM (`custom_jvp_call`, `custom_vjp_call`, `custom_vjp_call_jaxpr`), by `custom`:
   "keep" (default): the equation goes to `default` like any primitive; the standard default
@@ -46,14 +47,11 @@ from typing import Any
 import jax
 from jax.extend import core as jcore
 
-CALL, CUSTOM, REMAT = "call", "custom", "remat"
-# "eval_jaxpr" is closed_call's name from jax 0.11 on.
-CALLS = {"jit": CALL, "pjit": CALL, "closed_call": CALL, "call": CALL, "core_call": CALL,
-         "eval_jaxpr": CALL,
-         "custom_jvp_call": CUSTOM, "custom_vjp_call": CUSTOM, "custom_vjp_call_jaxpr": CUSTOM,
-         "remat2": REMAT, "checkpoint": REMAT, "remat": REMAT}
+from jaxviz.core import jax_compat as compat
+
+CALL, CUSTOM, REMAT = compat.CALL, compat.CUSTOM, compat.REMAT
+CALLS = compat.CALL_KINDS
 MODES = ("keep", "inline")
-_BODY_PARAMS = ("jaxpr", "call_jaxpr", "fun_jaxpr")
 
 Rule = Callable[[Any, list], "Sequence | None"]
 
@@ -71,7 +69,7 @@ def enclosing_jaxpr() -> jcore.Jaxpr | None:
 def bind(eqn, invals) -> list:
     """The equation's own primitive on invals, under the equation's context: [outvals]."""
     with eqn.ctx.manager:
-        out = eqn.primitive.bind(*invals, **eqn.primitive.get_bind_params(eqn.params))
+        out = eqn.primitive.bind(*invals, **compat.bind_params(eqn))
     return list(out) if eqn.primitive.multiple_results else [out]
 
 
@@ -83,12 +81,10 @@ def body(eqn) -> jcore.ClosedJaxpr | None:
     """The jaxpr a call primitive's equation calls (None for other primitives)."""
     if eqn.primitive.name not in CALLS:
         return None
-    for key in _BODY_PARAMS:
-        sub = eqn.params.get(key)
-        if isinstance(sub, jcore.ClosedJaxpr):
+    for key in compat.BODY_PARAMS:
+        sub = compat.closed_jaxpr(eqn.params.get(key))
+        if sub is not None:
             return sub
-        if isinstance(sub, jcore.Jaxpr):
-            return jcore.ClosedJaxpr(sub, ())
     return None
 
 
@@ -107,8 +103,9 @@ def evaluate(closed: jcore.ClosedJaxpr, args: Sequence, rules: Mapping[str, Rule
     for name, mode in (("custom", custom), ("remat", remat)):
         if mode not in MODES:
             raise ValueError(f"{name} must be one of {MODES}; got {mode!r}")
-    if not isinstance(closed, jcore.ClosedJaxpr):
-        raise TypeError(f"closed: expected a jax ClosedJaxpr (jax.make_jaxpr's result); got "
+    if not compat.is_closed_jaxpr(closed):
+        raise TypeError(f"closed: expected a closed jaxpr (jax.make_jaxpr's result, a "
+                        f"{jcore.ClosedJaxpr.__name__} on this JAX); got "
                         f"{type(closed).__name__}")
     return _Interpreter(dict(rules or {}), lift, default, custom, remat).run(closed, list(args))
 

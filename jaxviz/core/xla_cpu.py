@@ -1,7 +1,7 @@
 """XLA CPU compile options for programs whose convolutions are materialized: backward passes
 and incremental occlusion.
 
-XLA CPU (jaxlib 0.10) hands convolutions to YNNPACK fusions. Those are at their best when a
+XLA CPU (jaxlib 0.10 to 0.12) hands convolutions to YNNPACK fusions. Those are at their best when a
 conv feeds a fused reduction (a plain forward pass), but a conv whose output is materialized,
 and a weight gradient, run several times slower than on XLA's Eigen path (measurements:
 docs/xla_cpu_backward.md). `jaxviz.core.compile` compiles programs made of such convs
@@ -18,7 +18,9 @@ import functools
 
 import jax
 
-YNN_OFF = {"xla_cpu_experimental_ynn_fusion_type": ""}
+from jaxviz.core import jax_compat as compat
+
+YNN_OFF = compat.YNN_OFF
 
 
 @functools.cache
