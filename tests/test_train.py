@@ -75,7 +75,7 @@ def test_half_written_checkpoint_is_ignored_and_cleaned(small, tmp_path):
     junk.mkdir()
     (junk / "partial").write_bytes(b"\x00" * 10)
     assert train.CheckpointStore(tmp_path).latest() == 1
-    train.fit(SMALL, small, tmp_path, quiet=True)  # fresh config, fresh run
+    train.fit(SMALL, small, tmp_path, quiet=True, overwrite=True)  # asked: a fresh run
     assert not junk.exists()
     model, _ = train.load_trained(tmp_path)
     assert model is not None

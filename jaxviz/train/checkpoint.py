@@ -1,5 +1,8 @@
 """A run directory: config.json, metrics.jsonl and one Orbax checkpoint per epoch.
 
+A directory that holds a run (a checkpoint or metrics) is never replaced unless asked
+(`overwrite`); a resumed run may be given more epochs, nothing else may change.
+
 A checkpoint holds everything a step changes (`TrainState`): the parameters, the rest of
 the model's state (BatchNorm statistics, RNG counters; PRNG keys as their raw key data)
 and the optimizer state. Restoring is strict: the first parameter or state entry whose
@@ -49,28 +52,39 @@ class CheckpointStore:
         self.run_dir = Path(run_dir)
         self.ckpt_dir = self.run_dir / "checkpoints"
 
-    def open(self, config: TrainConfig, resume: bool) -> None:
-        """Make run_dir writable and consistent with `config`: check a resumed run's config,
-        clear a stale run's checkpoints, drop partial saves, write config.json."""
+    def open(self, config: TrainConfig, resume: bool, overwrite: bool = False) -> None:
+        """Make run_dir writable and consistent with `config`: check a resumed run's config
+        (all but `epochs`, which may grow), refuse to replace a run unless `overwrite`,
+        drop partial saves, write config.json."""
         try:
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise PermissionError(f"run directory {str(self.run_dir)!r} is not writable: {err}") from err
         if not os.access(self.run_dir, os.W_OK):
             raise PermissionError(f"run directory {str(self.run_dir)!r} is not writable")
-        self.clean_partial()
         saved = self.read_config()
         if resume and saved is not None:
-            ours, theirs = config.to_dict(), dict(saved)
-            diff = {k: (theirs.get(k), v) for k, v in ours.items() if theirs.get(k) != v}
-            if diff:
-                raise ValueError(f"--resume: the checkpoint in {self.run_dir} was made with a "
-                                 f"different config (field: (checkpoint, requested)): {diff}")
-        elif not resume and self.latest() is not None:
-            shutil.rmtree(self.ckpt_dir)  # a fresh run replaces an old one, never mixes with it
+            check_resumable(self.run_dir, saved, config, self.latest())
+        elif not resume and self.holds_run():
+            self.refuse_replacing(resume, overwrite)
+            shutil.rmtree(self.ckpt_dir)  # asked to replace: never mix an old run with a new one
             self.ckpt_dir.mkdir()
             (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
+        self.clean_partial()
         io.write_text(self.run_dir / "config.json", json.dumps(config.to_dict(), indent=2))
+
+    def refuse_replacing(self, resume: bool, overwrite: bool) -> None:
+        """Raise FileExistsError when a fresh run (neither resume nor overwrite) would
+        replace the run already in run_dir."""
+        if not resume and not overwrite and self.holds_run():
+            raise FileExistsError(
+                f"run directory {str(self.run_dir)!r} already holds a run (checkpoints up to "
+                f"epoch {self.latest() or 0}); replace it with --overwrite "
+                f"(fit(..., overwrite=True)) or continue it with --resume (resume=True)")
+
+    def holds_run(self) -> bool:
+        """True when run_dir has a checkpoint or metrics of a run: something to lose."""
+        return self.latest() is not None or bool(self.read_metrics())
 
     def clean_partial(self) -> None:
         """Drop what a killed save left: Orbax's temporary directories and our .tmp files."""
@@ -125,6 +139,19 @@ class CheckpointStore:
         nnx.replace_by_pure_dict(state.params, tree["params"])
         rest = load_state(state.rest, tree["state"]) if "state" in tree else state.rest
         return TrainState(state.params, rest, tree["opt_state"])
+
+
+def check_resumable(run_dir, saved: dict, config: TrainConfig, latest: int | None) -> None:
+    """Raise ValueError unless `config` may continue the run saved with `saved`: every
+    field equal but `epochs`, which may not fall below the epochs already done."""
+    ours, theirs = config.to_dict(), dict(saved)
+    diff = {k: (theirs.get(k), v) for k, v in ours.items() if k != "epochs" and theirs.get(k) != v}
+    if diff:
+        raise ValueError(f"--resume: the checkpoint in {run_dir} was made with a "
+                         f"different config (field: (checkpoint, requested)): {diff}")
+    if latest is not None and config.epochs < latest:
+        raise ValueError(f"--resume: the run in {run_dir} has already trained {latest} epochs; "
+                         f"epochs must be at least {latest} to continue it, got {config.epochs}")
 
 
 def check_same_structure(expected: dict, saved, where: str, what: str = "parameter") -> None:
