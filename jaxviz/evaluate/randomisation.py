@@ -4,8 +4,11 @@ does. Both metrics re-run the attribution method (`rerun`) and compare maps per 
     model_parameter_randomisation  Adebayo et al. 2018, the cascading check as a metric:
         layers re-initialised cumulatively from the output down
         (`attribution.sanity.randomize_layers`: the parameter pytree redrawn leaf by leaf,
-        the model itself untouched); curve (N, L): similarity to the trained model's map
-        after each layer; score its mean (lower is better). Needs a Probe (its layers).
+        the model itself untouched; BatchNorm statistics reset to mean 0, variance 1 and
+        norm scales drawn positive, so every step is a valid model; the default layers are
+        `sanity.cascade_layers`, each parameter once); curve (N, L): similarity to the
+        trained model's map after each layer; score its mean (lower is better). A map with
+        NaN/inf gives a NaN similarity (and a warning), never a number. Needs a Probe.
     random_logit                   Sixt et al. 2020 (Quantus' RandomLogit): the map for a
         class drawn uniformly from the other classes; score: its similarity to the map for
         the target (lower is better).
@@ -18,9 +21,11 @@ Quantus does (Quantus flattens the maps to 1-D first; here windows are 2-D squar
 from __future__ import annotations
 
 import functools
+import warnings
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxviz.attribution import sanity
 from jaxviz.core import analysis, checks
@@ -87,7 +92,9 @@ def _compare_core(fn, params, x, t, a, keys, arrays, *, run, kind, use_abs, disp
                          f"images ({m.shape[1:]} per image); pass its own maps")
     if use_abs:
         a, m = jnp.abs(a), jnp.abs(m)
-    return similarity(a, m, kind)
+    # A NaN/inf map has no similarity: NaN, never a number the ranks or sums make of it.
+    finite = jnp.isfinite(m.reshape(m.shape[0], -1)).all(-1)
+    return jnp.where(finite, similarity(a, jnp.where(jnp.isfinite(m), m, 0.0), kind), jnp.nan)
 
 
 def _setup(fn, params, images, target, attributions, method, method_options, key, kind,
@@ -129,21 +136,17 @@ def model_parameter_randomisation(fn, params, images, target, attributions, *, m
                                   similarity: str = "spearman", abs: bool = False,
                                   display: bool = True, chunk_size=None) -> MetricResult:
     """Cascading model-parameter randomisation (lower is better): mean similarity over the
-    cascade, (N,); curve (N, L). layers: the layers to randomise, top first (default every
-    layer with parameters, from the output down). model_seed: the randomised weights (the
-    same for every image); key: only for a keyed method's noise, fixed along the cascade.
-    One compiled program serves every step."""
+    cascade, (N,); curve (N, L). layers: the layers to randomise, top first (default
+    `sanity.cascade_layers`: every layer holding parameters, from the output down, each
+    once; a step that would randomise nothing new is refused). model_seed: the randomised
+    weights (the same for every image); key: only for a keyed method's noise, fixed along
+    the cascade. One compiled program serves every step."""
     if not isinstance(fn, probe_lib.Probe):
         raise ValueError("model_parameter_randomisation needs a Probe (it randomises named "
                          "layers): fn = jaxviz.core.probe.from_model(model)")
     x, t, a, run, arrays, keys, mk = _setup(fn, params, images, target, attributions, method,
                                             method_options, key, similarity, False)
-    known = sanity.layers_with_params(fn, params, x.shape)
-    layers = list(reversed(known)) if layers is None else list(layers)
-    bad = sorted(set(layers) - set(known))
-    if bad or not layers:
-        raise ValueError(f"layers must be a non-empty list of layers with parameters "
-                         f"{known}; got {layers!r}")
+    layers = sanity.check_cascade(fn, params, x.shape, layers)
     model_key = jax.random.key(checks.positive_int(model_seed, "model_seed", 0))
     static, chunk = analysis.static_fn(fn), analysis.check_chunk_size(chunk_size)
     curve = [_compare_core(static, sanity.randomize_layers(params, layers[:i + 1], model_key),
@@ -151,7 +154,21 @@ def model_parameter_randomisation(fn, params, images, target, attributions, *, m
                            display=bool(display), chunk_size=chunk)
              for i in range(len(layers))]
     curve = jnp.stack(curve, axis=1)
+    _warn_nan(curve, layers, method)
     return MetricResult(curve.mean(-1), curve)
+
+
+def _warn_nan(curve, layers, method) -> None:
+    """A RuntimeWarning naming the steps and images whose maps had NaN/inf. curve: (N, L)."""
+    if checks.is_traced(curve):
+        return
+    bad = np.isnan(np.asarray(curve))
+    if bad.any():
+        name = method if isinstance(method, str) else getattr(method, "__name__", "the method")
+        warnings.warn(f"model_parameter_randomisation: {name}'s maps have NaN/inf for images "
+                      f"{np.flatnonzero(bad.any(1)).tolist()} once the model is randomised "
+                      f"down to {[layers[j] for j in np.flatnonzero(bad.any(0))]}; those "
+                      f"similarities are NaN", RuntimeWarning, stacklevel=3)
 
 
 
