@@ -50,7 +50,8 @@ def main(argv=None) -> None:
     model, train_seconds = load_or_train(config, ds, args.out, quiet=args.quiet)
     probe = registry.to_probe(registry.build(config.model, config.seed), model)
     metrics = report.run_report(probe, probe.params, ds.x_val, ds.y_val, args.out,
-                                seed=args.seed, small=args.small, train_seconds=train_seconds)
+                                seed=args.seed, small=args.small, train_seconds=train_seconds,
+                                subject=report.MNIST_SEED)
     print(f"done in {time.perf_counter() - t0:.1f}s: validation accuracy "
           f"{metrics['val_accuracy']:.4f}; open {args.out}/report.html", flush=True)
 

@@ -5,12 +5,15 @@
     jaxviz report --checkpoint runs/cnn --out runs/cnn/report   # every analysis + report.html
 
 Errors print one line and exit 1 (2 for bad arguments); --debug shows the traceback.
+Every warning an analysis raises prints as one `warning: ...` line on stderr.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -163,8 +166,20 @@ def _loaded(args):
     built = registry.build(config.model, config.seed)
     model, _ = train.load_trained(run, model=built.model)
     probe = registry.to_probe(built, model)
-    ds = _data(args, built, args.data or _recorded_data(run))
-    return probe, probe.params, built, ds.x_val, ds.y_val
+    source = args.data or _recorded_data(run)
+    ds = _data(args, built, source)
+    return probe, probe.params, built, ds.x_val, ds.y_val, _subject(config.model, run, source, ds)
+
+
+def _subject(spec: str, run: Path, source: str, ds):
+    """The report's words for this model and data: the model spec's factory and file, the
+    data source, the data's class names (an image folder's subfolders)."""
+    from jaxviz.report import Subject  # noqa: PLC0415
+    where, _, factory = spec.rpartition(":")
+    model = f"{factory} from {Path(where).name}" if where else spec
+    return Subject(model=f"{model} (checkpoint {run})",
+                   data=f"{len(ds.x_val)} validation images of --data {source}",
+                   class_names=tuple(ds.class_names))
 
 
 def _out(args) -> Path:
@@ -181,9 +196,9 @@ def _run(args, stage, n_images: int = 1) -> int:
     """Load the checkpoint, run one report stage on n validation examples, write its files."""
     from jaxviz import report  # noqa: PLC0415
     t0 = time.perf_counter()
-    probe, params, built, x, y = _loaded(args)
-    inputs = report.inputs_for(probe, params, x, y, n=n_images, seed=args.seed)
-    done = report.run_stage(stage, inputs, _out(args))
+    probe, params, built, x, y, subject = _loaded(args)
+    inputs = report.inputs_for(probe, params, x, y, n=n_images, seed=args.seed, subject=subject)
+    done = report.run_stage(stage, inputs, _out(args))  # its warnings reach _warning_lines
     _report_written(args, done.paths, t0)
     return 0
 
@@ -298,32 +313,58 @@ class _OneMethod:
         key = jax.random.fold_in(inputs.key, 2) if method.needs_key else None
         res = method(inputs.probe, inputs.params, jnp.asarray(inputs.images), inputs.labels,
                      key=key)
-        return inputs.images, inputs.labels, np.asarray(attribution.display_map(method, res))
+        return (inputs.images, inputs.subject.names(inputs.labels),
+                np.asarray(attribution.display_map(method, res)))
 
     def render(self, result, out_dir):
         from jaxviz.plot import attribution as plot_attr  # noqa: PLC0415
         from jaxviz.report import save  # noqa: PLC0415
+        from jaxviz.report.attribution_stage import display_signed  # noqa: PLC0415
+        from jaxviz import attribution  # noqa: PLC0415
         images, labels, maps = result
-        fig = plot_attr.comparison_figure(images, {self.name: maps},
-                                          labels=[int(v) for v in labels])
+        fig = plot_attr.comparison_figure(
+            images, {self.name: maps}, labels=labels,
+            signed={self.name: display_signed(attribution.get(self.name))})
         return save(fig, out_dir, f"attribution_{self.name}.png")
 
 
 def cmd_report(args) -> int:
     from jaxviz import report  # noqa: PLC0415
-    probe, params, built, x, y = _loaded(args)
+    probe, params, built, x, y, subject = _loaded(args)
     report.run_report(probe, params, x, y, _out(args), seed=args.seed, small=args.small,
-                      log=lambda m: _info(args, m))
+                      subject=subject, log=lambda m: _info(args, m))
     return 0
+
+
+@contextlib.contextmanager
+def _warning_lines():
+    """Every warning an analysis raises, printed as one `warning: ...` line on stderr as it
+    comes (repeats once), whatever --quiet says; the report stages raise theirs again after
+    recording them for the page."""
+    from jaxviz.report.base import QUIET, warning_line  # noqa: PLC0415
+    seen = set()
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        text = warning_line(message, category)
+        if not issubclass(category, QUIET) and text not in seen:
+            seen.add(text)
+            print(f"warning: {text}", file=sys.stderr, flush=True)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = show
+        yield
 
 
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        if args.command != "train":
-            _out(args)  # an unwritable --out fails before any work
-        return args.func(args)
+        if args.command == "train":
+            return args.func(args)
+        _out(args)  # an unwritable --out fails before any work
+        with _warning_lines():
+            return args.func(args)
     except (ValueError, TypeError, FileNotFoundError, PermissionError, FloatingPointError,
             RuntimeError, OSError, KeyError) as err:
         if args.debug:

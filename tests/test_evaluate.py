@@ -135,6 +135,6 @@ def test_report_stage_draws_curves_and_table_and_reads_them(cnn_random, digits, 
     first, second = section.caption.split("\n")
     assert f"deletion ↓ {table.best('deletion')}" in first
     assert f"sparseness ↑ {table.best('sparseness')}" in first
-    assert "3 digits" in second
+    assert "3 images" in second
     assert stage.metrics(table)["evaluate"]["arrows"] == {"deletion": "↓", "sparseness": "↑"}
     assert reading(table) == section.caption

@@ -42,7 +42,11 @@ def test_main_job_writes_everything_and_reuses_its_checkpoint(tmp_path, capsys):
     for src in parser.src:
         assert not src.startswith(("http:", "https:", "/")), src  # nothing fetched, all relative
         assert (out / src).is_file(), src
+    md = (out / "report.md").read_text()  # the seed recipe on MNIST: there, MNIST is right
+    assert md.startswith("# jaxviz: inside the Keras recipe's MNIST CNN")
+    assert "the bundled MNIST digits" in md and "settings: ``" not in md
     metrics = json.loads((out / "metrics.json").read_text())
+    assert isinstance(metrics["warnings"], dict)
     assert set(metrics["stage_seconds"]) >= {"architecture", "maximize", "occlusion", "attribution",
                                              "evaluate"}
     assert set(metrics["evaluate"]["cells"]["saliency"]) == {"deletion", "insertion", "sparseness"}

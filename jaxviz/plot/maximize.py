@@ -14,10 +14,14 @@ def _range_kw(vrange):
     return {} if vrange is None else dict(per_tile_norm=False, vmin=vrange[0], vmax=vrange[1])
 
 
-def class_grid(images, probs=None, *, ncols: int = 5, title: str | None = None, vrange=None):
-    """The network's perception of each class. images: (K, H, W, C); probs: (K,) or None."""
+def class_grid(images, probs=None, *, ncols: int = 5, title: str | None = None, vrange=None,
+               names=None):
+    """The network's perception of each class. images: (K, H, W, C); probs: (K,) or None;
+    names: (K,) class names (default the indices)."""
     k = len(images)
-    titles = [f"{i}" + ("" if probs is None else f"  p={float(probs[i]):.3f}") for i in range(k)]
+    names = [str(i) for i in range(k)] if names is None else [str(n) for n in names]
+    # The probability on its own line: a class name is often as wide as the tile.
+    titles = [names[i] + ("" if probs is None else f"\np={float(probs[i]):.3f}") for i in range(k)]
     return image_grid(images, titles=titles, ncols=ncols, tile_size=1.3, **_range_kw(vrange),
                       suptitle=title or "network's perception of each class")
 

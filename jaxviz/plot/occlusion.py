@@ -16,7 +16,7 @@ def occlusion_figure(images, attribution, occluded_prob, labels, *, title: str |
     """Rows: image, attribution, overlay, p(true class) with the patch at each position.
 
     images: (K, H, W, C); attribution: (K, H, W); occluded_prob: (K, nH, nW) in [0, 1];
-    labels: (K,) true classes. Attribution rows share one symmetric colour scale,
+    labels: (K,) true classes (indices or names). Attribution rows share one symmetric colour scale,
     probability rows the scale [0, 1]; one colorbar each.
     """
     images, attribution = np.asarray(images), np.asarray(attribution, np.float32)
@@ -33,7 +33,7 @@ def occlusion_figure(images, attribution, occluded_prob, labels, *, title: str |
     for i in range(k):
         img = _gray(images[i])
         axes[0, i].imshow(img, cmap=GRAY if img.ndim == 2 else None)
-        axes[0, i].set_title(f"label {int(labels[i])}", fontsize=7, pad=2)
+        axes[0, i].set_title(f"label {labels[i]}", fontsize=7, pad=2)
         im_attr = axes[1, i].imshow(attribution[i], cmap=DIVERGING, vmin=-m, vmax=m)
         heatmap_overlay(axes[2, i], img, attribution[i], cmap=DIVERGING, vmin=-m, vmax=m)
         im_prob = axes[3, i].imshow(occluded_prob[i], cmap="magma", vmin=0.0, vmax=1.0,
@@ -50,11 +50,14 @@ def occlusion_figure(images, attribution, occluded_prob, labels, *, title: str |
     return fig
 
 
-def keras_vis_occlusion_figure(images, heatmap, predicted, counts, labels, *, size: int = 8):
-    """The Keras recipe's figure per digit: image, correct-class probability per cell,
+def keras_vis_occlusion_figure(images, heatmap, predicted, counts, labels, *, size: int = 8,
+                               class_names=None):
+    """The Keras recipe's figure per image: image, correct-class probability per cell,
     predicted class per cell, and how many cells were predicted as each class.
 
-    images: (K, H, W, C); heatmap: (K, H, W); predicted: (K, nH, nW); counts: (K, classes).
+    images: (K, H, W, C); heatmap: (K, H, W); predicted: (K, nH, nW); counts: (K, classes);
+    labels: (K,) indices or names; class_names: the bar chart's tick labels (default the
+    class indices).
     """
     images, heatmap = np.asarray(images), np.asarray(heatmap, np.float32)
     predicted, counts, labels = np.asarray(predicted), np.asarray(counts), np.asarray(labels)
@@ -65,7 +68,7 @@ def keras_vis_occlusion_figure(images, heatmap, predicted, counts, labels, *, si
     for i in range(k):
         a = axes[i]
         a[0].imshow(_gray(images[i]), cmap=GRAY)
-        a[0].set_title(f"label {int(labels[i])}", fontsize=7, pad=2)
+        a[0].set_title(f"label {labels[i]}", fontsize=7, pad=2)
         im = a[1].imshow(heatmap[i], cmap="magma", vmin=0.0, vmax=1.0)
         cells = np.repeat(np.repeat(predicted[i], size, 0), size, 1)[:h, :w]
         a[2].imshow(cells, cmap="tab10", vmin=-0.5, vmax=9.5)
@@ -76,7 +79,12 @@ def keras_vis_occlusion_figure(images, heatmap, predicted, counts, labels, *, si
         for ax in a[:3]:
             ax.set_axis_off()
         a[3].bar(np.arange(counts.shape[1]), counts[i], color="0.3")
-        a[3].set_xticks(np.arange(counts.shape[1]))
+        ticks = np.arange(counts.shape[1])
+        if class_names:  # the cells show indices; the bars name them
+            a[3].set_xticks(ticks, [f"{t} {class_names[t]}" if t < len(class_names) else str(t)
+                                    for t in ticks], rotation=60, ha="right")
+        else:
+            a[3].set_xticks(ticks)
         a[3].tick_params(labelsize=5)
         if i == 0:
             a[1].set_title("p(true), gray square", fontsize=7, pad=2)

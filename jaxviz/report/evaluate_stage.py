@@ -1,12 +1,11 @@
 """The evaluation stage, "Which map to believe": a few methods scored by a few metrics on the
-report's digits (deletion and insertion curves per method, the method x metric table, a
+report's images (deletion and insertion curves per method, the method x metric table, a
 two-line reading). Lean on purpose: the full table is `jaxviz.evaluate.evaluate` over every
 method and metric, run by an experiment or the benchmark.
 """
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from collections.abc import Mapping
 from typing import ClassVar
 from pathlib import Path
@@ -23,14 +22,14 @@ METHODS = ("saliency", "guided_backprop", "integrated_gradients", "grad_cam")
 METRICS = ("deletion", "insertion", "faithfulness_correlation", "max_sensitivity",
            "sparseness")
 CURVES = ("deletion", "insertion")
-# Fewer draws than the registry's defaults: the report shows a handful of digits.
+# Fewer draws than the registry's defaults: the report shows a handful of images.
 METRIC_OPTIONS = {"faithfulness_correlation": {"n_runs": 32},
                   "max_sensitivity": {"n_samples": 4}}
 
 
 def _per_row(images) -> dict:
     """Deletion and insertion remove one image row's worth of pixels a step: W always
-    divides H * W (the metrics' default, 28, fits 28 x 28 digits only)."""
+    divides H * W (the metrics' default, 28, fits 28 x 28 images only)."""
     return {m: {"pixels_per_step": int(images.shape[2])} for m in CURVES}
 
 
@@ -49,16 +48,14 @@ class EvaluateStage:
 
     def run(self, inputs: Inputs, earlier: Mapping) -> ev.Table:
         opts = {"integrated_gradients": {"n_steps": self.n_steps}}
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # a blank CAM is scored as is
-            return ev.evaluate(inputs.probe, inputs.params, inputs.images, inputs.labels,
-                               methods=list(self.methods), metrics=list(self.metric_names),
-                               key=jax.random.fold_in(inputs.key, KEY_SALT),
-                               method_options={k: v for k, v in opts.items()
-                                               if k in self.methods},
-                               metric_options={k: v for k, v in
-                                               {**METRIC_OPTIONS, **_per_row(inputs.images)}.items()
-                                               if k in self.metric_names})
+        # A blank map is scored as it is; its warning reaches the page (run_stage).
+        return ev.evaluate(inputs.probe, inputs.params, inputs.images, inputs.labels,
+                           methods=list(self.methods), metrics=list(self.metric_names),
+                           key=jax.random.fold_in(inputs.key, KEY_SALT),
+                           method_options={k: v for k, v in opts.items() if k in self.methods},
+                           metric_options={k: v for k, v in
+                                           {**METRIC_OPTIONS, **_per_row(inputs.images)}.items()
+                                           if k in self.metric_names})
 
     def render(self, table: ev.Table, out_dir: Path) -> list[Path]:
         paths = []
@@ -72,7 +69,7 @@ class EvaluateStage:
         best = [table.methods.index(table.best(m)) for m in table.metrics]
         fig = plot_evaluate.table_figure(
             table.methods, [f"{m.replace('_', ' ')} {table.arrows[m]}" for m in table.metrics],
-            text, best, title=f"mean [95% bootstrap interval] over {table.n_images} digits")
+            text, best, title=f"mean [95% bootstrap interval] over {table.n_images} images")
         return paths + save(fig, out_dir, "evaluate_table.png", self.formats)[:1]
 
     def metrics(self, table: ev.Table) -> dict:
@@ -80,7 +77,7 @@ class EvaluateStage:
 
     def section(self, table: ev.Table, figures) -> Section:
         return Section("Which map to believe", reading(table), figures,
-                       {"digits": table.n_images, "methods": ", ".join(table.methods),
+                       {"images": table.n_images, "methods": ", ".join(table.methods),
                         "IG": f"{self.n_steps} steps",
                         **{m: _options(m) for m in table.metrics}})
 
@@ -102,8 +99,8 @@ def reading(table: ev.Table) -> str:
     clear = [m for m, b in best.items() if _separated(table, m, b)]
     second = (f"Only {', '.join(c.replace('_', ' ') for c in clear)} separate"
               f"{'s' if len(clear) == 1 else ''} the best from the runner-up (disjoint "
-              f"intervals); the other rankings are within noise at {table.n_images} digits."
-              if clear else f"No ranking is clear of noise at {table.n_images} digits "
+              f"intervals); the other rankings are within noise at {table.n_images} images."
+              if clear else f"No ranking is clear of noise at {table.n_images} images "
               f"(the best's interval overlaps the runner-up's everywhere).")
     return first + "\n" + second
 

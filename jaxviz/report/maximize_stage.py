@@ -1,5 +1,5 @@
-"""Activation maximization stages: every class and the first conv layers' channels (the
-report), or chosen units of one layer (`jaxviz maximize --layer ... --units ...`)."""
+"""Activation maximization stages: every class logit and the channels of the deepest conv
+layers (the report), or chosen units of one layer (`jaxviz maximize --layer ... --units ...`)."""
 from __future__ import annotations
 
 import dataclasses
@@ -11,7 +11,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxviz import maximize as mx
+from jaxviz import arch, filters, maximize as mx
 from jaxviz.plot import maximize as plot_mx
 from jaxviz.report.base import Inputs, Section, save
 
@@ -26,17 +26,31 @@ def total_variation(images) -> np.ndarray:
             + np.abs(np.diff(x, axis=2)).sum(axis=(1, 2, 3)))
 
 
+def deepest_layers(probe, params, image_shape, shapes: Mapping, n: int = 2) -> list[str]:
+    """The last n conv layers (a 2-D kernel) with an (N, h, w, c) output, in call order;
+    without conv kernels, the last n layers with a 4-D output. shapes: {layer: shape}."""
+    spatial = [name for name, s in shapes.items() if len(s) == 4]
+    try:
+        p, prm = arch.as_probe(probe, params, "probe")
+        convs = [c for c in filters.conv_layers(p, prm, (1, *image_shape)) if c in spatial]
+    except (TypeError, ValueError):  # a plain function: no parameter tree to read
+        convs = []
+    return (convs or spatial)[-n:]
+
+
 @dataclasses.dataclass(frozen=True)
 class MaximizeResult:
     """classes: the class ascent with the TV prior (snapshots at `checkpoints`);
     class_probs: (K, K) softmax of each class's best image; plain: the same ascent without
-    a prior; units: {layer: (unit indices, Maximized)}; seconds: wall time per part."""
+    a prior; units: {layer: (unit indices, Maximized)}; seconds: wall time per part;
+    names: (K,) the class names."""
     classes: mx.Maximized
     class_probs: np.ndarray
     plain: mx.Maximized
     checkpoints: tuple[int, ...]
     units: dict
     seconds: dict
+    names: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +60,8 @@ class MaximizeStage:
     The image shape is the examples' (H, W, C). optimizer: an optax optimizer (default Adam
     0.05; pass one object across calls to reuse the compiled ascent). unit_objective:
     "channel" (mean activation, as keras-vis) or "neuron" (the centre position). layers:
-    conv layers to show (default: the first two 4-D activations), max_channels each.
+    conv layers to show (default `deepest_layers`: the last two conv layers with a spatial
+    output, where units respond to parts rather than to a colour), max_channels each.
     """
     steps: int = 256
     input_range: tuple = (0.0, 1.0)
@@ -79,8 +94,8 @@ class MaximizeStage:
         seconds = {"classes": time.perf_counter() - t}
         plain = mx.all_units(probe, params, **common)
         shapes = mx.model_shapes(probe, params, common["shape"])[1]
-        layers = list(self.layers) if self.layers is not None else [
-            n for n, s in shapes.items() if len(s) == 4][:2]
+        layers = list(self.layers) if self.layers is not None else deepest_layers(
+            probe, params, common["shape"], shapes)
         units = {}
         for layer in layers:
             idx = list(range(min(shapes[layer][-1], self.max_channels)))
@@ -92,16 +107,19 @@ class MaximizeStage:
                 r = mx.all_units(probe, params, layer, units=idx, regularizers=regs, **common)
             seconds[layer] = time.perf_counter() - t
             units[layer] = (idx, r)
-        return MaximizeResult(cls, probs, plain, cps, units, seconds)
+        return MaximizeResult(cls, probs, plain, cps, units, seconds,
+                              tuple(inputs.subject.names(np.arange(probs.shape[0]))))
 
     def render(self, result: MaximizeResult, out_dir: Path) -> list[Path]:
         cls, probs, k = result.classes, result.class_probs, result.class_probs.shape[0]
         vrange, fmt = self.input_range, self.formats
+        names = list(result.names) or [str(i) for i in range(k)]
         paths = save(plot_mx.class_grid(cls.best, probs[np.arange(k), np.arange(k)],
-                                        vrange=vrange), out_dir, "maximize_classes.png", fmt)
+                                        vrange=vrange, names=names),
+                     out_dir, "maximize_classes.png", fmt)
         paths += save(plot_mx.progress_strip(cls.snapshots[:, self.strip_class],
                                              result.checkpoints, vrange=vrange,
-                                             label=f"(class {self.strip_class})"),
+                                             label=f"(class {names[self.strip_class]})"),
                       out_dir, "maximize_progress.png", fmt)
         show = np.arange(min(k, 5))
         tv_p, tv_s = total_variation(result.plain.best), total_variation(cls.best)
@@ -109,9 +127,9 @@ class MaximizeStage:
             np.asarray(result.plain.best)[show], np.asarray(cls.best)[show],
             tv_plain=tv_p[show], tv_smooth=tv_s[show],
             value_plain=np.asarray(result.plain.trace).max(1)[show],
-            value_smooth=np.asarray(cls.trace).max(1)[show], labels=[str(i) for i in show],
+            value_smooth=np.asarray(cls.trace).max(1)[show], labels=[names[i] for i in show],
             weight=self.tv_weight, vrange=vrange), out_dir, "maximize_tv.png", fmt)
-        paths += save(plot_mx.trace_plot(cls.trace, [str(i) for i in range(k)]), out_dir,
+        paths += save(plot_mx.trace_plot(cls.trace, names), out_dir,
                       "maximize_trace.png", fmt)
         for layer, (idx, r) in result.units.items():
             paths += save(plot_mx.unit_grid(r.best, layer=layer, units=idx), out_dir,
@@ -129,10 +147,10 @@ class MaximizeStage:
 
     def section(self, result, figures) -> Section:
         return Section(
-            "Activation maximization", "Inputs that maximize each class logit and the conv "
-            "channels (gradient ascent, all units in one vmapped program; titles give the "
-            "softmax probability of the class). The TV figure shows what the total-variation "
-            "prior buys.", figures,
+            "Activation maximization", "Inputs that maximize each class logit, then the "
+            f"channels of {', '.join(result.units) or 'no conv layer'} (gradient ascent, all "
+            "units in one vmapped program; titles give the softmax probability of the class). "
+            "The TV figure shows what the total-variation prior buys.", figures,
             {"steps": self.steps, "optimizer": "Adam 0.05" if self.optimizer is None
              else "custom", "regularizer": f"total variation, weight {self.tv_weight:g}",
              "parametrization": "pixels through a sigmoid into [0, 1]"})
@@ -149,18 +167,20 @@ class UnitsStage:
     optimizer: Any = None
     name: str = "maximize_units"
 
-    def run(self, inputs: Inputs, earlier: Mapping) -> tuple[list[int], mx.Maximized]:
+    def run(self, inputs: Inputs, earlier: Mapping) -> tuple[list[int], mx.Maximized, list]:
         r = mx.all_units(inputs.probe, inputs.params, self.layer, units=self.units,
                          key=jax.random.fold_in(inputs.key, KEY_SALT), steps=self.steps,
                          shape=tuple(np.shape(inputs.images)[1:]),
                          regularizers=(mx.total_variation(self.tv_weight),),
                          optimizer=mx.ADAM if self.optimizer is None else self.optimizer)
         shown = list(range(r.best.shape[0])) if self.units is None else list(self.units)
-        return shown, r
+        # The model's output units are its classes: titled by their names where known.
+        names = inputs.subject.names(shown) if self.layer == "logits" else []
+        return shown, r, [f"{u} {n}" if n != str(u) else n for u, n in zip(shown, names)]
 
     def render(self, result, out_dir: Path) -> list[Path]:
-        shown, r = result
-        fig = plot_mx.unit_grid(r.best, layer=self.layer, units=shown,
+        shown, r, names = result
+        fig = plot_mx.unit_grid(r.best, layer=self.layer, units=names or shown,
                                 ncols=min(8, max(5, len(shown) // 2)))
         return save(fig, out_dir, f"maximize_{self.layer}_units.png")
 

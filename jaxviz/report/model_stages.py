@@ -112,10 +112,12 @@ class FiltersStage:
 
 @dataclasses.dataclass(frozen=True)
 class FeatureMaps:
-    """images: (n, H, W, C); labels: (n,); acts: {layer: (n, h, w, c)}."""
+    """images: (n, H, W, C); labels: (n,); acts: {layer: (n, h, w, c)}; names: the
+    labels' class names."""
     images: np.ndarray
     labels: np.ndarray
     acts: dict
+    names: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,11 +137,12 @@ class FeatureMapsStage:
             layers = [n for n in filters.conv_layers(probe, params, x.shape)
                       if len(shapes[n]) == 4]
         acts = filters.feature_maps(probe, params, x, layers) if layers else {}
-        return FeatureMaps(x, np.asarray(inputs.labels[:len(x)]),
-                           {k: np.asarray(v) for k, v in acts.items()})
+        labels = np.asarray(inputs.labels[:len(x)])
+        return FeatureMaps(x, labels, {k: np.asarray(v) for k, v in acts.items()},
+                           tuple(inputs.subject.names(labels)))
 
     def render(self, result: FeatureMaps, out_dir: Path) -> list[Path]:
-        labels = [int(v) for v in result.labels]
+        labels = list(result.names) or [str(int(v)) for v in result.labels]
         return [p for layer, a in result.acts.items() for p in save(
             plot_feature_maps(a, layer, images=result.images, labels=labels), out_dir,
             f"feature_maps_{layer}.png")]
@@ -148,6 +151,7 @@ class FeatureMapsStage:
         return {}
 
     def section(self, result: FeatureMaps, figures) -> Section:
-        return Section("Feature maps", "Activations of each conv layer for three validation "
-                       "digits: early channels keep the stroke, later ones respond to parts.",
-                       figures, {"digits": result.labels.tolist()})
+        names = list(result.names) or result.labels.tolist()
+        return Section("Feature maps", f"Activations of each conv layer for {len(names)} "
+                       "validation images: early channels respond to edges and colours, "
+                       "later ones to larger parts.", figures, {"classes": names})

@@ -22,6 +22,8 @@ class OcclusionResult:
     logit: occ.Occlusion
     prob: occ.Occlusion
     keras_vis: occ.KerasVisOcclusion
+    names: tuple[str, ...] = ()  # the labels' class names
+    class_names: tuple[str, ...] = ()  # every class's name, where the data has them
 
     @property
     def attribution(self) -> np.ndarray:
@@ -45,21 +47,24 @@ class OcclusionStage:
     def run(self, inputs: Inputs, earlier: Mapping) -> OcclusionResult:
         x, y = inputs.images[:self.n], np.asarray(inputs.labels[:self.n])
         # Attribution in logits: a confident model's probabilities saturate, so a probability
-        # drop would leave most digits blank; the bottom row still shows p(true) under occlusion.
+        # drop would leave most images blank; the bottom row still shows p(true) under occlusion.
         by = occ.occlusion_by_score(inputs.probe, inputs.params, x, y, scores=("logit", "prob"),
                                     window=self.window, stride=self.stride, method=self.method)
         kv = occ.keras_vis_occlusion(inputs.probe, inputs.params, x, y, size=self.size)
-        return OcclusionResult(np.asarray(x), y, by["logit"], by["prob"], kv)
+        return OcclusionResult(np.asarray(x), y, by["logit"], by["prob"], kv,
+                               tuple(inputs.subject.names(y)), inputs.subject.class_names)
 
     def render(self, result: OcclusionResult, out_dir: Path) -> list[Path]:
+        names = list(result.names) or [int(v) for v in result.labels]
         fig = plot_occ.occlusion_figure(
-            result.images, result.attribution, result.prob.occluded, result.labels,
+            result.images, result.attribution, result.prob.occluded, names,
             title=f"occlusion, window {self.window}, stride {self.stride} "
                   f"(attribution: true-class logit drop)")
         paths = save(fig, out_dir, "occlusion.png", self.formats)
         kv = result.keras_vis
         fig = plot_occ.keras_vis_occlusion_figure(result.images, kv.heatmap, kv.predicted,
-                                                  kv.counts, result.labels, size=self.size)
+                                                  kv.counts, names, size=self.size,
+                                                  class_names=result.class_names)
         return paths + save(fig, out_dir, "occlusion_seed.png", self.formats)
 
     def metrics(self, result: OcclusionResult) -> dict:
@@ -71,10 +76,13 @@ class OcclusionStage:
                               "seed_counts": np.asarray(kv.counts).tolist()}}
 
     def section(self, result: OcclusionResult, figures) -> Section:
+        h, w = result.images.shape[1:3]
+        side = 5 * self.size
+        hidden = min(1.0, side * side / (h * w))
         return Section(
             "Occlusion sensitivity", "How much the true-class score drops when a patch is "
-            "hidden (red: important). The Keras-recipe figure uses its 40x40 gray patches, "
-            "which hide most of a digit.", figures,
+            f"hidden (red: important). The Keras recipe's figure uses {side}x{side} gray "
+            f"patches, which hide up to {hidden:.0%} of a {h}x{w} image.", figures,
             {"window": self.window, "stride": self.stride, "method": self.method,
              "score": "logit (attribution), prob (bottom row)", "keras_vis_size": self.size,
              "keras_vis_patch": 5 * self.size, "images": int(len(result.labels))})

@@ -11,7 +11,8 @@ from jaxviz.report.base import Section
 CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 img{max-width:100%;border:1px solid #ddd;margin:.3em 0}table{border-collapse:collapse;margin:1em 0}
 td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}code{background:#f4f4f4;padding:0 .2em}
-.caption{color:#444}.settings{font-size:.85em;color:#666}"""
+.caption{color:#444}.settings{font-size:.85em;color:#666}
+.note{background:#fff4d6;border-left:4px solid #e0a000;padding:.3em .6em;margin:.2em 0 .8em}"""
 
 
 def _table_html(rows: Sequence[Sequence]) -> str:
@@ -30,28 +31,45 @@ def _table_md(rows: Sequence[Sequence]) -> str:
     return "\n".join(lines)
 
 
+def _notes_html(notes) -> list[str]:
+    return [f"<p class='note'>warning: {html.escape(n)}</p>" for n in notes]
+
+
 def page_html(title: str, intro: str, table: Sequence[Sequence],
               sections: Sequence[Section]) -> str:
-    """The HTML page; table: rows of cells, the first row the header."""
+    """The HTML page; table: rows of cells, the first row the header. A section's notes
+    (warnings) sit right under the figure they concern; its settings line only when it
+    has settings."""
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
              f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>",
              f"<p>{html.escape(intro)}</p>", _table_html(table)]
     for s in sections:
-        settings = ", ".join(f"{k}={v}" for k, v in s.settings.items())
         parts.append(f"<h2>{html.escape(s.title)}</h2><p class='caption'>{html.escape(s.caption)}</p>")
-        parts += [f"<img src='{html.escape(f)}' alt='{html.escape(s.title)}'>" for f in s.figures]
-        parts.append(f"<p class='settings'>settings: <code>{html.escape(settings)}</code></p>")
+        for f in s.figures:
+            parts.append(f"<img src='{html.escape(f)}' alt='{html.escape(s.title)}'>")
+            parts += _notes_html(s.notes.get(f, ()))
+        parts += _notes_html(s.notes.get("", ()))
+        if s.settings:
+            settings = ", ".join(f"{k}={v}" for k, v in s.settings.items())
+            parts.append(f"<p class='settings'>settings: <code>{html.escape(settings)}</code></p>")
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _notes_md(notes) -> list[str]:
+    return [f"> **warning:** {n}" for n in notes] + ([""] if notes else [])
 
 
 def page_md(title: str, intro: str, table: Sequence[Sequence], sections: Sequence[Section]) -> str:
     """The same page in Markdown."""
     md = [f"# {title}", "", intro, "", _table_md(table), ""]
     for s in sections:
-        settings = ", ".join(f"{k}={v}" for k, v in s.settings.items())
-        md += [f"## {s.title}", "", s.caption, ""] + [f"![{s.title}]({f})" for f in s.figures]
-        md += ["", f"settings: `{settings}`", ""]
+        md += [f"## {s.title}", "", s.caption, ""]
+        for f in s.figures:
+            md += [f"![{s.title}]({f})", ""] + _notes_md(s.notes.get(f, ()))
+        md += _notes_md(s.notes.get("", ()))
+        if s.settings:
+            md += [f"settings: `{', '.join(f'{k}={v}' for k, v in s.settings.items())}`", ""]
     return "\n".join(md)
 
 

@@ -1,7 +1,9 @@
 """The whole report: every stage on a trained model, then metrics.json, report.html, report.md.
 
 Used by `python -m experiments.mnist_seed` (after training) and `jaxviz report`. Each stage
-logs one line: its name, seconds, where its files went.
+logs one line: its name, seconds, where its files went. Every warning a stage raises is
+passed to `warn` (one line each), written under "warnings" in metrics.json and shown as a
+note beside the stage's figures.
 """
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from pathlib import Path
 
 from jaxviz import io
 from jaxviz.report.attribution_stage import AttributionStage
-from jaxviz.report.base import inputs_for, pngs, run_stage
+from jaxviz.report.base import Section, Subject, inputs_for, pngs, run_stage
 from jaxviz.report.evaluate_stage import EvaluateStage
 from jaxviz.report.maximize_stage import MaximizeStage
 from jaxviz.report.model_stages import (
@@ -18,9 +20,18 @@ from jaxviz.report.model_stages import (
 from jaxviz.report.occlusion_stage import OcclusionStage
 from jaxviz.report.page import write_report
 
-TITLE = "jaxviz: inside the Keras recipe's MNIST CNN"
-INTRO = ("Every figure below was produced by pure, jitted JAX functions on the bundled MNIST "
-         "digits; settings are listed under each section.")
+# The Keras recipe on the bundled digits: what `make demo` reports on.
+MNIST_SEED = Subject(model="the Keras recipe's MNIST CNN", data="the bundled MNIST digits")
+
+
+def title(subject: Subject) -> str:
+    return f"jaxviz: inside {subject.model}"
+
+
+def intro(subject: Subject) -> str:
+    classes = (f" Classes: {', '.join(subject.class_names)}." if subject.class_names else "")
+    return (f"Every figure below was produced by pure, jitted JAX functions on "
+            f"{subject.data}; settings are listed under each section.{classes}")
 
 
 def default_stages(small: bool = False, *, accuracy: bool = True) -> list:
@@ -37,36 +48,64 @@ def default_stages(small: bool = False, *, accuracy: bool = True) -> list:
 
 def run_report(probe, params, x_val, y_val, out_dir, *, seed: int = 0, small: bool = False,
                accuracy: float | None = None, train_seconds: float | None = None,
-               stages: Sequence | None = None, log: Callable[[str], None] = print) -> dict:
+               stages: Sequence | None = None, subject: Subject | None = None,
+               log: Callable[[str], None] = print,
+               warn: Callable[[str], None] | None = None) -> dict:
     """Run every stage on (probe, params) and write its figures, metrics.json and the report.
 
     x_val: (N, H, W, C) float32 validation images, y_val: (N,) labels; the examples shown
     are one per class first (8, or 4 when small). seed: the PRNG seed of every stage's key.
     accuracy: the validation accuracy when already known (the accuracy stage is skipped).
-    stages: default `default_stages(small)`. Returns the metrics written to metrics.json.
+    stages: default `default_stages(small)`. subject: the model's and data's names and the
+    class names (default: plain words, class indices). warn: called with each warning line
+    of each stage (default: none; Python's own warning display shows them).
+    Returns the metrics written to metrics.json.
     """
     out = io.ensure_dir(out_dir, "out_dir")
-    inputs = inputs_for(probe, params, x_val, y_val, n=4 if small else 8, seed=seed)
+    subject = subject or Subject()
+    inputs = inputs_for(probe, params, x_val, y_val, n=4 if small else 8, seed=seed,
+                        subject=subject)
     if stages is None:
         stages = default_stages(small, accuracy=accuracy is None)
     metrics = {} if accuracy is None else {"val_accuracy": accuracy}
-    times, sections, done = {}, [], {}
+    times, sections, done, said = {}, [], {}, {}
     for stage in stages:
         d = run_stage(stage, inputs, out, done)
         done[stage.name] = d.result
         times[stage.name] = round(d.seconds, 2)
         log(f"[{stage.name}] {times[stage.name]:.1f}s -> {out}")
+        for line in d.warnings if warn is not None else ():
+            warn(f"[{stage.name}] {line}")
+        if d.warnings:
+            said[stage.name] = list(d.warnings)
         metrics.update(stage.metrics(d.result))
         section = stage.section(d.result, pngs(out, d.paths))
-        if section is not None:
-            sections.append(section)
+        sections.append(with_notes(section, d.warnings, stage.name))
+    metrics["warnings"] = said
     metrics["stage_seconds"] = times
     if train_seconds is not None:
         metrics["stage_seconds"]["train"] = round(train_seconds, 2)
     io.write_json(out / "metrics.json", metrics)
-    write_report(out, TITLE, INTRO, _table(metrics, times), sections)
+    write_report(out, title(subject), intro(subject), _table(metrics, times),
+                 [s for s in sections if s is not None])
     log(f"[report] {out / 'report.html'}")
     return metrics
+
+
+def with_notes(section: Section | None, lines, stage_name: str) -> Section | None:
+    """The section with every warning line its stage raised that it does not show yet as a
+    section-wide note; a stage with no section gets one holding just its warnings."""
+    if not lines:
+        return section
+    if section is None:
+        section = Section(f"Warnings from the {stage_name} stage", "", [], {})
+    shown = [n for ns in section.notes.values() for n in ns]
+    new = [w for w in lines if not any(w in n for n in shown)]
+    if not new:
+        return section
+    notes = dict(section.notes)
+    notes[""] = [*notes.get("", ()), *new]
+    return section._replace(notes=notes)
 
 
 def _table(metrics: dict, times: dict) -> list[list]:
@@ -74,7 +113,7 @@ def _table(metrics: dict, times: dict) -> list[list]:
     if "val_accuracy" in metrics:
         table.append(["validation accuracy", f"{metrics['val_accuracy']:.4f}"])
     if "attribution" in metrics:
-        table.append(["IG completeness |delta| / |f(x) - f(b)| (max over digits)",
+        table.append(["IG completeness |delta| / |f(x) - f(b)| (max over images)",
                       f"{metrics['attribution']['ig_delta_rel_max']:.2e}"])
     hits = metrics.get("maximize", {}).get("classified_as_target")
     if hits is not None:
