@@ -75,8 +75,8 @@ def load_or_train(sets, s: dict, out: Path):
     t0 = time.perf_counter()
     log = (lambda m: print(f"  epoch {m['epoch']}/{config.epochs}: val accuracy "
                            f"{m['val_accuracy']:.4f} ({m['seconds']:.1f}s)", flush=True))
-    res = train.fit(config, sets, out, model=cluttered.cluttered_cnn(s["seed"]), quiet=True,
-                    log=log)
+    res = train.fit(config, sets, out, model=cluttered.cluttered_cnn(s["seed"]), overwrite=True,
+                    quiet=True, log=log)
     io.write_json(out / "data.json", data_settings)
     return res.model, time.perf_counter() - t0, res.metrics[-1]["val_accuracy"]
 

@@ -24,7 +24,7 @@ def load_or_train(config, ds, out, quiet=False):
     t0 = time.perf_counter()
     log = (lambda m: print(f"  epoch {m['epoch']}/{config.epochs}: val accuracy "
                            f"{m['val_accuracy']:.4f} ({m['seconds']:.1f}s)", flush=True))
-    model = train.fit(config, ds, out, quiet=quiet, log=log).model
+    model = train.fit(config, ds, out, quiet=quiet, log=log, overwrite=True).model
     print(f"[train] {time.perf_counter() - t0:.1f}s -> {out}/checkpoints", flush=True)
     return model, time.perf_counter() - t0
 

@@ -71,7 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=None, help="TrainConfig's if omitted")
     p.add_argument("--batch-size", type=int, default=None, help="TrainConfig's if omitted")
     p.add_argument("--learning-rate", type=float, default=None, help="peak learning rate; TrainConfig's if omitted")
-    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its latest checkpoint (to --epochs, "
+                        "which may be more than it was trained for; its other settings)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in --out (refused without this or --resume)")
+    p.add_argument("--val-fraction", type=float, default=None, metavar="F",
+                   help="share of each class held out for validation, npz:/folder: data "
+                        "(default 0.2; bundled and MNIST have fixed splits)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("summary", help="layer table and architecture diagram", formatter_class=fmt)
@@ -129,12 +136,17 @@ def _info(args, msg: str) -> None:
 DATA_RECORD = "data.json"  # in a run directory: the --data the model was trained on
 
 
-def _data(args, built, source: str):
-    """The data set `source` names, fitted to the built model's input spec."""
+def _data(args, built, source: str, val_fraction: float | None = None):
+    """The data set `source` names, fitted to the built model's input spec; val_fraction
+    (npz:/folder: only) of each class held out, user_data.VAL_FRACTION if None."""
     from jaxviz import data as data_lib, user_data  # noqa: PLC0415
     spec = (built.input_shape, built.input_range, built.num_classes)
+    fraction = user_data.VAL_FRACTION if val_fraction is None else val_fraction
     if user_data.is_user_source(source):
-        return user_data.load(source, *spec)
+        return user_data.load(source, *spec, val_fraction=fraction)
+    if fraction != user_data.VAL_FRACTION:
+        raise ValueError(f"--val-fraction {fraction:g}: --data {source} has a fixed validation "
+                         f"split; the fraction applies to npz:PATH and folder:PATH data")
     ds = data_lib.load(source, args.data_dir, args.download)
     if built.num_classes is not None and int(ds.y_train.max()) >= built.num_classes:
         raise ValueError(f"--data {source}: labels reach {int(ds.y_train.max())} but the model "
@@ -147,6 +159,12 @@ def _recorded_data(run: Path) -> str:
     import json  # noqa: PLC0415
     path = run / DATA_RECORD
     return json.loads(path.read_text())["data"] if path.exists() else "bundled"
+
+
+def _recorded_val_fraction(run: Path) -> float | None:
+    import json  # noqa: PLC0415
+    path = run / DATA_RECORD
+    return json.loads(path.read_text()).get("val_fraction") if path.exists() else None
 
 
 def _loaded(args):
@@ -167,7 +185,8 @@ def _loaded(args):
     model, _ = train.load_trained(run, model=built.model)
     probe = registry.to_probe(built, model)
     source = args.data or _recorded_data(run)
-    ds = _data(args, built, source)
+    ds = _data(args, built, source, _recorded_val_fraction(run))
+    train.check_batchnorm_statistics(model, ds.x_val, ds.y_val)  # warns, naming the fix
     return probe, probe.params, built, ds.x_val, ds.y_val, _subject(config.model, run, source, ds)
 
 
@@ -209,33 +228,67 @@ def _report_written(args, paths, t0: float) -> None:
 
 
 def cmd_train(args) -> int:
-    import dataclasses  # noqa: PLC0415
-    from jaxviz import io, registry, train, user_data  # noqa: PLC0415
+    with _warning_lines():  # the batch and class warnings reach the user as analysis ones do
+        return _train(args)
 
-    model_spec = registry.canonical(args.model or "mnist_cnn")
-    config = train.TrainConfig(model=model_spec, seed=args.seed)
+
+def _train_config(args, saved: dict | None):
+    """TrainConfig from the flags; a resumed run's own settings where a flag is omitted."""
+    import dataclasses  # noqa: PLC0415
+    from jaxviz import registry, train  # noqa: PLC0415
+    base = train.TrainConfig.from_dict(saved) if saved else train.TrainConfig()
+    model = registry.canonical(args.model) if args.model else (
+        base.model if saved else registry.canonical("mnist_cnn"))
     overrides = {"epochs": args.epochs, "batch_size": args.batch_size,
                  "learning_rate": args.learning_rate}
-    config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
+    return dataclasses.replace(base, model=model, seed=args.seed,
+                               **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _train_data_record(args, source: str) -> dict:
+    """data.json for this run; a resumed run must keep its data and validation split."""
+    import json  # noqa: PLC0415
+    from jaxviz import user_data  # noqa: PLC0415
+    fraction = user_data.VAL_FRACTION if args.val_fraction is None else args.val_fraction
+    path = Path(args.out) / DATA_RECORD
+    if args.resume and path.exists():
+        old = json.loads(path.read_text())
+        if old["data"] != source:
+            raise ValueError(f"--resume: {args.out} was trained on --data {old['data']}, "
+                             f"not {source}")
+        recorded = old.get("val_fraction", user_data.VAL_FRACTION)
+        if args.val_fraction is not None and recorded != fraction:
+            raise ValueError(f"--resume: {args.out} was trained with --val-fraction "
+                             f"{recorded:g}, not {fraction:g}")
+        fraction = recorded
+    return {"data": source, "val_fraction": fraction, "split_seed": user_data.SPLIT_SEED}
+
+
+def _train(args) -> int:
+    from jaxviz import io, registry, train, user_data  # noqa: PLC0415
+
+    store = train.CheckpointStore(args.out)
+    store.refuse_replacing(args.resume, args.overwrite)  # before anything in --out changes
+    config = _train_config(args, store.read_config() if args.resume and store.run_dir.exists()
+                           else None)
     built = registry.build(config.model, config.seed)
     source = user_data.canonical(args.data or "bundled")
-    recorded = Path(args.out) / DATA_RECORD
-    if args.resume and recorded.exists() and _recorded_data(Path(args.out)) != source:
-        raise ValueError(f"--resume: {args.out} was trained on --data "
-                         f"{_recorded_data(Path(args.out))}, not {source}")
-    ds = _data(args, built, source)
+    record = _train_data_record(args, source)
+    ds = _data(args, built, source, record["val_fraction"])
     _info(args, f"data {ds.name}: {len(ds.x_train)} train / {len(ds.x_val)} validation "
                 f"images {ds.x_train.shape[1:]}")
-    io.write_json(recorded,
-                  {"data": source, "val_fraction": user_data.VAL_FRACTION,
-                   "split_seed": user_data.SPLIT_SEED})
+    io.write_json(Path(args.out) / DATA_RECORD, record)
     t0 = time.perf_counter()
     log = (lambda m: _info(args, f"epoch {m['epoch']}: loss {m['train_loss']:.4f}, "
                                  f"val accuracy {m['val_accuracy']:.4f} ({m['seconds']:.1f}s)"))
-    result = train.fit(config, ds, args.out, resume=args.resume, quiet=args.quiet,
-                       model=built.model, log=log)
+    result = train.fit(config, ds, args.out, resume=args.resume, overwrite=args.overwrite,
+                       quiet=args.quiet, model=built.model, log=log)
     if result.resumed_from:
         _info(args, f"resumed from epoch {result.resumed_from}")
+    if result.recalibration:
+        r = result.recalibration
+        _info(args, f"BatchNorm statistics recomputed over the training images: validation "
+                    f"accuracy {r['val_accuracy_before']:.4f} -> {r['val_accuracy_after']:.4f}")
     acc = result.metrics[-1]["val_accuracy"] if result.metrics else float("nan")
     _info(args, f"train: {time.perf_counter() - t0:.1f}s, validation accuracy {acc:.4f}, "
                 f"checkpoints in {args.out}/checkpoints")

@@ -75,12 +75,13 @@ def _labels(y: np.ndarray, n: int, where: str, num_classes: int | None) -> np.nd
     return y.astype(np.int32)
 
 
-def _dataset(x, y, name: str, where: str, class_names=()) -> Dataset:
-    train, val = stratified_fraction_split(y, where=where)
+def _dataset(x, y, name: str, where: str, class_names=(), val_fraction=VAL_FRACTION) -> Dataset:
+    train, val = stratified_fraction_split(y, val_fraction, where=where)
     return Dataset(x[train], y[train], x[val], y[val], name, tuple(class_names))
 
 
-def load_npz(path, input_shape, input_range=(0.0, 1.0), num_classes=None) -> Dataset:
+def load_npz(path, input_shape, input_range=(0.0, 1.0), num_classes=None,
+             val_fraction=VAL_FRACTION) -> Dataset:
     """x and y from an .npz (see the module docstring) -> Dataset fitted to input_shape."""
     path = Path(path)
     where = str(path)
@@ -102,7 +103,8 @@ def load_npz(path, input_shape, input_range=(0.0, 1.0), num_classes=None) -> Dat
         raise ValueError(f"{where}: x must be (N, {', '.join(map(str, input_shape))}) for this "
                          f"model's input shape (H, W, C); got {x.shape}")
     y = _labels(np.asarray(arrays["y"]), len(x), where, num_classes)
-    return _dataset(_pixels(x, where, input_range), y, f"npz:{path.name}", where)
+    return _dataset(_pixels(x, where, input_range), y, f"npz:{path.name}", where,
+                    val_fraction=val_fraction)
 
 
 def _pixels(x: np.ndarray, where: str, input_range) -> np.ndarray:
@@ -162,7 +164,8 @@ def read_image(path: Path, input_shape) -> np.ndarray:
     return arr.reshape(h, w, c)
 
 
-def load_folder(root, input_shape, input_range=(0.0, 1.0), num_classes=None) -> Dataset:
+def load_folder(root, input_shape, input_range=(0.0, 1.0), num_classes=None,
+                val_fraction=VAL_FRACTION) -> Dataset:
     """An image-folder tree (see the module docstring) -> Dataset fitted to input_shape."""
     root = Path(root)
     folders = class_folders(root)
@@ -176,7 +179,7 @@ def load_folder(root, input_shape, input_range=(0.0, 1.0), num_classes=None) -> 
             labels.append(label)
     x = to_range(np.stack(images), input_range)
     return _dataset(x, np.asarray(labels, np.int32), f"folder:{root.name}", str(root),
-                    [f.name for f in folders])
+                    [f.name for f in folders], val_fraction)
 
 
 def is_user_source(source: str) -> bool:
@@ -191,10 +194,12 @@ def canonical(source: str) -> str:
     return f"{kind}:{Path(path).expanduser().resolve()}"
 
 
-def load(source: str, input_shape, input_range=(0.0, 1.0), num_classes=None) -> Dataset:
-    """'npz:PATH' or 'folder:PATH' -> Dataset fitted to the model's input spec."""
+def load(source: str, input_shape, input_range=(0.0, 1.0), num_classes=None,
+         val_fraction=VAL_FRACTION) -> Dataset:
+    """'npz:PATH' or 'folder:PATH' -> Dataset fitted to the model's input spec, val_fraction
+    of each class held out for validation."""
     kind, _, path = source.partition(":")
     if not path:
         raise ValueError(f"--data {source!r}: give a path, e.g. npz:images.npz or folder:images/")
     loader = {"npz": load_npz, "folder": load_folder}[kind]
-    return loader(os.path.expanduser(path), input_shape, input_range, num_classes)
+    return loader(os.path.expanduser(path), input_shape, input_range, num_classes, val_fraction)

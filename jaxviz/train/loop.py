@@ -22,7 +22,7 @@ import numpy as np
 from flax import nnx
 
 from jaxviz.train import checks
-from jaxviz.train.batchnorm import recalibrated_rest
+from jaxviz.train.batchnorm import has_batchnorm, recalibrated_rest
 from jaxviz.train.checkpoint import CheckpointStore
 from jaxviz.train.config import TrainConfig, make_optimizer
 from jaxviz.train.step import (Trainable, TrainState, evaluate, infer, jitted_train_step,
@@ -87,7 +87,8 @@ def fit(config: TrainConfig, data, run_dir: str | os.PathLike | None = None, *,
         if recalibrate and epoch + 1 == config.epochs:
             state, recal = _recalibrate(config, trainable.graphdef, state, data, val_loss, val_acc)
             if recal is not None:
-                record.update(val_loss=recal["val_loss_after"], val_accuracy=recal["val_accuracy_after"],
+                record.update(val_loss=recal["val_loss_after"],
+                              val_accuracy=recal["val_accuracy_after"],
                               val_accuracy_before_recalibration=recal["val_accuracy_before"])
         metrics.append({**record, "seconds": time.perf_counter() - t0})
         if store is not None:
@@ -114,8 +115,7 @@ def _warn_about_data(config, data, trainable, params) -> None:
 def _recalibrate(config, graphdef, state, data, val_loss, val_acc):
     """(state with BatchNorm statistics recomputed over the training images, the accuracy
     and loss before and after), or (state, None) for a model without BatchNorm."""
-    if not jax.tree.leaves(nnx.state(nnx.merge(graphdef, state.params, state.rest),
-                                     nnx.BatchStat)):
+    if not has_batchnorm(nnx.merge(graphdef, state.params, state.rest)):
         return state, None
     rest = recalibrated_rest(graphdef, state.params, state.rest, data.x_train,
                              batch_size=config.batch_size, seed=config.seed)
