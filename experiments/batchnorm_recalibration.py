@@ -14,7 +14,6 @@ import argparse
 import time
 
 import jax
-import numpy as np
 from flax import nnx
 
 from jaxviz import data, train
@@ -82,5 +81,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    np.set_printoptions(precision=4)
     main()
