@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxviz.core import checks
 from jaxviz.data import Dataset
 
 VAL_FRACTION = 0.2
@@ -117,11 +118,7 @@ def _pixels(x: np.ndarray, where: str, input_range) -> np.ndarray:
     if bad.any():
         raise ValueError(f"{where}: x holds {int(bad.sum())} NaN/inf value(s), the first at "
                          f"{tuple(int(i) for i in np.argwhere(bad)[0])}")
-    lo, hi = input_range
-    if x.min() < lo - 1e-6 or x.max() > hi + 1e-6:
-        raise ValueError(f"{where}: float x spans [{x.min():.4g}, {x.max():.4g}], outside the "
-                         f"model's input range [{lo:g}, {hi:g}]; store uint8 pixels or values "
-                         f"in that range")
+    checks.check_range(x, input_range, f"{where}: float x")  # the Python API's rule too
     return x
 
 

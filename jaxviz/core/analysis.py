@@ -36,15 +36,40 @@ def num_classes(fn, params, x_shape) -> int:
 
 
 def check_inputs(fn, params, images, target, name: str = "images"):
-    """Validated (N, H, W, C) float32 images and (N,) int32 targets, range-checked."""
+    """Validated (N, H, W, C) float32 images and (N,) int32 targets, range-checked.
+
+    For a Probe, against its spec as strictly as the data loaders: params with its parameter
+    structure (`checks.check_params`), float images inside a declared input_range and uint8
+    mapped onto it (`checks.check_range`; skipped for traced images, so a method's inner
+    calls on noisy copies under jit/vmap are not refused), and the declared (H, W, C): a
+    batch of another shape is refused unless the model itself takes it (a fully
+    convolutional net)."""
     if not callable(fn):
         raise ValueError(f"fn must be a callable fn(params, x) -> logits or a Probe; got "
                          f"{type(fn).__name__}")
-    spec = getattr(fn, "input_shape", None) if isinstance(fn, probe_lib.Probe) else None
-    x = checks.as_images(images, name, input_shape=spec)
+    probe = fn if isinstance(fn, probe_lib.Probe) else None
+    spec = None if probe is None else probe.input_shape
+    if probe is not None:
+        checks.check_params(params, probe.params)
+    declared = probe.input_range if probe is not None and probe.range_declared else None
+    x = checks.as_images(images, name, input_shape=spec, input_range=declared)
     if spec is None and not checks.is_traced(images):
         _refuse_channel_first(fn, params, x.shape, name)
-    return x, checks.as_targets(target, x.shape[0], num_classes(fn, params, x.shape))
+    return x, checks.as_targets(target, x.shape[0], _declared_classes(fn, params, x.shape,
+                                                                       spec, name))
+
+
+def _declared_classes(fn, params, x_shape, spec, name: str) -> int:
+    """num_classes for x_shape; a model that cannot take a batch other than its declared
+    (H, W, C) gets an error naming both shapes, not the framework's shape error."""
+    if spec is None or tuple(x_shape[1:]) == tuple(spec):
+        return num_classes(fn, params, x_shape)
+    try:
+        return num_classes(fn, params, x_shape)
+    except Exception as err:  # noqa: BLE001 -- any failure to trace: the shape does not fit
+        raise ValueError(f"{name} must be (N, {', '.join(map(str, spec))}), the model's "
+                         f"declared input_shape; got shape {tuple(x_shape)} (the model fails "
+                         f"on it: {type(err).__name__})") from err
 
 
 def _refuse_channel_first(fn, params, shape, name: str) -> None:

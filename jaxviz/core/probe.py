@@ -23,6 +23,9 @@ the batch. (RNG counters and `sow`n intermediates are not checked.)
 A Probe also carries the model's input spec: `input_shape` (H, W, C) (from
 `from_model(..., input_shape=...)` or the model's own `input_shape` attribute),
 `input_range` (lo, hi) and `num_classes` (read off the output for that input shape).
+A range given to `from_model` is declared (`range_declared`): analyses then refuse float
+images outside it and map uint8 pixels onto it, as the data loaders do; without one,
+(0, 1) is assumed (activation maximization stays inside it) and images are not checked.
 
 Probes compare and hash by structure (model structure, output selector, parameter shapes
 and dtypes, input spec), never by weights: a fresh `from_model` of the same model with new
@@ -58,19 +61,22 @@ class Probe:
     run(params, x, edits=None, on_call=None) -> (output, {layer name: activation}).
     `on_call(name, module, activation)` is called for each layer in call order while tracing.
     params: the weights `from_model` found (read-only; analyses take params as an argument).
-    input_shape: (H, W, C) or None (unknown); input_range: (lo, hi) of valid pixel values;
-    num_classes: K of the (N, K) output for input_shape, or None.
+    input_shape: (H, W, C) or None (unknown); input_range: (lo, hi) of valid pixel values,
+    (0, 1) when None is given; range_declared: whether it was given (analyses check images
+    against a declared range only); num_classes: K of the (N, K) output for input_shape,
+    or None.
     Equal (and hash-equal) to any Probe of the same structure, whatever its weights.
     """
 
     def __init__(self, run_fn, params, *, kind: str, structure, output=None,
-                 input_shape=None, input_range=(0.0, 1.0)):
+                 input_shape=None, input_range=None):
         self._run = run_fn
         self._params = params
         self.kind = kind
         self.output = output
         self.input_shape = _input_shape(input_shape)
-        self.input_range = _input_range(input_range)
+        self.range_declared = input_range is not None
+        self.input_range = _input_range((0.0, 1.0) if input_range is None else input_range)
         self._key = (kind, structure, _freeze(output), _signature(params), self.input_shape,
                      self.input_range)
         self._hash = hash(self._key)  # jit hashes static arguments on every call
@@ -151,7 +157,8 @@ def static_view(fn):
         abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(jax.numpy.shape(a), _dtype(a)),
                                 fn.params)
         view = Probe(fn._run, abstract, kind=fn.kind, structure=fn._key[1], output=fn.output,
-                     input_shape=fn.input_shape, input_range=fn.input_range)
+                     input_shape=fn.input_shape,
+                     input_range=fn.input_range if fn.range_declared else None)
         view._shape_cache = fn._shape_cache  # shapes only: sharing them saves retracing
         view._view = view
         fn._view = view
@@ -222,7 +229,7 @@ def select_output(out, output):
 
 
 def from_model(model, variables=None, *, output=None, apply_kwargs: Mapping | None = None,
-               method=None, input_shape=None, input_range=(0.0, 1.0)) -> Probe:
+               method=None, input_shape=None, input_range=None) -> Probe:
     """Wrap an `nnx.Module`, or a `linen.Module` with its `variables`, as a Probe.
 
     output: selects the logits when the model returns a tuple or dict (index, key or callable).
@@ -230,7 +237,9 @@ def from_model(model, variables=None, *, output=None, apply_kwargs: Mapping | No
       `__call__` (or `method`) takes are added in their inference values unless named here.
     input_shape: one image's (H, W, C); default: the model's `input_shape` attribute if it
       has one, else unknown (analyses that need it then ask for it).
-    input_range: (lo, hi) of valid pixel values (activation maximization stays inside it).
+    input_range: (lo, hi) of valid pixel values (activation maximization stays inside it);
+      given, it is declared: analyses refuse float images outside it and map uint8 onto it;
+      default: (0, 1) assumed, images not checked against it.
     """
     if isinstance(model, Probe):
         return model
