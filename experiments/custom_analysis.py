@@ -2,7 +2,8 @@
 and the same idea as a registered attribution method (target vs. the runner-up class).
 Command:  python -m experiments.custom_analysis   (a few seconds, after `make demo`)
 Result:   runs/custom/contrastive.png: why digit 0 is a 0 rather than each other class;
-          runs/custom/attribution_comparison.png: the registered method beside the others.
+          runs/custom/attribution_gradient_path.png: the registered method beside the
+          other gradient methods (the other families' figures beside it).
 """
 import argparse
 import functools

@@ -383,9 +383,10 @@ class _OneMethod:
 
 def cmd_report(args) -> int:
     from jaxviz import report  # noqa: PLC0415
-    probe, params, built, x, y, subject = _loaded(args)
+    # What loading says (e.g. stale BatchNorm statistics) belongs on the page too.
+    (probe, params, built, x, y, subject), said = report.noted(_loaded, args)
     report.run_report(probe, params, x, y, _out(args), seed=args.seed, small=args.small,
-                      subject=subject, log=lambda m: _info(args, m))
+                      subject=subject, log=lambda m: _info(args, m), notes=said)
     return 0
 
 

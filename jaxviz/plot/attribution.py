@@ -61,6 +61,8 @@ def comparison_figure(images, columns: Mapping[str, np.ndarray], *, signed=None,
     for name, m in columns.items():
         if np.shape(m)[:1] != (k,) or np.ndim(m) != 3:
             raise ValueError(f"columns[{name!r}] must be ({k}, H, W); got shape {np.shape(m)}")
+    if labels is not None and len(labels) != k:
+        raise ValueError(f"labels must hold one text per image ({k}); got {len(labels)}")
     signed = {} if signed is None else dict(signed)
     unknown = sorted(set(signed) - set(columns))
     if unknown:

@@ -124,15 +124,26 @@ def compute(probe, params, images, labels, key, *, methods: Sequence[str] | None
 
 
 def panels(result: AttributionResult) -> list[tuple[str, str, list[str]]]:
-    """The comparison figures: [(file name, family or "", method labels)]. Up to
-    MAX_COLUMNS methods: one figure, attribution_comparison.png; more: one per family,
-    attribution_<family>.png, in FAMILIES order."""
+    """The comparison figures: [(file name, families in words or "", method labels)]. Up
+    to MAX_COLUMNS methods: one figure, attribution_comparison.png; more: split by family
+    in FAMILIES order, neighbours sharing a figure while they fit in MAX_COLUMNS
+    (attribution_gradient_path.png, attribution_cam.png, ...)."""
     labels = list(result.columns)
     if len(labels) <= MAX_COLUMNS:
         return [("attribution_comparison.png", "", labels)]
     fam = {lab: result.families.get(lab, "gradient") for lab in labels}
-    return [(f"attribution_{f.lower()}.png", f, [lab for lab in labels if fam[lab] == f])
-            for f in FAMILIES if f in fam.values()]
+    groups: list[tuple[list[str], list[str]]] = []
+    for f in FAMILIES:
+        members = [lab for lab in labels if fam[lab] == f]
+        if not members:
+            continue
+        if groups and len(groups[-1][1]) + len(members) <= MAX_COLUMNS:
+            groups[-1][0].append(f)
+            groups[-1][1].extend(members)
+        else:
+            groups.append(([f], members))
+    return [(f"attribution_{'_'.join(f.lower() for f in fams)}.png", " and ".join(fams), labs)
+            for fams, labs in groups]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,7 +194,7 @@ class AttributionStage:
                 result.images, shown, signed=signed, labels=rows,
                 overlay=over, max_columns=MAX_COLUMNS,
                 title=f"{what} for the true class" + (
-                    f" (CAMs at {result.cam_layer!r})" if fam in ("", "CAM") else ""))
+                    f" (CAMs at {result.cam_layer!r})" if fam == "" or "CAM" in fam else ""))
             paths += save(fig, out_dir, fname, self.formats)[:1]
         return paths + save(plot_attribution.randomization_figure(result.randomization),
                             out_dir, "attribution_sanity.png", self.formats)[:1]

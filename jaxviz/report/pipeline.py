@@ -50,7 +50,7 @@ def run_report(probe, params, x_val, y_val, out_dir, *, seed: int = 0, small: bo
                accuracy: float | None = None, train_seconds: float | None = None,
                stages: Sequence | None = None, subject: Subject | None = None,
                log: Callable[[str], None] = print,
-               warn: Callable[[str], None] | None = None) -> dict:
+               warn: Callable[[str], None] | None = None, notes: Sequence[str] = ()) -> dict:
     """Run every stage on (probe, params) and write its figures, metrics.json and the report.
 
     x_val: (N, H, W, C) float32 validation images, y_val: (N,) labels; the examples shown
@@ -58,7 +58,8 @@ def run_report(probe, params, x_val, y_val, out_dir, *, seed: int = 0, small: bo
     accuracy: the validation accuracy when already known (the accuracy stage is skipped).
     stages: default `default_stages(small)`. subject: the model's and data's names and the
     class names (default: plain words, class indices). warn: called with each warning line
-    of each stage (default: none; Python's own warning display shows them).
+    of each stage (default: none; Python's own warning display shows them). notes: warning
+    lines raised before the stages (loading the model and data), shown first.
     Returns the metrics written to metrics.json.
     """
     out = io.ensure_dir(out_dir, "out_dir")
@@ -68,7 +69,11 @@ def run_report(probe, params, x_val, y_val, out_dir, *, seed: int = 0, small: bo
     if stages is None:
         stages = default_stages(small, accuracy=accuracy is None)
     metrics = {} if accuracy is None else {"val_accuracy": accuracy}
-    times, sections, done, said = {}, [], {}, {}
+    times, sections, done = {}, [], {}
+    said = {"load": list(notes)} if notes else {}
+    if notes:
+        sections.append(Section("Warnings while loading the model and data", "", [], {},
+                                {"": list(notes)}))
     for stage in stages:
         d = run_stage(stage, inputs, out, done)
         done[stage.name] = d.result

@@ -1,5 +1,6 @@
 """Every warning an analysis raises reaches the CLI's output as one `warning: ...` line,
 and the report's words come from the run's model and data."""
+import json
 import warnings
 from pathlib import Path
 
@@ -77,3 +78,21 @@ def test_report_prints_every_stage_warning_and_names_the_users_model(monkeypatch
     assert page.startswith("# jaxviz: inside gelu_net from my_models.py (checkpoint run)")
     assert "4 validation images of --data folder:/d/pets" in page
     assert "['cat', 'dog']" in page and "MNIST" not in page
+
+
+def test_report_shows_what_loading_warned(monkeypatch, tmp_path, capsys):
+    """A warning raised while the model and data load (stale BatchNorm statistics, a value
+    range) reached neither the page nor metrics.json of `jaxviz report`."""
+    def loading_warns(args):
+        warnings.warn("stale statistics: recalibrate", UserWarning)
+        return fake_loaded(args)
+
+    monkeypatch.setattr(cli, "_loaded", loading_warns)
+    monkeypatch.setattr(pipeline, "default_stages", lambda small, accuracy: [WarnStage()])
+    assert cli.main(["report", "--checkpoint", "run", "--out", str(tmp_path), "--quiet"]) == 0
+    line = "UserWarning: stale statistics: recalibrate"
+    assert f"warning: {line}" in capsys.readouterr().err.splitlines()
+    page = (tmp_path / "report.md").read_text()
+    assert "## Warnings while loading the model and data" in page and line in page
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["warnings"]["load"] == [line]

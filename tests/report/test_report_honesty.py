@@ -90,7 +90,9 @@ def test_evaluate_stage_warnings_reach_the_stage_record(tmp_path):
     scoring never reached the page or the CLI."""
     probe, (x, y) = gelu_probe(), images(2)
     stage = EvaluateStage(methods=("guided_backprop",), metric_names=("sparseness",))
-    done = run_stage(stage, inputs_for(probe, probe.params, x, y, n=2), tmp_path)
+    with warnings.catch_warnings(record=True):  # run_stage raises them again
+        warnings.simplefilter("always")
+        done = run_stage(stage, inputs_for(probe, probe.params, x, y, n=2), tmp_path)
     assert any("guided_backprop" in w and "no ReLU" in w for w in done.warnings), done.warnings
 
 
@@ -154,7 +156,7 @@ def fake_result(k=2, hw=16):
         signed={m.label: attribution_stage.display_signed(m) for m in meths},
         families={m.label: attribution_stage.family(m) for m in meths},
         notes={A.get("lime").label: ("BlankMapWarning: lime: all zero for image 0",)},
-        row_names=("circle", "square")[:k])
+        row_names=("circle", "square", "triangle")[:k])
 
 
 def test_many_methods_split_by_family_each_readable_at_the_page_width(tmp_path):
@@ -165,9 +167,14 @@ def test_many_methods_split_by_family_each_readable_at_the_page_width(tmp_path):
     stage = attribution_stage.AttributionStage()
     paths = stage.render(result, tmp_path)
     names = [p.name for p in paths]
-    assert names == [f"attribution_{f.lower()}.png" for f in attribution_stage.FAMILIES
-                     if f in result.families.values()] + ["attribution_sanity.png"]
-    assert len(result.columns) > attribution_stage.MAX_COLUMNS
+    figures = attribution_stage.panels(result)
+    assert names == [f for f, _, _ in figures] + ["attribution_sanity.png"]
+    assert len(result.columns) > attribution_stage.MAX_COLUMNS and len(figures) > 1
+    shown = [lab for _, _, labs in figures for lab in labs]
+    assert sorted(shown) == sorted(result.columns)  # every method once
+    for _, fams, labs in figures:  # a figure holds whole families, in order
+        assert {result.families[lab] for lab in labs} == set(fams.split(" and "))
+        assert len(labs) <= attribution_stage.MAX_COLUMNS
     for p in paths:
         assert plt.imread(p).shape[1] <= 1320, (p.name, plt.imread(p).shape)
     section = stage.section(result, names)
