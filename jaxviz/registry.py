@@ -15,7 +15,13 @@ against the model's output; `output` selects the logits of a model returning a d
 tuple. Linen models are trained through `nnx.bridge.ToNNX` and analysed as Linen (layer
 names are their module paths), so every `jaxviz` subcommand works on a user's network,
 not only the reference CNN. The spec travels on the Probe (`probe.input_shape`,
-`input_range`, `num_classes`).
+`input_range`, `num_classes`); its input range counts as declared, so the Python API checks
+images against it as the data loaders do.
+
+Every failure of loading the user's code (a missing file or factory, a SyntaxError, an
+exception while importing the file, in the factory or in the model's first call) is one
+ValueError on one line: the spec, "path:line" of the deepest frame in the user's file (where
+Python gives one), and the original error's type and message (`--debug` shows the chain).
 """
 from __future__ import annotations
 
