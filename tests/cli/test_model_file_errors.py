@@ -3,7 +3,6 @@ failure is one line on stderr and exit code 1, naming the file, the line where P
 one, the factory, and the original error's type and message."""
 import sys
 
-
 from jaxviz import cli
 
 NNX_MODEL = (
