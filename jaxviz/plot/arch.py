@@ -268,7 +268,9 @@ def plot_feature_maps(acts, layer: str, *, images=None, labels=None, max_channel
             chans = range(i, min(i + ncols, c))
             lead = [] if images is None else [first if i == 0 else None]
             cells.append(lead + [_rgb(acts[k, :, :, j], SEQUENTIAL, False) for j in chans])
-            head = "input" if labels is None else f"label {labels[k]}"
+            # A class name is its own label; a bare index needs the word.
+            head = ("input" if labels is None else str(labels[k]) if len(str(labels[k])) > 3
+                    else f"label {labels[k]}")
             titles.append([head if i == 0 else ""][:len(lead)] + [f"{layer}:{j}" for j in chans])
     return _tile_figure(cells, titles, tile_size=tile_size,
                         suptitle=f"{layer}: feature maps {h}x{w}, {c} of {acts.shape[-1]} "

@@ -80,7 +80,7 @@ def keras_vis_occlusion_figure(images, heatmap, predicted, counts, labels, *, si
             ax.set_axis_off()
         a[3].bar(np.arange(counts.shape[1]), counts[i], color="0.3")
         ticks = np.arange(counts.shape[1])
-        if class_names:  # the cells show indices; the bars name them
+        if class_names and i == k - 1:  # the cells show indices; the last bars name them
             a[3].set_xticks(ticks, [f"{t} {class_names[t]}" if t < len(class_names) else str(t)
                                     for t in ticks], rotation=60, ha="right")
         else:
