@@ -221,9 +221,10 @@ def _label(eqn) -> str:
     name = eqn.params.get("name")
     if isinstance(name, str):
         return name
-    inner = eqn.params.get("call_jaxpr")  # custom_jvp/vjp (relu, gelu...): the wrapped name
-    if inner is not None and len(inner.jaxpr.eqns) == 1:
-        name = inner.jaxpr.eqns[0].params.get("name")
+    # custom_jvp/vjp (relu, gelu...): the wrapped name
+    inner = compat.open_jaxpr(eqn.params.get("call_jaxpr"))
+    if inner is not None and len(inner.eqns) == 1:
+        name = inner.eqns[0].params.get("name")
         if isinstance(name, str):
             return name
     return _POOL_NAMES.get(eqn.primitive.name, eqn.primitive.name)

@@ -271,8 +271,11 @@ def test_canonizing_batchnorm_leaves_the_logits_unchanged():
     want = bn(bn.params, x)
     np.testing.assert_allclose(canonized(bn)(bn.params, x), want, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(folded(folded.params, x), want, rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(LrpFn(bn, LC.resolve("epsilon_plus"))(bn.params, x), want,
-                               rtol=0, atol=0)  # the rules change the backward only
+    # The rules change the backward only: compiled, the forward is bit for bit the model's.
+    # (Dispatched op by op instead, jax 0.12 rounds the two differently in the last bit.)
+    lrp_fn = LrpFn(bn, LC.resolve("epsilon_plus"))
+    np.testing.assert_allclose(jax.jit(lrp_fn)(bn.params, x), jax.jit(bn)(bn.params, x),
+                               rtol=0, atol=0)
 
 
 class _Normalized(nnx.Module):
