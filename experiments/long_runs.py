@@ -38,7 +38,7 @@ def main(argv=None) -> dict:
     t0 = time.perf_counter()
     maps = grouped_occlusion(probe, probe.params, ds.x_val[:args.digits], ds.y_val[:args.digits],
                              group=64, window=4, stride=2,
-                             progress=not args.quiet and sys.stderr.isatty()).attribution
+                             progress=not args.quiet and sys.stderr.isatty()).map
     out["occlusion"] = {"digits": len(maps), "seconds": time.perf_counter() - t0,
                         "peak_rss_mb": peak_rss_mb(), "finite": bool(np.isfinite(maps).all())}
     t0 = time.perf_counter()

@@ -21,16 +21,16 @@ def analyses():
     table = {"forward": lambda p, params, x, y: p(params, x)}
     try:
         from jaxviz import attribution as A
-        table["saliency"] = lambda p, params, x, y: A.saliency(p, params, x, y)
+        table["saliency"] = lambda p, params, x, y: A.saliency(p, params, x, y).map
         table["integrated_gradients"] = lambda p, params, x, y: A.integrated_gradients(
-            p, params, x, y, n_steps=8)[0]
-        table["grad_cam"] = lambda p, params, x, y: A.grad_cam(p, params, x, y, layer="conv2")
+            p, params, x, y, n_steps=8).map
+        table["grad_cam"] = lambda p, params, x, y: A.grad_cam(p, params, x, y, layer="conv2").map
     except ImportError:
         pass
     try:
         from jaxviz import occlusion as O
         table["occlusion"] = lambda p, params, x, y: O.occlusion(
-            p, params, x, y, window=(8, 8), stride=(8, 8)).attribution
+            p, params, x, y, window=(8, 8), stride=(8, 8)).map
     except ImportError:
         pass
     return table

@@ -63,8 +63,8 @@ def test_eager_equals_jit():
     and IG at once; a tiny model keeps op-by-op execution cheap)."""
     p = probe_lib.from_model(_Tiny(nnx.Rngs(5)))
     x, t = jax.random.normal(jax.random.key(6), (2, 5, 5, 2)), np.array([1, 2])
-    calls = (lambda: A.guided_grad_cam(p, p.params, x, t, layer="conv"),
-             lambda: A.integrated_gradients(p, p.params, x, t, n_steps=3))
+    calls = (lambda: A.guided_grad_cam(p, p.params, x, t, layer="conv").map,
+             lambda: A.integrated_gradients(p, p.params, x, t, n_steps=3).map)
     for call in calls:
         out = call()
         with jax.disable_jit():
@@ -85,19 +85,20 @@ def test_linear_model_closed_forms():
     fn, params, x = _linear()
     t = jnp.array([0, 1, 2, 1])
     w = params["w"].T[t].reshape(x.shape)  # the target column of w, per image
-    np.testing.assert_allclose(A.saliency(fn, params, x, t), jnp.abs(w), rtol=1e-5)
-    np.testing.assert_allclose(A.saliency(fn, params, x, t, abs=False), w, rtol=1e-5)
-    np.testing.assert_allclose(A.gradient_x_input(fn, params, x, t), w * x, rtol=1e-5)
+    np.testing.assert_allclose(A.saliency(fn, params, x, t).map, jnp.abs(w), rtol=1e-5)
+    np.testing.assert_allclose(A.saliency(fn, params, x, t, abs=False).map, w, rtol=1e-5)
+    np.testing.assert_allclose(A.gradient_x_input(fn, params, x, t).map, w * x, rtol=1e-5)
     sg = functools.partial(A.smoothgrad, fn, params, x, t, key=KEY, n_samples=5, sigma=0.3)
-    np.testing.assert_allclose(sg(), jnp.abs(w), rtol=1e-5)
-    np.testing.assert_allclose(sg(nt_type="smoothgrad_sq"), w ** 2, rtol=1e-5)
-    np.testing.assert_allclose(sg(nt_type="vargrad"), 0, atol=1e-6)
+    np.testing.assert_allclose(sg().map, jnp.abs(w), rtol=1e-5)
+    np.testing.assert_allclose(sg(nt_type="smoothgrad_sq").map, w ** 2, rtol=1e-5)
+    with pytest.warns(A.BlankMapWarning, match="smoothgrad"):  # a linear model: no variance
+        np.testing.assert_allclose(sg(nt_type="vargrad").map, 0, atol=1e-6)
     # Chunked paths (lax.map / scan, with a remainder) agree with the all-at-once ones.
-    np.testing.assert_allclose(sg(nt_type="smoothgrad_sq", chunk_size=2), w ** 2, rtol=1e-5)
+    np.testing.assert_allclose(sg(nt_type="smoothgrad_sq", chunk_size=2).map, w ** 2, rtol=1e-5)
     for method in integrated.METHODS:
-        ig, delta = A.integrated_gradients(fn, params, x, t, n_steps=3, method=method,
-                                           baselines=0.5, return_convergence_delta=True,
-                                           chunk_size=2 if method[0] == "r" else None)
+        res = A.integrated_gradients(fn, params, x, t, n_steps=3, method=method,
+                                     baselines=0.5, chunk_size=2 if method[0] == "r" else None)
+        ig, delta = res.map, res.extras["delta"]
         np.testing.assert_allclose(ig, w * (x - 0.5), rtol=1e-4, atol=1e-6)
         np.testing.assert_allclose(delta, 0, atol=1e-4)
 
@@ -113,8 +114,8 @@ def test_path_weights_integrate_exactly():
 
 def test_smoothgrad_sigma_zero_is_saliency(cnn_random, digits):
     x, t = digits[0][:2], digits[1][:2]
-    sg = A.smoothgrad(cnn_random, cnn_random.params, x, t, key=KEY, n_samples=2, sigma=0.0)
-    np.testing.assert_allclose(sg, A.saliency(cnn_random, cnn_random.params, x, t),
+    sg = A.smoothgrad(cnn_random, cnn_random.params, x, t, key=KEY, n_samples=2, sigma=0.0).map
+    np.testing.assert_allclose(sg, A.saliency(cnn_random, cnn_random.params, x, t).map,
                                rtol=1e-5, atol=1e-7)
 
 
@@ -129,7 +130,7 @@ def _with_random_biases(probe):
 
 
 def _relative_delta(probe, params, x, t, **kw):
-    _, delta = A.integrated_gradients(probe, params, x, t, return_convergence_delta=True, **kw)
+    delta = A.integrated_gradients(probe, params, x, t, **kw).extras["delta"]
     b = kw.get("baselines")
     b = jnp.zeros_like(x) if b is None else A.blur_baseline(x)
     both = probe(params, jnp.concatenate([x, b]))
@@ -185,9 +186,9 @@ def test_relu_rewrite_fires(model, request, digits):
     the table, so nothing compiles again)."""
     p = request.getfixturevalue(model)
     x, t = jnp.asarray(digits[0][:2]), jnp.asarray(digits[1][:2])
-    gb = A.guided_backprop(p, p.params, x, t)
-    assert not np.allclose(gb, A.deconvnet(p, p.params, x, t))
-    assert not np.allclose(gb, A.gradient_x_input(p, p.params, x, t) / jnp.where(x == 0, 1, x))
+    gb = A.guided_backprop(p, p.params, x, t).map
+    assert not np.allclose(gb, A.deconvnet(p, p.params, x, t).map)
+    assert not np.allclose(gb, A.gradient_x_input(p, p.params, x, t).map / jnp.where(x == 0, 1, x))
 
 
 def test_noise_tunnel_wraps_any_method(cnn_random, digits):
@@ -195,12 +196,12 @@ def test_noise_tunnel_wraps_any_method(cnn_random, digits):
     options; guided backprop), and the noisy mean differs from it."""
     p, x, t = cnn_random, digits[0][:2], digits[1][:2]
     smooth_ig = A.noise_tunnel(A.integrated_gradients)
-    ig = A.integrated_gradients(p, p.params, x, t, n_steps=4)
+    ig = A.integrated_gradients(p, p.params, x, t, n_steps=4).map
     np.testing.assert_allclose(smooth_ig(p, p.params, x, t, key=KEY, n_samples=2, sigma=0.0,
-                                         n_steps=4), ig, rtol=1e-4, atol=1e-6)
-    gb = A.guided_backprop(p, p.params, x, t)
+                                         n_steps=4).map, ig, rtol=1e-4, atol=1e-6)
+    gb = A.guided_backprop(p, p.params, x, t).map
     smooth_gb = A.noise_tunnel(A.guided_backprop)(p, p.params, x, t, key=KEY, n_samples=3,
-                                                   sigma=0.2)
+                                                   sigma=0.2).map
     assert smooth_gb.shape == gb.shape and not np.allclose(smooth_gb, gb)
 
 
@@ -226,12 +227,12 @@ def test_grad_cam_matches_hand_computation():
     w = np.asarray(probe_lib.layer_params(p, p.params, "head")["kernel"])  # (3, 4)
     grad = (a > 0) * w[:, t].T[:, None, None, :] / 25  # d mean(relu(A)) w / dA
     hand = np.einsum("nhwk,nk->nhw", a, grad.mean(axis=(1, 2)))
-    got = A.grad_cam(p, p.params, x, t, layer="conv", relu=False, upsample=False)
+    got = A.grad_cam(p, p.params, x, t, layer="conv", relu=False, upsample=False).map
     np.testing.assert_allclose(got, hand, rtol=1e-5, atol=1e-7)
-    np.testing.assert_allclose(A.grad_cam(p, p.params, x, t, layer="conv"),
+    np.testing.assert_allclose(A.grad_cam(p, p.params, x, t, layer="conv").map,
                                np.maximum(hand, 0), rtol=1e-5, atol=1e-7)
-    np.testing.assert_allclose(A.score_cam(p, p.params, x, t, chunk_size=2),
-                               A.score_cam(p, p.params, x, t, chunk_size=None), rtol=1e-5)
+    np.testing.assert_allclose(A.score_cam(p, p.params, x, t, chunk_size=2).map,
+                               A.score_cam(p, p.params, x, t, chunk_size=None).map, rtol=1e-5)
 
 
 def test_default_cam_layer_is_on_the_main_path(cnn_random, resnet_random):
@@ -359,8 +360,8 @@ def test_guided_backprop_warns_without_relus(cnn_random, digits):
     p = probe_lib.from_model(_GeluNet(nnx.Rngs(0)))
     x = np.asarray(jax.random.uniform(KEY, (2, 6, 6, 1)))
     with pytest.warns(RuntimeWarning, match=r"no ReLU to rewrite.*'erfc?'"):
-        gb = A.guided_backprop(p, p.params, x, 0)
-    np.testing.assert_allclose(gb, A.saliency(p, p.params, x, 0, abs=False), rtol=1e-5,
+        gb = A.guided_backprop(p, p.params, x, 0).map
+    np.testing.assert_allclose(gb, A.saliency(p, p.params, x, 0, abs=False).map, rtol=1e-5,
                                atol=1e-7)
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)

@@ -36,14 +36,14 @@ def tiny():
 
 
 def _raw(method, p, x, t, **kw):
-    return np.asarray(method(p, p.params, x, t, layer="conv", relu=False, upsample=False, **kw))
+    return np.asarray(method(p, p.params, x, t, layer="conv", relu=False, upsample=False, **kw).map)
 
 
 def test_hires_cam_is_elementwise_gradient_times_activation(tiny):
     p, x, t, a, g, _ = tiny
     hand = (g * a).sum(-1)
     np.testing.assert_allclose(_raw(A.hires_cam, p, x, t), hand, rtol=1e-5, atol=1e-7)
-    np.testing.assert_allclose(A.hires_cam(p, p.params, x, t, layer="conv", upsample=False),
+    np.testing.assert_allclose(A.hires_cam(p, p.params, x, t, layer="conv", upsample=False).map,
                                np.maximum(hand, 0), rtol=1e-5, atol=1e-7)
     # Not Grad-CAM: the gradient is not averaged over positions first.
     assert not np.allclose(hand, np.einsum("nhwk,nk->nhw", a, g.mean((1, 2))), atol=1e-6)
@@ -118,7 +118,7 @@ def test_full_grad_matches_hand_computation(tiny):
     gx = np.asarray(jax.grad(plain)(x))
     bias = np.asarray(params["conv"]["bias"])
     hand = _psi(np.abs(gx * np.asarray(x))).sum(-1) + _psi(np.abs(g * bias)).sum(-1)
-    np.testing.assert_allclose(A.full_grad(p, p.params, x, t), hand, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(A.full_grad(p, p.params, x, t).map, hand, rtol=1e-4, atol=1e-5)
 
 
 class _BNNet(nnx.Module):

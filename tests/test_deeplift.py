@@ -25,7 +25,8 @@ def test_linear_model_equals_gradient_times_difference():
     t = jnp.array([0, 1, 2, 1])
     wt = w.T[t].reshape(x.shape)
     for base in (None, 0.5, jnp.full((1, 2, 3, 2), 0.25)):
-        attr, delta = A.deeplift(fn, (w, b), x, t, baselines=base, return_convergence_delta=True)
+        res = A.deeplift(fn, (w, b), x, t, baselines=base)
+        attr, delta = res.map, res.extras["delta"]
         b0 = 0.0 if base is None else base
         np.testing.assert_allclose(attr, wt * (x - b0), rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(delta, 0, atol=1e-5)
@@ -50,7 +51,8 @@ def test_rescale_rule_by_hand(act):
     fn, (W, c, v) = _mlp(act)
     x = jax.random.normal(jax.random.key(1), (3, 3, 2, 1))
     x0 = jax.random.normal(jax.random.key(2), (3, 3, 2, 1))
-    attr, delta = A.deeplift(fn, (W, c, v), x, 0, baselines=x0, return_convergence_delta=True)
+    res = A.deeplift(fn, (W, c, v), x, 0, baselines=x0)
+    attr, delta = res.map, res.extras["delta"]
     z, z0 = x.reshape(3, -1) @ W + c, x0.reshape(3, -1) @ W + c
     m_hidden = v * (act(z) - act(z0)) / (z - z0)
     want = (x - x0).reshape(3, -1) * (m_hidden @ W.T)
@@ -72,7 +74,7 @@ def test_max_pool_rule_by_hand():
 
     x = jnp.array([1.0, 3.0, 2.0, 0.5]).reshape(1, 1, 4, 1)
     x0 = jnp.array([4.0, 0.0, 0.0, 1.0]).reshape(1, 1, 4, 1)
-    attr = np.asarray(A.deeplift(fn, v, x, 0, baselines=x0)).reshape(-1)
+    attr = np.asarray(A.deeplift(fn, v, x, 0, baselines=x0).map).reshape(-1)
     # window 1: y = 3 (pos 1), y0 = 4 (pos 0): ymax = 4 -> pos 1 gets 0, pos 0 gets 3 - 4
     # window 2: y = 2 (pos 2), y0 = 1 (pos 3): ymax = 2 -> pos 2 gets 2 - 1, pos 3 gets 0
     want = np.array([1.5 * (3 - 4), 0.0, -2.0 * (2 - 1), 0.0])
@@ -89,7 +91,8 @@ def test_product_of_two_input_dependent_values_splits_exactly():
         return jnp.stack([s, s], axis=-1)
 
     x, x0 = (jax.random.normal(jax.random.key(i), (2, 2, 2, 1)) for i in (3, 4))
-    attr, delta = A.deeplift(fn, (P, Q), x, 1, baselines=x0, return_convergence_delta=True)
+    res = A.deeplift(fn, (P, Q), x, 1, baselines=x0)
+    attr, delta = res.map, res.extras["delta"]
     u, u0 = x.reshape(2, -1), x0.reshape(2, -1)
     a, a0, b, b0 = u @ P, u0 @ P, u @ Q, u0 @ Q
     want = (u - u0) * (((b + b0) / 2) @ P.T + ((a + a0) / 2) @ Q.T)
@@ -110,7 +113,7 @@ def test_summation_to_delta_on_relu_max_pool_nets(resnet_random, digits):
     b = jax.random.uniform(KEY, x.shape) * 0.3
     for p in (_biased_cnn(), resnet_random):
         for base in (None, b):
-            attr = A.deeplift(p, p.params, x, t, baselines=base)
+            attr = A.deeplift(p, p.params, x, t, baselines=base).map
             b0 = jnp.zeros_like(x) if base is None else base
             gap = (p(p.params, x) - p(p.params, b0))[jnp.arange(3), t]
             assert float(jnp.abs(gap).min()) > 1e-3
@@ -121,15 +124,15 @@ def test_deeplift_shap_is_the_mean_over_baselines():
     p = _biased_cnn()
     x = jax.random.uniform(KEY, (2, 28, 28, 1))
     bases = jax.random.uniform(jax.random.key(9), (3, 28, 28, 1)) * 0.5
-    attr, delta = A.deeplift_shap(p, p.params, x, [1, 4], baselines=bases,
-                                  return_convergence_delta=True, chunk_size=2)
-    each = [A.deeplift(p, p.params, x, [1, 4], baselines=b[None]) for b in bases]
+    res = A.deeplift_shap(p, p.params, x, [1, 4], baselines=bases, chunk_size=2)
+    attr, delta = res.map, res.extras["delta"]
+    each = [A.deeplift(p, p.params, x, [1, 4], baselines=b[None]).map for b in bases]
     np.testing.assert_allclose(attr, sum(each) / 3, rtol=1e-4, atol=1e-7)
     np.testing.assert_allclose(delta, 0, atol=1e-4)
     # Drawn baselines: a key per image, the same draws for an image alone or in a batch.
     keys = jax.random.split(KEY, 2)
-    drawn = A.deeplift_shap(p, p.params, x, [1, 4], key=keys, n_baselines=2)
-    alone = A.deeplift_shap(p, p.params, x[1:], [4], key=keys[1:], n_baselines=2)
+    drawn = A.deeplift_shap(p, p.params, x, [1, 4], key=keys, n_baselines=2).map
+    alone = A.deeplift_shap(p, p.params, x[1:], [4], key=keys[1:], n_baselines=2).map
     np.testing.assert_allclose(drawn[1:], alone, rtol=1e-4, atol=1e-7)
 
 
@@ -175,8 +178,8 @@ def test_one_shared_baseline_runs_its_reference_on_a_batch_of_one(cnn_random, di
         return p(params, x * 1.5 if x.shape[0] == 1 else x * 1.0 * 1.5)
 
     for fn in (p, odd):
-        shared = A.deeplift(fn, p.params, x, t, baselines=0.2)
-        repeated = A.deeplift(fn, p.params, x, t, baselines=np.full(x.shape, 0.2, np.float32))
+        shared = A.deeplift(fn, p.params, x, t, baselines=0.2).map
+        repeated = A.deeplift(fn, p.params, x, t, baselines=np.full(x.shape, 0.2, np.float32)).map
         np.testing.assert_allclose(shared, repeated, rtol=1e-5, atol=1e-7)
 
 
@@ -200,11 +203,11 @@ def test_reveal_cancel_on_the_min_network_by_hand(x, base, want):
     m+- = 0.75, so relu's share is (1.5, -1.5) and min's attribution (2 - 1.5, 0 + 1.5)."""
     W = jnp.array([[1.0], [-1.0]])
     x, base = (jnp.array(v).reshape(1, 1, 2, 1) for v in (x, base))
-    attr, delta = A.deeplift(_min_net, W, x, 0, baselines=base, rule="reveal_cancel",
-                             return_convergence_delta=True)
+    res = A.deeplift(_min_net, W, x, 0, baselines=base, rule="reveal_cancel")
+    attr, delta = res.map, res.extras["delta"]
     np.testing.assert_allclose(np.asarray(attr).reshape(-1), want, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(delta, 0, atol=1e-6)
-    rescale = A.deeplift(_min_net, W, x, 0, baselines=base)
+    rescale = A.deeplift(_min_net, W, x, 0, baselines=base).map
     assert not np.allclose(rescale, attr)
 
 
@@ -222,8 +225,8 @@ def test_reveal_cancel_equals_the_contributions_by_hand_through_a_folded_scale()
         return jnp.stack([h @ v, -(h @ v)], axis=-1)
 
     x, x0 = jax.random.normal(k[3], (3, 3, 2, 1)), jax.random.normal(k[4], (3, 3, 2, 1))
-    attr, delta = A.deeplift(fn, (W, v), x, 0, baselines=x0, rule="reveal_cancel",
-                             return_convergence_delta=True)
+    res = A.deeplift(fn, (W, v), x, 0, baselines=x0, rule="reveal_cancel")
+    attr, delta = res.map, res.extras["delta"]
     u, u0 = (np.asarray(a, np.float64).reshape(3, -1) for a in (x, x0))
     Wn, vn, sn, tn = (np.asarray(a, np.float64) for a in (W, v, s, t))
     relu = lambda z: np.maximum(z, 0)  # noqa: E731
@@ -242,10 +245,10 @@ def test_reveal_cancel_sums_to_delta_on_relu_max_pool_nets(resnet_random, digits
     x, t = jnp.asarray(digits[0][:3]), jnp.asarray(digits[1][:3])
     b = jax.random.uniform(KEY, x.shape) * 0.3
     for p in (_biased_cnn(), resnet_random):
-        attr = A.deeplift(p, p.params, x, t, baselines=b, rule="reveal_cancel")
+        attr = A.deeplift(p, p.params, x, t, baselines=b, rule="reveal_cancel").map
         gap = (p(p.params, x) - p(p.params, b))[jnp.arange(3), t]
         np.testing.assert_allclose(attr.sum(axis=(1, 2, 3)), gap, rtol=1e-3, atol=1e-5)
-        rescale = A.deeplift(p, p.params, x, t, baselines=b)
+        rescale = A.deeplift(p, p.params, x, t, baselines=b).map
         assert float(jnp.abs(attr - rescale).max()) > 1e-3 * float(jnp.abs(rescale).max())
     with pytest.raises(ValueError, match="rule must be one of"):
         A.deeplift(p, p.params, x, t, rule="revealcancel")

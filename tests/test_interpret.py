@@ -299,8 +299,8 @@ def test_incremental_occlusion_equals_exact():
         warnings.simplefilter("error", RuntimeWarning)  # no fallback to the exact path
         b = occlusion(model, PARAMS, x, np.asarray(T[:2]), window=3, stride=2,
                       method="incremental")
-    assert float(np.abs(a.scores).max()) > 0
-    np.testing.assert_allclose(b.scores, a.scores, atol=1e-4)
+    assert float(np.abs(a.extras["scores"]).max()) > 0
+    np.testing.assert_allclose(b.extras["scores"], a.extras["scores"], atol=1e-4)
 
 
 def test_arch_sees_the_layers_inside_jit_checkpoint_and_custom_vjp():

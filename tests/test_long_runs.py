@@ -13,11 +13,11 @@ def test_grouped_occlusion_equals_one_call(cnn_random, mnist):
     grouped = grouped_occlusion(cnn_random, cnn_random.params, x, y, group=32,
                                 window=4, stride=2)
     whole = occlusion.occlusion(cnn_random, cnn_random.params, x, y, window=4, stride=2)
-    assert grouped.attribution.shape == (70, 28, 28)
-    np.testing.assert_allclose(grouped.attribution, np.asarray(whole.attribution),
+    assert grouped.map.shape == (70, 28, 28)
+    np.testing.assert_allclose(grouped.map, np.asarray(whole.map),
                                rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(grouped.scores, np.asarray(whole.scores), rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(grouped.base, np.asarray(whole.base), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(grouped.extras["scores"], np.asarray(whole.extras["scores"]), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(grouped.extras["base"], np.asarray(whole.extras["base"]), rtol=1e-5, atol=1e-5)
 
 
 def test_grouped_occlusion_groups_a_per_image_baseline(cnn_random, mnist):
@@ -28,7 +28,7 @@ def test_grouped_occlusion_groups_a_per_image_baseline(cnn_random, mnist):
                                 stride=2, baseline=baseline)
     whole = occlusion.occlusion(cnn_random, cnn_random.params, x, y, window=4, stride=2,
                                 baseline=baseline)
-    np.testing.assert_allclose(grouped.attribution, np.asarray(whole.attribution),
+    np.testing.assert_allclose(grouped.map, np.asarray(whole.map),
                                rtol=1e-5, atol=1e-5)
 
 

@@ -91,7 +91,7 @@ def test_rule_matches_hand_computed_contributions(rule):
     W2, b2 = (np.asarray(v[...], np.float64) for v in (model.fc2.kernel, model.fc2.bias))
     t = np.array([0, 2])
     for x in (mixed, np.abs(mixed)):
-        got = lrp(p, p.params, x, t, composite="epsilon", layer_rules={"fc1": rule})
+        got = lrp(p, p.params, x, t, composite="epsilon", layer_rules={"fc1": rule}).map
         for i in range(2):
             xi = x[i].reshape(-1)
             a = np.maximum(xi @ W1 + b1, 0)
@@ -147,7 +147,7 @@ def test_conv_rules_match_per_layer_lrp_by_hand(rule):
     mixed = np.asarray(jax.random.normal(jax.random.key(4), (2, 5, 5, 2)), np.float64)
     t = np.array([1, 2])
     for x in (mixed, np.abs(mixed)):
-        got = np.asarray(lrp(p, p.params, x, t, composite=comp)).reshape(2, -1)
+        got = np.asarray(lrp(p, p.params, x, t, composite=comp).map).reshape(2, -1)
         for i in range(2):
             a0 = x[i].reshape(-1)
             a1 = np.maximum(a0 @ M1 + b1, 0)
@@ -168,8 +168,8 @@ def test_lrp0_equals_gradient_times_input_on_bias_free_relu_nets(cnn_random, res
     for p in (cnn_random, resnet_random):
         assert all(float(jnp.abs(b).max()) == 0 for path, b in
                    jax.tree_util.tree_leaves_with_path(p.params) if "bias" in str(path))
-        got = lrp(p, p.params, x, t, composite=EXACT)
-        want = A.gradient_x_input(p, p.params, x, t)
+        got = lrp(p, p.params, x, t, composite=EXACT).map
+        want = A.gradient_x_input(p, p.params, x, t).map
         np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-5 * float(jnp.abs(want).max()))
 
 
@@ -193,7 +193,7 @@ def test_relevance_is_conserved_layer_by_layer(cnn_random, digits):
     x, t = jnp.asarray(digits[0][:2]), jnp.asarray(digits[1][:2])
     p = cnn_random
     logits = p(p.params, x)[jnp.arange(2), t]
-    sums = [lrp(p, p.params, x, t, composite=c).sum(axis=(1, 2, 3)) for c in (EXACT, "zplus")]
+    sums = [lrp(p, p.params, x, t, composite=c).map.sum(axis=(1, 2, 3)) for c in (EXACT, "zplus")]
     for layer in ("conv1", "conv2", "dense1"):
         r = _relevance_at(p, p.params, x, t, layer, EXACT)
         sums.append(r.reshape(2, -1).sum(axis=1))
@@ -208,7 +208,7 @@ def test_zplus_maps_are_nonnegative(digits):
     logits = p(p.params, x)
     t = jnp.argmax(logits, axis=1)
     assert bool((logits[jnp.arange(4), t] > 0).all())
-    R = lrp(p, p.params, x, t, composite="zplus")
+    R = lrp(p, p.params, x, t, composite="zplus").map
     assert float(R.min()) >= -1e-7 * float(R.max())
     assert float(R.max()) > 0
 
@@ -257,11 +257,11 @@ def _bn_and_folded():
 def test_batchnorm_is_folded_into_the_conv_before_it(composite):
     bn, folded = _bn_and_folded()
     x = jax.random.uniform(KEY, (2, 10, 10, 1))
-    want = lrp(folded, folded.params, x, [1, 3], composite=composite)
-    got = lrp(bn, bn.params, x, [1, 3], composite=composite)
+    want = lrp(folded, folded.params, x, [1, 3], composite=composite).map
+    got = lrp(bn, bn.params, x, [1, 3], composite=composite).map
     np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4 * float(jnp.abs(want).max()))
     # Unfolded, the BatchNorm passes relevance through: a different map.
-    raw = lrp(bn, bn.params, x, [1, 3], composite=composite, canonize=False)
+    raw = lrp(bn, bn.params, x, [1, 3], composite=composite, canonize=False).map
     assert float(jnp.abs(raw - want).max()) > 1e-3 * float(jnp.abs(want).max())
 
 
@@ -296,9 +296,9 @@ def test_zbox_bounds_follow_input_normalization():
     p = probe_lib.from_model(_Normalized(nnx.Rngs(0)))
     q = probe_lib.from_model(_Normalized(nnx.Rngs(0), normalize=False))
     x = jax.random.uniform(KEY, (2, 8, 8, 1))
-    got = lrp(p, p.params, x, [0, 2], composite="epsilon_gamma_box")
+    got = lrp(p, p.params, x, [0, 2], composite="epsilon_gamma_box").map
     explicit = LC.COMPOSITES["epsilon_gamma_box"].with_layers({"conv": LR.ZBox(-2.0, 2.0)})
-    want = lrp(q, q.params, (x - 0.5) / 0.25, [0, 2], composite=explicit)
+    want = lrp(q, q.params, (x - 0.5) / 0.25, [0, 2], composite=explicit).map
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6 * float(jnp.abs(want).max()))
 
 
@@ -306,10 +306,10 @@ def test_first_layer_rule_goes_to_the_first_conv(cnn_random, digits):
     x, t = digits[0][:2], digits[1][:2]
     p = cnn_random
     named = LC.Composite(conv=LR.ZPlus(), layers=(("conv1", LR.Flat()),))
-    np.testing.assert_allclose(lrp(p, p.params, x, t, composite="epsilon_plus_flat"),
-                               lrp(p, p.params, x, t, composite=named), rtol=1e-6)
-    assert not np.allclose(lrp(p, p.params, x, t, composite="epsilon_plus_flat"),
-                           lrp(p, p.params, x, t, composite="epsilon_plus"))
+    np.testing.assert_allclose(lrp(p, p.params, x, t, composite="epsilon_plus_flat").map,
+                               lrp(p, p.params, x, t, composite=named).map, rtol=1e-6)
+    assert not np.allclose(lrp(p, p.params, x, t, composite="epsilon_plus_flat").map,
+                           lrp(p, p.params, x, t, composite="epsilon_plus").map)
 
 
 class _Gated(nnx.Module):
@@ -375,8 +375,8 @@ def test_first_layer_rule_goes_to_the_first_layer_of_its_kind():
     gamma_box = LC.COMPOSITES["epsilon_gamma_box"]
     bounded = gamma_box.with_layers({"conv": LR.ZBox(-9.0, 9.0)})
     named = dataclasses.replace(gamma_box, first=None).with_layers({"conv": LR.ZBox(-9.0, 9.0)})
-    np.testing.assert_allclose(lrp(p, p.params, x, [0, 1], composite=bounded),
-                               lrp(p, p.params, x, [0, 1], composite=named), rtol=1e-6)
+    np.testing.assert_allclose(lrp(p, p.params, x, [0, 1], composite=bounded).map,
+                               lrp(p, p.params, x, [0, 1], composite=named).map, rtol=1e-6)
     with pytest.raises(ValueError, match="ZBox rule at primitive 'conv_general_dilated' in "
                                          "layer 'conv' needs the input's bounds"):
         lrp(p, p.params, x, [0, 1], composite="epsilon_gamma_box")
@@ -413,7 +413,7 @@ def test_layernorm_conserves_relevance_and_equals_gradient_x_input_with_the_std_
     logit = detached(x)[jnp.arange(3), t]
     np.testing.assert_allclose(p(p.params, x)[jnp.arange(3), t], logit, rtol=1e-5)
     want = x * jax.grad(lambda x: detached(x)[jnp.arange(3), t].sum())(x)
-    got = lrp(p, p.params, x, t, composite=EXACT)
+    got = lrp(p, p.params, x, t, composite=EXACT).map
     np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-5 * float(jnp.abs(want).max()))
     # Conservation through the LayerNorm: the relevance of its input (fc1's output) and of
     # its output both sum to the logit, as does the input map.
@@ -447,7 +447,8 @@ def test_lrp_runs_on_the_convnext_block_with_its_layernorms():
     from tests import family_models as fm
     m = fm.convnext_block()
     x = jax.random.uniform(KEY, (2, *m.shape))
-    R, delta = lrp(m.probe, m.probe.params, x, [0, 1], return_convergence_delta=True)
+    res = lrp(m.probe, m.probe.params, x, [0, 1])
+    R, delta = res.map, res.extras["delta"]
     assert R.shape == x.shape and bool(jnp.isfinite(R).all()) and float(jnp.abs(R).max()) > 0
     assert bool(jnp.isfinite(delta).all())
 
@@ -471,6 +472,6 @@ def test_an_inline_activation_passes_relevance_like_one_call(approximate):
     inline = probe_lib.from_model(_Gelu(nnx.Rngs(0), gelu), input_shape=(3, 2, 1))
     called = probe_lib.from_model(_Gelu(nnx.Rngs(0), jax.jit(gelu)), input_shape=(3, 2, 1))
     x = jax.random.normal(KEY, (2, 3, 2, 1))
-    want = lrp(called, called.params, x, [0, 2])
-    np.testing.assert_allclose(lrp(inline, inline.params, x, [0, 2]), want, rtol=1e-5,
+    want = lrp(called, called.params, x, [0, 2]).map
+    np.testing.assert_allclose(lrp(inline, inline.params, x, [0, 2]).map, want, rtol=1e-5,
                                atol=1e-7 * float(jnp.abs(want).max()))

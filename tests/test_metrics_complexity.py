@@ -54,7 +54,7 @@ def _linear_case():
 
 def test_completeness_is_exact_for_w_times_x_and_measures_the_gap_otherwise():
     params, x, t = _linear_case()
-    exact = A.gradient_x_input(linear, params, x, t)  # w * x: sum = f(x) - f(0)
+    exact = A.gradient_x_input(linear, params, x, t).map  # w * x: sum = f(x) - f(0)
     np.testing.assert_allclose(AX.completeness(linear, params, x, t, exact).scores, 0.0,
                                atol=1e-5)
     gap = (np.asarray(linear(params, x)) - np.asarray(params["b"]))[np.arange(2), t]
@@ -84,7 +84,7 @@ def test_non_sensitivity_counts_the_pixels_where_zero_and_no_effect_disagree():
     """Pixels with w = 0 have no effect; w * x is zero exactly there: no disagreement. Zeroing
     k effective pixels of the map makes exactly k disagreements (pixel by pixel)."""
     params, x, t = _linear_case()
-    exact = A.gradient_x_input(linear, params, x, t)
+    exact = A.gradient_x_input(linear, params, x, t).map
     kw = dict(pixels_per_step=1, score="logit", baseline=0.0)
     np.testing.assert_array_equal(AX.non_sensitivity(linear, params, x, t, exact, **kw).scores,
                                   [0, 0])

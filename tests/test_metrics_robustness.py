@@ -56,7 +56,7 @@ def test_a_callable_method_is_the_registered_one():
     a = _maps("gradient_x_input", params, x, t)
 
     def my_gxi(fn, params, images, target):
-        return A.gradient_x_input(fn, params, images, target)
+        return A.gradient_x_input(fn, params, images, target).map
 
     kw = dict(key=jax.random.key(3), n_samples=3)
     by_name = R.max_sensitivity(linear, params, x, t, a, method="gradient_x_input", **kw)

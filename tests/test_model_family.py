@@ -89,7 +89,7 @@ def test_relu_rewrites_warn_on_the_relu_free_convnext_block(name):
 def test_saliency_is_the_framework_gradient(member):
     """Independent: jax.grad of the framework's own forward (NNX merge / Linen apply)."""
     label, m, x, t = member
-    got = A.saliency(m.probe, m.probe.params, x, t, abs=False)
+    got = A.saliency(m.probe, m.probe.params, x, t, abs=False).map
     score = lambda xs: jnp.take_along_axis(  # noqa: E731
         m.apply(m.probe.params, xs).astype(jnp.float32), jnp.asarray(t)[:, None], 1).sum()
     want = jax.grad(score)(x)
@@ -106,24 +106,24 @@ def test_occlusion_exact_and_incremental(member):
     label, m, x, t = member
     window, stride = (4, 4), (3, 3)
     ex = O.occlusion(m.probe, m.probe.params, x, t, window=window, stride=stride)
-    assert ex.scores.dtype == ex.base.dtype == jnp.float32
+    assert ex.extras["scores"].dtype == ex.extras["base"].dtype == jnp.float32
     logits = lambda xs: m.apply(m.probe.params, xs).astype(jnp.float32)  # noqa: E731
     base = np.asarray(logits(x))[np.arange(N), t]
     tol = BF16_RTOL * float(np.abs(base).max()) if label == "bfloat16_params" else 1e-4
-    np.testing.assert_allclose(ex.base, base, rtol=1e-4, atol=tol)
+    np.testing.assert_allclose(ex.extras["base"], base, rtol=1e-4, atol=tol)
     for (i, j) in ((0, 0), (1, 2)):
         occluded = x.at[:, 3 * i:3 * i + 4, 3 * j:3 * j + 4, :].set(0.0)
         want = base - np.asarray(logits(occluded))[np.arange(N), t]  # the score's drop
-        np.testing.assert_allclose(ex.scores[:, i, j], want, rtol=1e-4, atol=tol,
+        np.testing.assert_allclose(ex.extras["scores"][:, i, j], want, rtol=1e-4, atol=tol,
                                    err_msg=label)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         inc = O.occlusion(m.probe, m.probe.params, x, t, window=window, stride=stride,
                           method="incremental")
-    scale = float(np.abs(ex.scores).max())
+    scale = float(np.abs(ex.extras["scores"]).max())
     tol = BF16_RTOL if label == "bfloat16_params" else 1e-4
-    assert inc.scores.dtype == jnp.float32
-    np.testing.assert_allclose(inc.scores, ex.scores, atol=tol * scale, err_msg=label)
+    assert inc.extras["scores"].dtype == jnp.float32
+    np.testing.assert_allclose(inc.extras["scores"], ex.extras["scores"], atol=tol * scale, err_msg=label)
 
 
 # ---- activation maximization and the architecture summary ------------------------------------
@@ -182,7 +182,7 @@ def test_nhwc_with_small_h_is_accepted(declared):
     spec = dict(input_shape=(3, 40, 8)) if declared else {}
     p = probe_lib.from_model(_Conv8(nnx.Rngs(0)), **spec)
     x = jax.random.uniform(KEY, (2, 3, 40, 8))
-    assert A.saliency(p, p.params, x, 0).shape == (2, 3, 40, 8)
+    assert A.saliency(p, p.params, x, 0).map.shape == (2, 3, 40, 8)
     assert checks.channel_layout((2, 3, 40, 8), (3, 40, 8) if declared else None) != "nchw"
 
 
@@ -203,7 +203,7 @@ def test_nchw_without_a_spec_is_refused_when_only_the_transpose_fits():
         A.saliency(p, p.params, np.zeros((2, 3, 40, 56), np.float32), 0)
     with pytest.raises(ValueError, match="channel-first"):
         checks.as_images(np.zeros((2, 3, 16, 16), np.float32))
-    assert A.saliency(p, p.params, np.zeros((2, 40, 56, 3), np.float32), 0).shape == \
+    assert A.saliency(p, p.params, np.zeros((2, 40, 56, 3), np.float32), 0).map.shape == \
         (2, 40, 56, 3)
 
 
@@ -218,9 +218,9 @@ def test_default_chunk_bounds_memory_and_keeps_results(monkeypatch):
     assert analysis.default_chunk(None, fn, w, (6, 5, 4, 2), 64) is None
     assert analysis.default_chunk(7, fn, w, (6, 5, 4, 2), 64) == 7
     x = jax.random.uniform(KEY, (6, 5, 4, 2))
-    whole = A.integrated_gradients(fn, w, x, 1, n_steps=10)
+    whole = A.integrated_gradients(fn, w, x, 1, n_steps=10).map
     monkeypatch.setattr(analysis, "CHUNK_MEMORY", 4 * 4 * (6 * 40 + 6 * 3))  # 4 passes fit
     assert analysis.default_chunk(None, fn, w, (6, 5, 4, 2), 10) == 4  # 3 chunks of <= 4
     assert analysis.default_chunk(None, fn, w, (6, 5, 4, 2), 3) is None
-    np.testing.assert_allclose(A.integrated_gradients(fn, w, x, 1, n_steps=10), whole,
+    np.testing.assert_allclose(A.integrated_gradients(fn, w, x, 1, n_steps=10).map, whole,
                                rtol=1e-5, atol=1e-7)

@@ -87,9 +87,9 @@ def test_matches_python_loop_reference(h, w, c, data):
     res = occlusion(tiny, params, x, target, window=window, stride=stride, baseline=baseline,
                     score=score)
     scores, attr = reference(params, x, target, window, stride, baseline, score)
-    np.testing.assert_allclose(res.scores, scores, atol=2e-5)
-    np.testing.assert_allclose(res.attribution, attr, atol=2e-5)
-    np.testing.assert_allclose(res.occluded, res.base[:, None, None] - res.scores, atol=1e-6)
+    np.testing.assert_allclose(res.extras["scores"], scores, atol=2e-5)
+    np.testing.assert_allclose(res.map, attr, atol=2e-5)
+    np.testing.assert_allclose(occ.occluded(res), res.extras["base"][:, None, None] - res.extras["scores"], atol=1e-6)
 
 
 def test_array_baseline_channel_window_and_chunks():
@@ -97,21 +97,21 @@ def test_array_baseline_channel_window_and_chunks():
     params, base = tiny_params(6, 5, 3), np.full((6, 5, 3), 0.25, np.float32)
     a = occlusion(tiny, params, x, 2, window=(3, 2), stride=(2, 2), baseline=base)
     b = occlusion(tiny, params, x, 2, window=(3, 2), stride=(2, 2), baseline=0.25, chunk_size=5)
-    np.testing.assert_allclose(a.scores, b.scores, atol=1e-6)
+    np.testing.assert_allclose(a.extras["scores"], b.extras["scores"], atol=1e-6)
     ch = occlusion(tiny, params, x, 2, window=(6, 5, 1), stride=(1, 1, 1))
-    assert ch.scores.shape == (3, 1, 1, 3) and ch.attribution.shape == (3, 6, 5, 3)
+    assert ch.extras["scores"].shape == (3, 1, 1, 3) and ch.map.shape == (3, 6, 5, 3)
     for k in range(3):  # occluding one whole channel = zeroing it
         z = x.copy(); z[..., k] = 0
         expect = tiny(params, x)[:, 2] - tiny(params, z)[:, 2]
-        np.testing.assert_allclose(ch.scores[:, 0, 0, k], expect, atol=1e-5)
+        np.testing.assert_allclose(ch.extras["scores"][:, 0, 0, k], expect, atol=1e-5)
 
 
 def test_chunked_equals_unchunked_on_cnn(cnn_random, digits):
     x, y = digits[0][:2], digits[1][:2]
     a = occlusion(cnn_random, cnn_random.params, x, y, window=4, stride=3)
     b = occlusion(cnn_random, cnn_random.params, x, y, window=4, stride=3, chunk_size=7)
-    np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
-    np.testing.assert_allclose(a.attribution, b.attribution, atol=1e-5)
+    np.testing.assert_allclose(a.extras["scores"], b.extras["scores"], atol=1e-5)
+    np.testing.assert_allclose(a.map, b.map, atol=1e-5)
 
 
 def iter_occlusion_reference(image, size=8):
@@ -198,8 +198,8 @@ def test_incremental_equals_exact(case, cnn_random, resnet_random, digits):
                                                       chunk_size=None if case == "cnn" else 5)
     a = occlusion(p, p.params, x, y, score="log_prob", **kw)
     b = occlusion(p, p.params, x, y, score="log_prob", method="incremental", **kw)
-    np.testing.assert_allclose(b.scores, a.scores, atol=1e-4)
-    np.testing.assert_allclose(b.attribution, a.attribution, atol=1e-4)
+    np.testing.assert_allclose(b.extras["scores"], a.extras["scores"], atol=1e-4)
+    np.testing.assert_allclose(b.map, a.map, atol=1e-4)
 
 
 @jax.jit
@@ -223,7 +223,7 @@ def test_incremental_with_one_jitted_layer_called_on_two_weights():
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # no fallback to the exact path
         b = occlusion(fn, params, x, 1, window=3, stride=2, method="incremental")
-    np.testing.assert_allclose(b.scores, a.scores, atol=1e-4)
+    np.testing.assert_allclose(b.extras["scores"], a.extras["scores"], atol=1e-4)
 
 
 def test_unsupported_model_falls_back_with_one_warning(monkeypatch):
@@ -238,7 +238,7 @@ def test_unsupported_model_falls_back_with_one_warning(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         b = occlusion(tiny, params, x, 0, window=2, stride=2, method="incremental")
-    np.testing.assert_allclose(a.scores, b.scores)
+    np.testing.assert_allclose(a.extras["scores"], b.extras["scores"])
     incremental._check.cache_clear()
 
 
@@ -279,7 +279,7 @@ def test_uint8_images_are_divided_by_255():
     params = tiny_params(4, 4, 1)
     a = occlusion(tiny, params, x, 0, window=2, stride=2)
     b = occlusion(tiny, params, x.astype(np.float32) / 255, 0, window=2, stride=2)
-    np.testing.assert_allclose(a.scores, b.scores, atol=1e-6)
+    np.testing.assert_allclose(a.extras["scores"], b.extras["scores"], atol=1e-6)
 
 
 def test_scored_two_ways_equals_two_calls(cnn_random, digits):
@@ -288,7 +288,7 @@ def test_scored_two_ways_equals_two_calls(cnn_random, digits):
                               window=4, stride=3)
     for score in ("logit", "prob"):
         one = occlusion(cnn_random, cnn_random.params, x, y, window=4, stride=3, score=score)
-        for a, b in zip(both[score], one):
+        for a, b in zip(jax.tree.leaves(both[score]), jax.tree.leaves(one)):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="scores must be distinct names"):
         occlusion_by_score(cnn_random, cnn_random.params, x, y, scores=("logit", "logit"))

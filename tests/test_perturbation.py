@@ -80,17 +80,17 @@ def test_grid_mask_is_occlusions_grid():
 
 def test_feature_ablation_equals_occlusion_on_its_grid(cnn_random, digits):
     p, x, t = cnn_random, digits[0][:2], digits[1][:2]
-    occ = O.occlusion(p, p.params, x, t, window=(4, 4), stride=(4, 4)).attribution
-    np.testing.assert_allclose(A.feature_ablation(p, p.params, x, t, grid=(4, 4)), occ,
+    occ = O.occlusion(p, p.params, x, t, window=(4, 4), stride=(4, 4)).map
+    np.testing.assert_allclose(A.feature_ablation(p, p.params, x, t, grid=(4, 4)).map, occ,
                                rtol=1e-5, atol=1e-6)
     # cells cut off at the edges too, and a baseline, on a two-channel input
     def fn(params, x):
         return jnp.stack([jnp.sin(x).sum((1, 2, 3)), (x ** 2).sum((1, 2, 3))], -1)
     x2 = jax.random.uniform(KEY, (3, 10, 13, 2))
-    occ = O.occlusion(fn, None, x2, 1, window=(4, 3), stride=(4, 3), baseline=0.5).attribution
+    occ = O.occlusion(fn, None, x2, 1, window=(4, 3), stride=(4, 3), baseline=0.5).map
     mask, _ = P.grid_mask((10, 13), (4, 3))
     for kw in (dict(grid=(4, 3)), dict(feature_mask=mask)):  # drops of sums near 90: float32
-        np.testing.assert_allclose(A.feature_ablation(fn, None, x2, 1, baselines=0.5, **kw), occ,
+        np.testing.assert_allclose(A.feature_ablation(fn, None, x2, 1, baselines=0.5, **kw).map, occ,
                                    rtol=1e-5, atol=1e-4)
 
 
@@ -98,9 +98,9 @@ def test_per_image_masks_equal_one_image_at_a_time(small):
     fn, params, x, t, _, _ = small
     masks = np.stack([np.asarray(jax.random.randint(jax.random.key(i), (4, 6), 0, 5))
                       for i in range(4)])
-    batched = A.feature_ablation(fn, params, x, t, feature_mask=masks)
+    batched = A.feature_ablation(fn, params, x, t, feature_mask=masks).map
     for i in range(4):
-        one = A.feature_ablation(fn, params, x[i:i + 1], t[i], feature_mask=masks[i])
+        one = A.feature_ablation(fn, params, x[i:i + 1], t[i], feature_mask=masks[i]).map
         np.testing.assert_allclose(batched[i], one[0], rtol=1e-5, atol=1e-5)
 
 
@@ -118,8 +118,8 @@ def test_additive_model_gives_exact_shapley_values():
     x = jax.random.uniform(jax.random.key(2), (3, 4, 6, 1))
     b = 0.25
     exact = np.tanh(a * _feature_sums(x, mask, f)) - np.tanh(a * b * 4)
-    sv = A.shapley_sampling(fn, None, x, 0, key=KEY, n_samples=2, grid=(2, 2), baselines=b)
-    ks = A.kernel_shap(fn, None, x, 0, key=KEY, n_samples=40, grid=(2, 2), baselines=b)
+    sv = A.shapley_sampling(fn, None, x, 0, key=KEY, n_samples=2, grid=(2, 2), baselines=b).map
+    ks = A.kernel_shap(fn, None, x, 0, key=KEY, n_samples=40, grid=(2, 2), baselines=b).map
     np.testing.assert_allclose(_per_feature(sv, mask, f), exact, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(_per_feature(ks, mask, f), exact, rtol=1e-4, atol=1e-5)
 
@@ -131,7 +131,7 @@ def test_sampling_error_shrinks_to_exact_shapley_values(small, method, few, many
     exact = _exact_shapley(fn, params, x, np.zeros_like(x), t, mask, f)
     err = {}
     for n in (few, many):
-        got = A.get(method).fn(fn, params, x, t, key=KEY, n_samples=n, grid=(2, 2))
+        got = A.get(method).fn(fn, params, x, t, key=KEY, n_samples=n, grid=(2, 2)).map
         phi = _per_feature(got, mask, f)
         # Both satisfy efficiency exactly: the values sum to f(x) - f(baseline).
         np.testing.assert_allclose(phi.sum(-1), exact.sum(-1), rtol=1e-4, atol=1e-5)
@@ -152,7 +152,7 @@ def test_lime_recovers_a_linear_models_coefficients():
     expect = np.stack([contrib[:, mask == j].sum(-1) for j in range(f)], -1)
     for distance in ("cosine", "euclidean"):
         got = A.lime(fn, None, x, t, key=KEY, n_samples=30, grid=(2, 2), baselines=0.1,
-                     alpha=0.0, distance=distance)
+                     alpha=0.0, distance=distance).map
         np.testing.assert_allclose(_per_feature(got, mask, f), expect, rtol=1e-4, atol=1e-4)
 
 
@@ -209,7 +209,7 @@ def test_rise_puts_its_mass_where_the_model_looks():
         return jnp.stack([8 * (x[:, :6, :6].mean((1, 2, 3)) - 0.5), jnp.zeros(len(x))], -1)
 
     x = jnp.ones((2, 16, 16, 1))
-    sal = np.asarray(A.rise(fn, None, x, 0, key=KEY, n_masks=400, cells=4, chunk_size=64))
+    sal = np.asarray(A.rise(fn, None, x, 0, key=KEY, n_masks=400, cells=4, chunk_size=64).map)
     inside, outside = sal[:, :6, :6].mean((1, 2)), sal[:, 9:, 9:].mean((1, 2))
     assert np.all(inside > outside + 0.1), (inside, outside)
     # far from the block, a pixel's mask says nothing about the score: E[f] (prob of class 0)
@@ -222,7 +222,7 @@ def test_rise_is_the_score_weighted_mean_of_its_masks():
     x = jax.random.uniform(KEY, (2, 8, 9, 1))
     keys = jax.random.split(jax.random.key(8), 2)
     sal = A.rise(fn, None, x, 1, key=keys, n_masks=6, cells=3, p_keep=0.4, score="logit",
-                 chunk_size=4)
+                 chunk_size=4).map
     u = P.image_draws(keys, 6 * 11).reshape(2, 6, 11)
     masks = np.asarray(jax.vmap(jax.vmap(lambda v: P.rise_mask(v, (8, 9), 3, 0.4)))(u))
     assert masks.min() >= 0 and masks.max() <= 1 and len(np.unique(masks)) > 2  # smooth
@@ -242,13 +242,14 @@ def test_gradient_shap_completeness_in_expectation_on_a_linear_model():
     target = np.asarray(fn(None, x))[:, 1] - np.asarray(fn(None, bases))[:, 1].mean()
     err = {}
     for n in (8, 3200):
-        attr, delta = A.gradient_shap(fn, None, x, 1, key=KEY, baselines=bases, n_samples=n,
-                                      stdevs=0.2, chunk_size=64, return_convergence_delta=True)
+        res = A.gradient_shap(fn, None, x, 1, key=KEY, baselines=bases, n_samples=n,
+                              stdevs=0.2, chunk_size=64)
+        attr, delta = res.map, res.extras["delta"]
         np.testing.assert_allclose(delta, 0, atol=1e-4)  # each draw is exact for linear f
         err[n] = np.abs(np.asarray(attr.sum((1, 2, 3))) - target).max()
     assert err[3200] < err[8] / 3 and err[3200] < 0.05 * np.abs(target).max(), err
     # one baseline, no noise: w * (x - b) exactly, whatever the path points
-    attr = A.gradient_shap(fn, None, x, 1, key=KEY, baselines=0.2, n_samples=3)
+    attr = A.gradient_shap(fn, None, x, 1, key=KEY, baselines=0.2, n_samples=3).map
     np.testing.assert_allclose(attr, np.asarray(w[:, 1]).reshape(5, 5, 1) * (x - 0.2),
                                rtol=1e-5, atol=1e-6)
 
@@ -271,12 +272,12 @@ def test_defaults_equal_the_old_explicit_settings_on_digits(cnn_random, digits):
     p, x, t = cnn_random, digits[0][:2], digits[1][:2]
     assert P.sampler_chunk(None, p, p.params, x.shape, 49) == 13  # 4 even chunks, not 16
     assert P.sampler_chunk(None, p, p.params, x.shape, 20) == 10
-    np.testing.assert_allclose(A.feature_ablation(p, p.params, x, t),
+    np.testing.assert_allclose(A.feature_ablation(p, p.params, x, t).map,
                                A.feature_ablation(p, p.params, x, t, grid=(4, 4),
-                                                  chunk_size=16), rtol=1e-6, atol=1e-6)
+                                                  chunk_size=16).map, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(
-        A.kernel_shap(p, p.params, x, t, key=KEY, n_samples=20),
-        A.kernel_shap(p, p.params, x, t, key=KEY, n_samples=20, grid=(4, 4), chunk_size=16),
+        A.kernel_shap(p, p.params, x, t, key=KEY, n_samples=20).map,
+        A.kernel_shap(p, p.params, x, t, key=KEY, n_samples=20, grid=(4, 4), chunk_size=16).map,
         rtol=1e-5, atol=1e-6)
 
 
@@ -303,14 +304,14 @@ def _samplers(small):
     fn, params, x, t, mask, _ = small
     kw = dict(feature_mask=mask)
     return {
-        "feature_ablation": lambda **c: A.feature_ablation(fn, params, x, t, **kw, **c),
+        "feature_ablation": lambda **c: A.feature_ablation(fn, params, x, t, **kw, **c).map,
         "shapley_sampling": lambda **c: A.shapley_sampling(fn, params, x, t, key=KEY,
-                                                           n_samples=2, **kw, **c),
+                                                           n_samples=2, **kw, **c).map,
         "kernel_shap": lambda **c: A.kernel_shap(fn, params, x, t, key=KEY, n_samples=12,
-                                                 **kw, **c),
+                                                 **kw, **c).map,
         "lime": lambda **c: A.lime(fn, params, x, t, key=KEY, n_samples=12, lasso_steps=20,
-                                   **kw, **c),
-        "rise": lambda **c: A.rise(fn, params, x, t, key=KEY, n_masks=10, cells=2, **c),
+                                   **kw, **c).map,
+        "rise": lambda **c: A.rise(fn, params, x, t, key=KEY, n_masks=10, cells=2, **c).map,
     }
 
 
@@ -361,6 +362,6 @@ def test_errors(small):
     with pytest.raises(ValueError, match="stdevs must be a number >= 0"):
         A.gradient_shap(fn, params, x, t, key=KEY, stdevs=-1.0)
     with pytest.raises(ValueError, match="feature_mask must be a concrete array"):
-        jax.jit(lambda m: A.feature_ablation(fn, params, x, t, feature_mask=m))(mask)
+        jax.jit(lambda m: A.feature_ablation(fn, params, x, t, feature_mask=m).map)(mask)
     with pytest.warns(RuntimeWarning, match="outside the input range"):
         A.feature_ablation(fn, params, x, t, baselines=3.0)

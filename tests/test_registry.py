@@ -15,7 +15,7 @@ TOY = "toy_squared_saliency"
 
 
 def _squared_saliency(fn, params, images, target):
-    return A.saliency(fn, params, images, target) ** 2
+    return A.saliency(fn, params, images, target).map ** 2
 
 
 @pytest.fixture

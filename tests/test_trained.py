@@ -73,4 +73,4 @@ def test_incremental_equals_exact_trained(trained_mnist):
     x, y = t.x_val[:1], t.y_val[:1]
     a = occlusion(t.probe, t.params, x, y, window=4, stride=3)
     b = occlusion(t.probe, t.params, x, y, window=4, stride=3, method="incremental")
-    np.testing.assert_allclose(b.scores, a.scores, atol=1e-4)
+    np.testing.assert_allclose(b.extras["scores"], a.extras["scores"], atol=1e-4)

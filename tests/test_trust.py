@@ -114,7 +114,7 @@ def test_non_square_images_keep_orientation():
     x = np.asarray(jax.random.uniform(KEY, (2, 24, 40, 1)))
     for name in ("saliency", "integrated_gradients", "occlusion"):
         m = run(name, top_rows, x, 0) if name != "occlusion" else np.asarray(O.occlusion(
-            top_rows, None, x, 0, window=(4, 4), stride=(4, 4)).attribution)
+            top_rows, None, x, 0, window=(4, 4), stride=(4, 4)).map)
         m = m[..., 0] if m.ndim == 4 else m
         assert m.shape[:3] == (2, 24, 40), name
         # rows 8.. never reach class 0: zero up to float rounding of the unchanged sum
@@ -177,8 +177,8 @@ def test_tuple_output_needs_a_selector(bn, images):
     with pytest.raises(ValueError, match="say which output"):
         A.saliency(p, p.params, images[:1], 0)
     first, second = (probe_lib.from_model(Two(), output=i) for i in (0, 1))
-    g1 = A.saliency(first, first.params, images[:1], 0, abs=False)
-    g2 = A.saliency(second, second.params, images[:1], 0, abs=False)
+    g1 = A.saliency(first, first.params, images[:1], 0, abs=False).map
+    g2 = A.saliency(second, second.params, images[:1], 0, abs=False).map
     np.testing.assert_allclose(g2, -g1, rtol=1e-5, atol=1e-7)  # the selector picked -y
     assert float(jnp.abs(g1).max()) > 0
 
@@ -214,8 +214,8 @@ def test_all_zero_grad_cam_warns(images):
             return -jnp.stack([self.conv(x).mean((1, 2, 3))] * 2, -1)
 
     p = probe_lib.from_model(Negative())
-    with pytest.warns(RuntimeWarning, match="all zero after its ReLU"):
-        cam = A.grad_cam(p, p.params, images[:2], 0, layer="conv")
+    with pytest.warns(A.BlankMapWarning, match=r"grad_cam: .*image\(s\) \[0, 1\].*no positive evidence"):
+        cam = A.grad_cam(p, p.params, images[:2], 0, layer="conv").map
     assert np.all(np.asarray(cam) == 0)
 
 

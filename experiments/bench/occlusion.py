@@ -129,7 +129,7 @@ def _memory_child(chunk, run: bool) -> dict:
     """The measurement itself (run in a fresh process by _memory_row)."""
     probe, x = _vgg_probe()
     call = lambda params, x: occlusion(  # noqa: E731
-        probe, params, x, 0, window=8, stride=4, chunk_size=chunk).attribution
+        probe, params, x, 0, window=8, stride=4, chunk_size=chunk).map
     mem = jax.jit(call).lower(probe.params, x).compile().memory_analysis()
     out = {"xla_temp_gb": getattr(mem, "temp_size_in_bytes", 0) / 1e9}
     if run:

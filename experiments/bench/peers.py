@@ -230,7 +230,7 @@ def _setup(torch, quick: bool) -> _Setup:
 def _jaxcall(s: _Setup, name: str, **kw):
     """A call of the public jaxviz.attribution.<name> on the setup's digits."""
     from jaxviz import attribution as A  # noqa: PLC0415
-    return lambda: getattr(A, name)(s.probe, s.probe.params, s.xj, s.yj, **kw)
+    return lambda: getattr(A, name)(s.probe, s.probe.params, s.xj, s.yj, **kw).map
 
 
 def _same(p, j):
@@ -259,7 +259,7 @@ def _occlusion_pairs(s: _Setup, quick: bool) -> list[dict]:
         out += _pair(f"occlusion {method}", "captum", occ_settings, (occ_s, occ_out),
                      f"method={method!r}, chunk = one image's 625 positions", call,
                      (625 + 1) * F * N_IMAGES if method == "exact" else None, N_IMAGES,
-                     s.heavy, agree=lambda p, j: (_nhwc(p)[..., 0], j.attribution))
+                     s.heavy, agree=lambda p, j: (_nhwc(p)[..., 0], j.map))
     return out
 
 

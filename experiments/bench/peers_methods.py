@@ -118,7 +118,7 @@ def _gradient_rows(s, x_sal: dict) -> list[dict]:
     bases = _baseline_set(N_BASELINES)
     bt = torch.from_numpy(nhwc_to_nchw(bases))
     call = lambda name, **kw: (lambda: getattr(A, name)(  # noqa: E731
-        s.probe, s.probe.params, s.xj, s.yj, **kw))
+        s.probe, s.probe.params, s.xj, s.yj, **kw).map)
     jt = {k: harness.timed(f, s.light) for k, f in {
         "deeplift": call("deeplift"),
         "deeplift_shap": call("deeplift_shap", baselines=bases),
@@ -176,7 +176,7 @@ def _mean_ig(s, bases) -> np.ndarray:
     """GradientShap's expectation at stdevs 0: the mean over baselines of IG(x, b)."""
     from jaxviz import attribution as A  # noqa: PLC0415
     return np.mean([np.asarray(A.integrated_gradients(
-        s.probe, s.probe.params, s.xj, s.yj, baselines=b[None], n_steps=32)) for b in bases], 0)
+        s.probe, s.probe.params, s.xj, s.yj, baselines=b[None], n_steps=32).map) for b in bases], 0)
 
 
 def _reshape_twin(net, eps=None, pool_eps=None):
@@ -224,7 +224,7 @@ def _lrp_rows(s, x_sal: dict) -> list[dict]:
     def jax_lrp(eps):
         rule = lrp_rules.Epsilon(eps)
         return lambda: A.lrp(s.probe, s.probe.params, s.xj, s.yj, composite=(
-            lrp_composites.Composite(conv=rule, dense=rule, pool=rule)))
+            lrp_composites.Composite(conv=rule, dense=rule, pool=rule))).map
 
     def captum_map(net):
         return nchw_to_nhwc(ca.LRP(net).attribute(s.xt, target=s.yt).detach().numpy())
@@ -347,7 +347,7 @@ def _sampler_rows(s, quick: bool) -> list[dict]:
         run_c = lambda ppe: m.attribute(xts, baselines=0.0, target=yts, feature_mask=fm,  # noqa: E731
                                         perturbations_per_eval=ppe, **ckw)
         run_j = lambda: getattr(A, name)(s.probe, s.probe.params, xs, s.yj[:len(xs)],  # noqa: E731
-                                         grid=grid, baselines=0.0, chunk_size=CHUNK, **jkw)
+                                         grid=grid, baselines=0.0, chunk_size=CHUNK, **jkw).map
         return run_c, run_j
 
     out, done = [], []

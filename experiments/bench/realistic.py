@@ -156,7 +156,7 @@ def _extra_call(name: str, quick: bool, probe, t):
     from jaxviz.maximize import api  # noqa: PLC0415
     if name == "occlusion_incremental":
         return (lambda params, x: occlusion.occlusion(probe, params, x, t, method="incremental",
-                                                      **OCCLUSION).attribution,
+                                                      **OCCLUSION).map,
                 "method=incremental, window=(32, 32), stride=(16, 16)")
     if name == "maximize":
         steps = 4 if quick else 32

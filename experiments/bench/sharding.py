@@ -31,11 +31,11 @@ def _child(n: int) -> dict:
     ys = sharding.shard_batch(jnp.asarray(ds.y_val[:n]), mesh)
     params = sharding.replicate(p.params, mesh)
     cases = {
-        "saliency": lambda: A.saliency(p, params, xs, ys),
+        "saliency": lambda: A.saliency(p, params, xs, ys).map,
         "integrated_gradients (16 steps)": lambda: A.integrated_gradients(
-            p, params, xs, ys, n_steps=16),
+            p, params, xs, ys, n_steps=16).map,
         "occlusion (4x4, stride 2)": lambda: O.occlusion(
-            p, params, xs, ys, window=4, stride=2).attribution,
+            p, params, xs, ys, window=4, stride=2).map,
     }
     return {name: harness.timed(f, 3).seconds for name, f in cases.items()}
 

@@ -1,13 +1,15 @@
 """Attribution: which input pixels (or layer positions) a class score depends on.
 
-One API shape, Captum's argument names:
-    method(fn, params, images, target, **options) -> (N, H, W, C) float32   (CAMs: (N, H, W))
+One API shape, Captum's argument names, one result type:
+    method(fn, params, images, target, **options) -> Attribution
+    .map: (N, H, W, C) float32 (CAMs, occlusion and the samplers: (N, H, W)); .extras: named
+    arrays ({"delta": (N,)} for the methods with a convergence delta)
 `fn(params, x) -> (N, K) logits` is any apply_fn or a `jaxviz.core.probe.Probe` (the CAMs
 need a Probe); `images` (N, H, W, C); `target` an int or one class per image. Every method
 is batched, jittable and cached: a second call with the same shapes does not retrace.
 
     from jaxviz import attribution as attr
-    s = attr.saliency(probe, probe.params, x, y)
+    s = attr.saliency(probe, probe.params, x, y).map
     res = attr.attribute("integrated_gradients", probe, probe.params, x, y)  # any method
     res.map, res.extras["delta"]
 
@@ -19,7 +21,6 @@ from jaxviz.attribution.cam import (  # noqa: F401
     grad_cam, grad_cam_plus_plus, guided_grad_cam, score_cam, spatial_layers)
 from jaxviz.attribution.cam_variants import (  # noqa: F401
     ablation_cam, eigen_cam, full_grad, hires_cam, layer_cam, xgrad_cam)
-from jaxviz.attribution import expected_gradients as _expected_gradients
 from jaxviz.attribution.expected_gradients import gradient_shap  # noqa: F401
 from jaxviz.attribution.perturbation import feature_ablation, rise, shapley_sampling  # noqa: F401
 from jaxviz.attribution.surrogate import kernel_shap, lime  # noqa: F401
@@ -33,20 +34,14 @@ from jaxviz.attribution.noise_tunnel import noise_tunnel
 from jaxviz.attribution.normalize import (  # noqa: F401
     clip_percentile, max_abs, reduce_channels, unit_range)
 from jaxviz.attribution.registry import (  # noqa: F401
-    METHODS, Attribution, Method, attribute, compare, display_map, get, register, unregister)
+    METHODS, Attribution, BlankMapWarning, Method, attribute, compare, display_map, get,
+    method_key, register, unregister)
 from jaxviz.attribution.relu_rules import with_relu_rule  # noqa: F401
 from jaxviz.attribution.sanity import cascading_randomization, rank_correlation  # noqa: F401
 
-smoothgrad = noise_tunnel(saliency)
-smoothgrad.__doc__ = "SmoothGrad (Smilkov et al. 2017): noise_tunnel(saliency). -> (N, H, W, C)."
-
-
-def _ig_result(out):
-    return Attribution(out[0], {"delta": out[1]})
-
-
-def _occlusion_result(res):
-    return Attribution(res.attribution, {"scores": res.scores, "base": res.base})
+smoothgrad = noise_tunnel(saliency, name="smoothgrad")
+smoothgrad.__doc__ = ("SmoothGrad (Smilkov et al. 2017): noise_tunnel(saliency). "
+                      "-> Attribution, map (N, H, W, C).")
 
 
 _PROBE = dict(needs_probe=True)
@@ -61,8 +56,8 @@ for _m in (
            channel_reduce="max_abs", captum="NoiseTunnel(Saliency)", **_CHUNK,
            defaults=dict(n_samples=50, sigma=0.15), quick=dict(n_samples=3, sigma=0.1)),
     Method("integrated_gradients", integrated_gradients, paper="Sundararajan et al. 2017", label="Integrated\nGradients",
-           captum="IntegratedGradients", to_result=_ig_result, **_CHUNK,
-           defaults=dict(n_steps=64, return_convergence_delta=True), quick=dict(n_steps=4)),
+           captum="IntegratedGradients", **_CHUNK,
+           defaults=dict(n_steps=64), quick=dict(n_steps=4)),
     Method("grad_cam", grad_cam, paper="Selvaraju et al. 2017", kind="layer", label="Grad-CAM", signed=False,
            captum="LayerGradCam", **_PROBE),
     Method("grad_cam_plus_plus", grad_cam_plus_plus, paper="Chattopadhay et al. 2018", kind="layer", label="Grad-CAM++",
@@ -72,7 +67,7 @@ for _m in (
     Method("guided_grad_cam", guided_grad_cam, paper="Selvaraju et al. 2017", label="Guided\nGrad-CAM",
            channel_reduce="max_abs", captum="GuidedGradCam", **_PROBE),
     Method("occlusion", _occlusion.occlusion, paper="Zeiler & Fergus 2014", kind="occlusion", label="occlusion",
-           captum="Occlusion", to_result=_occlusion_result, **_CHUNK,
+           captum="Occlusion", **_CHUNK,
            defaults=dict(window=(4, 4), stride=(2, 2)), quick=dict(window=(4, 4), stride=(3, 3))),
     Method("hires_cam", hires_cam, paper="Draelos & Carin 2020", kind="layer", label="HiResCAM", signed=False, **_PROBE),
     Method("xgrad_cam", xgrad_cam, paper="Fu et al. 2020", kind="layer", label="XGrad-CAM", signed=False, **_PROBE),
@@ -83,7 +78,7 @@ for _m in (
     Method("full_grad", full_grad, paper="Srinivas & Fleuret 2019", kind="layer", label="FullGrad", signed=False, **_PROBE),
     Method("gradient_shap", gradient_shap, paper="Lundberg & Lee 2017", label="GradientSHAP", needs_key=True,
            captum="GradientShap",
-           to_result=_expected_gradients.to_attribution, **_CHUNK, defaults=dict(n_samples=50),
+           **_CHUNK, defaults=dict(n_samples=50),
            quick=dict(n_samples=3, stdevs=0.1)),
     Method("feature_ablation", feature_ablation, paper="Captum (Kokhlikyan et al. 2020)", kind="occlusion", label="feature\nablation",
            captum="FeatureAblation", **_CHUNK, quick=dict(grid=(7, 7))),
@@ -96,12 +91,11 @@ for _m in (
            quick=dict(n_samples=20, grid=(7, 7), lasso_steps=50)),
     Method("rise", rise, paper="Petsiuk et al. 2018", kind="occlusion", label="RISE", needs_key=True, signed=False, **_CHUNK,
            quick=dict(n_masks=8)),
-    Method("deeplift", deeplift, paper="Shrikumar et al. 2017", label="DeepLIFT", captum="DeepLift", to_result=_ig_result,
-           defaults=dict(return_convergence_delta=True)),
+    Method("deeplift", deeplift, paper="Shrikumar et al. 2017", label="DeepLIFT", captum="DeepLift"),
     Method("deeplift_shap", deeplift_shap, paper="Lundberg & Lee 2017", label="DeepLIFT\nSHAP", needs_key=True,
-           captum="DeepLiftShap", to_result=_ig_result, **_CHUNK,
-           defaults=dict(n_baselines=16, return_convergence_delta=True), quick=dict(n_baselines=2)),
-    Method("lrp", lrp, paper="Bach et al. 2015; Montavon et al. 2019", label="LRP", captum="LRP", to_result=_ig_result,
-           defaults=dict(composite="epsilon_plus", return_convergence_delta=True)),
+           captum="DeepLiftShap", **_CHUNK,
+           defaults=dict(n_baselines=16), quick=dict(n_baselines=2)),
+    Method("lrp", lrp, paper="Bach et al. 2015; Montavon et al. 2019", label="LRP", captum="LRP",
+           defaults=dict(composite="epsilon_plus")),
 ):
     register(_m)

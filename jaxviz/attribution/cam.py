@@ -1,25 +1,34 @@
 """Class activation maps: Grad-CAM, Grad-CAM++, Score-CAM and Guided Grad-CAM.
 
-`method(probe, params, images, target, *, layer=None, ...) -> (N, H, W)` (or (N, h, w) at
-the layer's resolution with upsample=False). `probe` must be a `jaxviz.core.probe.Probe`: the
+`method(probe, params, images, target, *, layer=None, ...) -> Attribution`, map (N, H, W)
+(or (N, h, w) at the layer's resolution with upsample=False). A map that is zero everywhere
+after the ReLU raises a `BlankMapWarning` (see `jaxviz.core.result`). `probe` must be a `jaxviz.core.probe.Probe`: the
 layer's activation A (N, h, w, K) is read, and its gradient taken, through
 `probe.run(..., edits={layer: lambda a: a + delta})`, so the model is never edited.
 layer=None picks the last layer whose output is (N, h, w, K), like keras-vis' search for
 the penultimate conv/pool layer. Maps are upsampled bilinearly with `jax.image.resize`.
+
+Against pytorch-grad-cam 1.5.5 (docs/peers_gradcam.md, `python -m experiments.bench --only
+peers_gradcam`): both apply the ReLU at the layer's resolution, before upsampling; the peer
+then min-max scales each map, (m - min) / (max - min + 1e-7), resizes it with cv2's
+bilinear (the same half-pixel interpolation as `jax.image.resize` here) and min-max scales
+the result again, where jaxviz returns the raw map. Min-max being affine per image, the
+peer's output is `jaxviz.attribution.normalize.unit_range` of jaxviz's map (the option to
+get the peer's definition; at the layer's resolution its 1e-7 guard moves a map of range r
+by ~1e-7 / r, which unit_range does not add).
 """
 from __future__ import annotations
 
 import functools
-import warnings
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxviz.attribution.gradients import gradient_map
 from jaxviz.core import analysis, paths
 from jaxviz.core import compile as compile_lib
 from jaxviz.core.probe import Probe
+from jaxviz.core.result import Attribution, attribution_method, cam_cause
 
 
 def _is_spatial(shape) -> bool:
@@ -108,42 +117,43 @@ def _cam(probe, params, x, t, layer, kind, relu, upsample):
     return cam
 
 
+@attribution_method("grad_cam", cam_cause)
 def grad_cam(fn, params, images, target, *, layer: str | None = None, relu: bool = True,
-             upsample: bool = True) -> jax.Array:
-    """Grad-CAM (Selvaraju et al. 2017): relu(sum_k mean_hw(dS/dA_k) A_k). -> (N, H, W)."""
+             upsample: bool = True) -> Attribution:
+    """Grad-CAM (Selvaraju et al. 2017): relu(sum_k mean_hw(dS/dA_k) A_k). -> map (N, H, W).
+
+    The same definition as pytorch-grad-cam's GradCAM: unit_range of this map is its output
+    (max rel. diff 4e-6 on the benchmark's digits; the module docstring says why)."""
     x, t = analysis.check_inputs(fn, params, images, target)
     layer = resolve_layer(fn, layer, x.shape)
-    maps = _cam(analysis.static_fn(fn), params, x, t, layer, "gradcam", bool(relu), bool(upsample))
-    if relu:
-        _warn_if_all_zero(maps, layer)
-    return maps
+    return Attribution(_cam(analysis.static_fn(fn), params, x, t, layer, "gradcam", bool(relu),
+                            bool(upsample)))
 
 
-def _warn_if_all_zero(maps, layer: str) -> None:
-    """A Grad-CAM that is zero everywhere after its ReLU has no positive evidence to show;
-    say so rather than hand back a blank map that looks like "nothing matters"."""
-    if isinstance(maps, jax.core.Tracer):
-        return
-    dead = np.flatnonzero(~np.asarray(jnp.any(maps > 0, axis=(1, 2))))
-    if dead.size:
-        warnings.warn(f"Grad-CAM at {layer!r} is all zero after its ReLU for image(s) "
-                      f"{dead.tolist()}: no channel has positive evidence for the target; "
-                      f"relu=False shows the negative map", RuntimeWarning, stacklevel=3)
-
-
+@attribution_method("grad_cam_plus_plus", cam_cause)
 def grad_cam_plus_plus(fn, params, images, target, *, layer: str | None = None,
-                       relu: bool = True, upsample: bool = True) -> jax.Array:
-    """Grad-CAM++: channel weights sum_hw alpha_hw relu(dS/dA_hw). -> (N, H, W)."""
+                       relu: bool = True, upsample: bool = True) -> Attribution:
+    """Grad-CAM++: channel weights sum_hw alpha_hw relu(dS/dA_hw). -> map (N, H, W).
+
+    alpha = G^2 / (2 G^2 + sum_hw(A) G^3) exactly (0 where that denominator is 0).
+    pytorch-grad-cam's GradCAMPlusPlus adds 1e-6 to the denominator; where |G| is small
+    (the benchmark's MnistCNN at conv2: |G| ~ 1e-4, G^2 ~ 1e-8) that constant dominates,
+    alpha becomes ~G^2 / 1e-6 and the maps differ completely (max rel. diff 1.0); with its
+    constant set to 0 they agree to 2e-4, float32 rounding amplified where 2 + sum(A) G
+    nearly cancels."""
     x, t = analysis.check_inputs(fn, params, images, target)
-    return _cam(analysis.static_fn(fn), params, x, t, resolve_layer(fn, layer, x.shape, "Grad-CAM++"),
-                "gradcam++", bool(relu), bool(upsample))
+    return Attribution(_cam(analysis.static_fn(fn), params, x, t,
+                            resolve_layer(fn, layer, x.shape, "Grad-CAM++"),
+                            "gradcam++", bool(relu), bool(upsample)))
 
 
-def guided_grad_cam(fn, params, images, target, *, layer: str | None = None) -> jax.Array:
-    """Upsampled Grad-CAM times guided backprop. -> (N, H, W, C), signed."""
+@attribution_method("guided_grad_cam", cam_cause)
+def guided_grad_cam(fn, params, images, target, *, layer: str | None = None) -> Attribution:
+    """Upsampled Grad-CAM times guided backprop. -> map (N, H, W, C), signed."""
     x, t = analysis.check_inputs(fn, params, images, target)
-    return _cam(analysis.static_fn(fn), params, x, t, resolve_layer(fn, layer, x.shape, "Guided Grad-CAM"),
-                "guided", True, True)
+    return Attribution(_cam(analysis.static_fn(fn), params, x, t,
+                            resolve_layer(fn, layer, x.shape, "Guided Grad-CAM"),
+                            "guided", True, True))
 
 
 @functools.partial(compile_lib.jit, kind="forward",
@@ -160,16 +170,24 @@ def _score_cam(probe, params, x, t, layer, relu, upsample, chunk_size):
     return _finish(jnp.einsum("nhwk,kn->nhw", a, probs), x, relu, upsample)
 
 
+@attribution_method("score_cam", cam_cause)
 def score_cam(fn, params, images, target, *, layer: str | None = None, relu: bool = True,
-              upsample: bool = True, chunk_size: int | None = 16) -> jax.Array:
-    """Score-CAM (Wang et al. 2020), gradient-free. -> (N, H, W).
+              upsample: bool = True, chunk_size: int | None = 16) -> Attribution:
+    """Score-CAM (Wang et al. 2020), gradient-free. -> map (N, H, W).
 
     Channel k's weight is the target's softmax probability for the input masked by channel
     k's activation, upsampled and min-max scaled to [0, 1] (a constant channel masks all).
     chunk_size: channels (masked copies of the whole batch) run at once; None = all.
+
+    pytorch-grad-cam's ScoreCAM differs in two choices: its masks are upsampled with
+    `UpsamplingBilinear2d` (align_corners=True, not half-pixel) and scaled with a 1e-8 guard,
+    and channel k's weight is the softmax over the channels of the masked inputs' target
+    logits, not the softmax over classes (it runs 16 masked copies of one image per
+    forward). Max rel. diff 0.10 on the benchmark's digits; 6e-7 with both choices made
+    jaxviz's way on the peer side (docs/peers_gradcam.md).
     """
     x, t = analysis.check_inputs(fn, params, images, target)
     layer = resolve_layer(fn, layer, x.shape, "Score-CAM")
     chunk_size = analysis.check_chunk_size(chunk_size)
-    return _score_cam(analysis.static_fn(fn), params, x, t, layer, bool(relu), bool(upsample),
-                      chunk_size)
+    return Attribution(_score_cam(analysis.static_fn(fn), params, x, t, layer, bool(relu),
+                                  bool(upsample), chunk_size))

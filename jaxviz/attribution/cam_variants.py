@@ -1,7 +1,7 @@
 """The wider CAM set, as pytorch-grad-cam defines it: HiResCAM, XGrad-CAM, LayerCAM,
 EigenCAM, Ablation-CAM and FullGrad.
 
-`method(probe, params, images, target, *, layer=None, ...) -> (N, H, W)` like
+`method(probe, params, images, target, *, layer=None, ...) -> Attribution`, map (N, H, W), like
 `jaxviz.attribution.cam` (whose `resolve_layer`, `layer_grad` and `_finish` they share):
 A (N, h, w, K) is the layer's activation, G = dS/dA the target logit's gradient there.
 
@@ -16,12 +16,30 @@ A (N, h, w, K) is the layer's activation, G = dS/dA the target logit's gradient 
                  psi = min-max to [0, 1] per (image, channel), then bilinear upsampling
                                                                       (Srinivas & Fleuret 2019)
 
-Documented differences from pytorch-grad-cam: maps are not min-max scaled at the end (the
-display does that); EigenCAM's principal direction has a fixed sign (the projection
-correlates positively with the channel-summed activation), where an SVD's sign is
-arbitrary; Ablation-CAM sets the channel to `ablation_value` (default 0, the paper's
-choice) where pytorch-grad-cam uses min(A) - 1e7 for layers with negative activations, and
-gives a channel weight 0 when the unablated score is exactly 0.
+Documented differences from pytorch-grad-cam 1.5.5, measured side by side on the same
+weights and layer by `python -m experiments.bench --only peers_gradcam`
+(docs/peers_gradcam.md):
+- Maps are not min-max scaled at the end (the display does that). The peer scales each
+  map, (m - min) / (max - min + 1e-7), resizes it with cv2's bilinear (the same half-pixel
+  interpolation as `jax.image.resize`) and scales again, so its output is
+  `jaxviz.attribution.normalize.unit_range` of jaxviz's map: the option to get the peer's
+  definition. The ReLU comes before upsampling on both sides. HiResCAM and LayerCAM have
+  the peer's definitions exactly; XGrad-CAM too (the same 1e-7 on the activation sum;
+  jaxviz gives weight 0 where sum + 1e-7 is exactly 0, where the peer divides by 0).
+- EigenCAM's principal direction has a fixed sign (the projection correlates positively
+  with the channel-summed activation), where the peer keeps whatever sign LAPACK's SVD
+  gives (it also computes the full (h*w, h*w) U it does not use); where the signs differ
+  the peer's map is relu(-p) where jaxviz's is relu(p). On the benchmark's digits no image
+  differed in sign.
+- Ablation-CAM sets the channel to `ablation_value` (default 0, the paper's choice) where
+  the peer uses 0 for a layer whose minimum is 0 and otherwise min(A) - 1e7, recomputed
+  after each channel of its batch is set (the i-th channel of a batch gets about
+  min - 1e7 (i + 1)); behind a ReLU both are the same channel of zeros (conv2 of the
+  benchmark's CNN: max rel. diff 1.5e-5). jaxviz gives a channel weight 0 when the
+  unablated score is exactly 0, where the peer divides by it.
+- FullGrad: the peer takes the biases of Conv2d and BatchNorm2d modules only (jaxviz: any
+  spatial layer with a (K,) bias, below); the parts are scaled per channel as here and
+  summed, and the peer min-max scales the sum at the end (unit_range of jaxviz's map).
 
 FullGrad's bias gradients, for any Flax model without a layer list: the Probe hands over
 each layer's module while the model is traced; a layer whose output is (N, h, w, K) and
@@ -42,6 +60,7 @@ from flax import nnx
 from jaxviz.attribution.cam import _finish, _is_spatial, layer_grad, resolve_layer
 from jaxviz.core import analysis
 from jaxviz.core import compile as compile_lib
+from jaxviz.core.result import Attribution, attribution_method, cam_cause
 
 GRAD_VARIANTS = ("hires", "xgrad", "layercam")
 XGRAD_EPS = 1e-7  # pytorch-grad-cam's guard on the activation sum
@@ -70,25 +89,30 @@ def _grad_variant(probe, params, x, t, layer, variant, relu, upsample):
 def _run_variant(variant, label, fn, params, images, target, layer, relu, upsample):
     x, t = analysis.check_inputs(fn, params, images, target)
     layer = resolve_layer(fn, layer, x.shape, label)
-    return _grad_variant(analysis.static_fn(fn), params, x, t, layer, variant, bool(relu),
-                         bool(upsample))
+    return Attribution(_grad_variant(analysis.static_fn(fn), params, x, t, layer, variant,
+                                     bool(relu), bool(upsample)))
 
 
+@attribution_method("hires_cam", cam_cause)
 def hires_cam(fn, params, images, target, *, layer: str | None = None, relu: bool = True,
-              upsample: bool = True) -> jax.Array:
+              upsample: bool = True) -> Attribution:
     """HiResCAM: relu(sum_k dS/dA_k * A_k), element-wise (no spatial averaging of the
     gradient, so the map is exactly what the layer contributes). -> (N, H, W)."""
     return _run_variant("hires", "HiResCAM", fn, params, images, target, layer, relu, upsample)
 
 
+@attribution_method("xgrad_cam", cam_cause)
 def xgrad_cam(fn, params, images, target, *, layer: str | None = None, relu: bool = True,
-              upsample: bool = True) -> jax.Array:
-    """XGrad-CAM: channel weights sum_hw(dS/dA_k * A_k) / (sum_hw A_k + 1e-7). -> (N, H, W)."""
+              upsample: bool = True) -> Attribution:
+    """XGrad-CAM: channel weights sum_hw(dS/dA_k * A_k) / (sum_hw A_k + 1e-7). -> (N, H, W).
+
+    pytorch-grad-cam's XGradCAM up to its final min-max (unit_range of this map)."""
     return _run_variant("xgrad", "XGrad-CAM", fn, params, images, target, layer, relu, upsample)
 
 
+@attribution_method("layer_cam", cam_cause)
 def layer_cam(fn, params, images, target, *, layer: str | None = None, relu: bool = True,
-              upsample: bool = True) -> jax.Array:
+              upsample: bool = True) -> Attribution:
     """LayerCAM: relu(sum_k relu(dS/dA_k) * A_k), positive gradients weight each position.
     -> (N, H, W)."""
     return _run_variant("layercam", "LayerCAM", fn, params, images, target, layer, relu,
@@ -116,13 +140,19 @@ def _eigen_cam(probe, params, x, layer, relu, upsample):
     return _finish(first_component(probe.run(params, x)[1][layer]), x, relu, upsample)
 
 
+@attribution_method("eigen_cam", cam_cause)
 def eigen_cam(fn, params, images, target, *, layer: str | None = None, relu: bool = True,
-              upsample: bool = True) -> jax.Array:
+              upsample: bool = True) -> Attribution:
     """EigenCAM: the layer's activations projected on their first principal component,
-    gradient-free and class-agnostic (`target` is checked, not used). -> (N, H, W)."""
+    gradient-free and class-agnostic (`target` is checked, not used). -> (N, H, W).
+
+    The sign is fixed (`first_component`); pytorch-grad-cam's EigenCAM keeps the SVD's
+    arbitrary sign, so on an image where they differ its map is relu of the negated
+    projection (relu=False here gives the projection to compare)."""
     x, _ = analysis.check_inputs(fn, params, images, target)
     layer = resolve_layer(fn, layer, x.shape, "EigenCAM")
-    return _eigen_cam(analysis.static_fn(fn), params, x, layer, bool(relu), bool(upsample))
+    return Attribution(_eigen_cam(analysis.static_fn(fn), params, x, layer, bool(relu),
+                                  bool(upsample)))
 
 
 @functools.partial(compile_lib.jit, kind="forward", static_argnames=(
@@ -143,11 +173,16 @@ def _ablation_cam(probe, params, x, t, value, layer, relu, upsample, chunk_size)
     return _finish(jnp.einsum("nhwk,kn->nhw", a, weights), x, relu, upsample)
 
 
+@attribution_method("ablation_cam", cam_cause)
 def ablation_cam(fn, params, images, target, *, layer: str | None = None, relu: bool = True,
                  upsample: bool = True, ablation_value: float = 0.0,
-                 chunk_size: int | None = 16) -> jax.Array:
+                 chunk_size: int | None = 16) -> Attribution:
     """Ablation-CAM: channel k's weight is the relative drop of the target logit when channel
     k of the layer is set to `ablation_value`. Gradient-free. -> (N, H, W).
+
+    pytorch-grad-cam's AblationCAM uses 0 only where the layer's minimum is 0, else
+    min(A) - 1e7 (growing per channel of its batch); the same as 0 behind a ReLU
+    (module docstring).
 
     chunk_size: channels (ablated copies of the whole batch) run at once; None = all.
     """
@@ -157,8 +192,9 @@ def ablation_cam(fn, params, images, target, *, layer: str | None = None, relu: 
     if isinstance(ablation_value, bool) or not isinstance(ablation_value, (int, float)):
         raise ValueError(f"ablation_value must be a number (the value an ablated channel "
                          f"takes, e.g. 0.0); got {ablation_value!r}")
-    return _ablation_cam(analysis.static_fn(fn), params, x, t, jnp.float32(ablation_value),
-                         layer, bool(relu), bool(upsample), chunk_size)
+    return Attribution(_ablation_cam(analysis.static_fn(fn), params, x, t,
+                                     jnp.float32(ablation_value), layer, bool(relu),
+                                     bool(upsample), chunk_size))
 
 
 # ---- FullGrad ---------------------------------------------------------------------------
@@ -243,12 +279,16 @@ def _full_grad(probe, params, x, t):
     return total
 
 
-def full_grad(fn, params, images, target) -> jax.Array:
+@attribution_method("full_grad")
+def full_grad(fn, params, images, target) -> Attribution:
     """FullGrad: input-gradient x input plus every spatial layer's bias-gradient, each
-    min-max scaled per channel and upsampled (see the module docstring). -> (N, H, W) >= 0."""
+    min-max scaled per channel and upsampled (see the module docstring). -> (N, H, W) >= 0.
+
+    pytorch-grad-cam's FullGrad is unit_range of this map where every bias layer is a conv
+    or BatchNorm (the peer skips other biased layers, e.g. LayerNorm)."""
     x, t = analysis.check_inputs(fn, params, images, target)
     resolve_layer(fn, None, x.shape, "FullGrad")  # a Probe, with spatial layers
-    return _full_grad(analysis.static_fn(fn), params, x, t)
+    return Attribution(_full_grad(analysis.static_fn(fn), params, x, t))
 
 
 __all__ = ["hires_cam", "xgrad_cam", "layer_cam", "eigen_cam", "ablation_cam", "full_grad",

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from jaxviz.attribution import deeplift_reveal, deeplift_rules, integrated
 from jaxviz.core import analysis, checks
 from jaxviz.core import compile as compile_lib
+from jaxviz.core.result import Attribution, attribution_method
 
 
 def multipliers(fn, params, x, b, t, rule="rescale"):
@@ -59,22 +60,23 @@ def _baseline(baselines, x, blur_sigma):
     return integrated._baselines(baselines, x, blur_sigma)
 
 
+@attribution_method("deeplift")
 def deeplift(fn, params, images, target, *, baselines=None, blur_sigma: float = 5.0,
-             rule: str = "rescale", return_convergence_delta: bool = False):
-    """DeepLIFT. images: (N, H, W, C) -> attributions (N, H, W, C).
+             rule: str = "rescale") -> Attribution:
+    """DeepLIFT. images: (N, H, W, C) -> Attribution: map (N, H, W, C), extras["delta"]
+    (N,) = sum(map) - (f(x) - f(baseline)).
 
     baselines: None or "zeros", "blur" (Gaussian blur of each image, std `blur_sigma` px),
       a number, or an array shaped like images (or (1, H, W, C)).
     rule: "rescale" (default) or "reveal_cancel" for the nonlinearities after conv/dense
       layers (Shrikumar et al. 2017, section 3.5.3; see `deeplift_reveal`).
-    return_convergence_delta: also return delta (N,) = sum(attr) - (f(x) - f(baseline)).
     """
     _check_rule(rule)
     x, t = analysis.check_inputs(fn, params, images, target)
     b = _baseline(baselines, x, blur_sigma)
     checks.warn_outside_range(b, x, "baselines")
     attr, delta = _deeplift(analysis.static_fn(fn), params, x, b, t, rule)
-    return (attr, delta) if return_convergence_delta else attr
+    return Attribution(attr, {"delta": delta})
 
 
 def _check_rule(rule):
@@ -123,10 +125,11 @@ def _shap_baselines(fn, baselines, x, key, n_baselines):
     return b[:, None]  # (B, 1, H, W, C): each shared baseline's reference on a batch of 1
 
 
+@attribution_method("deeplift_shap")
 def deeplift_shap(fn, params, images, target, *, baselines=None, n_baselines: int = 16,
-                  key=None, chunk_size: int | None = None, rule: str = "rescale",
-                  return_convergence_delta: bool = False):
-    """DeepLIFT-SHAP: DeepLIFT averaged over baselines. (N, H, W, C) -> (N, H, W, C).
+                  key=None, chunk_size: int | None = None, rule: str = "rescale") -> Attribution:
+    """DeepLIFT-SHAP: DeepLIFT averaged over baselines. images (N, H, W, C) -> Attribution:
+    map (N, H, W, C), extras["delta"] (N,) = sum(map) - (f(x) - mean_b f(b)).
 
     baselines: a set for every image (a number, (H, W, C) or (B, H, W, C)), or
       (N, B, H, W, C) per image; None draws
@@ -134,7 +137,6 @@ def deeplift_shap(fn, params, images, target, *, baselines=None, n_baselines: in
       else [0, 1)) from `key` (one PRNG key, or one per image).
     chunk_size: baselines evaluated at once (None: all that fit, core.analysis.default_chunk).
     rule: "rescale" (default) or "reveal_cancel", as in `deeplift`.
-    return_convergence_delta: also return delta (N,) = sum(attr) - (f(x) - mean_b f(b)).
     """
     _check_rule(rule)
     chunk_size = analysis.check_chunk_size(chunk_size)
@@ -142,4 +144,4 @@ def deeplift_shap(fn, params, images, target, *, baselines=None, n_baselines: in
     bs = _shap_baselines(fn, baselines, x, key, n_baselines)
     chunk_size = analysis.default_chunk(chunk_size, fn, params, x.shape, len(bs))
     attr, delta = _shap(analysis.static_fn(fn), params, x, bs, t, chunk_size, rule)
-    return (attr, delta) if return_convergence_delta else attr
+    return Attribution(attr, {"delta": delta})

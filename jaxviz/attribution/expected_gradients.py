@@ -20,9 +20,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxviz.attribution.perturbation import chunked_sum, image_draws
-from jaxviz.attribution.registry import Attribution
 from jaxviz.core import analysis, checks
 from jaxviz.core import compile as compile_lib
+from jaxviz.core.result import Attribution, attribution_method
 
 
 def baseline_set(baselines, x) -> jax.Array:
@@ -42,8 +42,8 @@ def baseline_set(baselines, x) -> jax.Array:
     return b
 
 
-@functools.partial(compile_lib.jit, static_argnames=("fn", "n_samples", "chunk_size", "delta"))
-def _gradient_shap(fn, params, x, t, bases, keys, stdevs, n_samples, chunk_size, delta):
+@functools.partial(compile_lib.jit, static_argnames=("fn", "n_samples", "chunk_size"))
+def _gradient_shap(fn, params, x, t, bases, keys, stdevs, n_samples, chunk_size):
     model = compile_lib.fast_model(fn)
     # Per image: the baseline picks and path points up front (one flat draw), the noise per
     # draw (a key folded with the draw's index); image i's numbers come from its key alone.
@@ -61,8 +61,6 @@ def _gradient_shap(fn, params, x, t, bases, keys, stdevs, n_samples, chunk_size,
         tt = jnp.tile(t, len(ids))
         attr = (noisy - b) * analysis.input_grad(model, params, point.reshape(flat), tt
                                                  ).reshape(noisy.shape)
-        if not delta:
-            return attr, jnp.zeros(attr.shape[:2])
         ends = analysis.target_score(fn(params, jnp.concatenate([noisy, b]).reshape(flat)),
                                      jnp.tile(t, 2 * len(ids))).reshape(2, len(ids), -1)
         return attr, attr.sum(axis=(2, 3, 4)) - (ends[0] - ends[1])
@@ -71,18 +69,19 @@ def _gradient_shap(fn, params, x, t, bases, keys, stdevs, n_samples, chunk_size,
     return attr / n_samples, gap / n_samples
 
 
+@attribution_method("gradient_shap")
 def gradient_shap(fn, params, images, target, *, key, baselines=None, n_samples: int = 5,
-                  stdevs: float = 0.0, chunk_size: int | None = None,
-                  return_convergence_delta: bool = False):
-    """GradientSHAP. images: (N, H, W, C) -> attributions (N, H, W, C), signed.
+                  stdevs: float = 0.0, chunk_size: int | None = None) -> Attribution:
+    """GradientSHAP. images: (N, H, W, C) -> Attribution: map (N, H, W, C), signed;
+    extras["delta"] (N,): the mean over draws of sum(attr_draw) - (f(x + e) - f(b))
+    (Captum returns the N * n_samples values; it costs one forward pass per draw's two
+    ends, beside the draw's backward pass).
 
     baselines: the reference distribution: None (a zero image), a number, one image
       (H, W, C) or M images (M, H, W, C), drawn uniformly per sample.
     n_samples: draws per image (Captum's default 5); stdevs: the input noise's standard
       deviation in pixel units (Captum's default 0); key: one PRNG key or one per image;
       chunk_size: draws evaluated at once (None: all that fit, core.analysis.default_chunk).
-    return_convergence_delta: also return delta (N,), the mean over draws of
-      sum(attr_draw) - (f(x + e) - f(b)) (Captum returns the N * n_samples values).
     """
     n_samples = checks.positive_int(n_samples, "n_samples")
     if isinstance(stdevs, bool) or not isinstance(stdevs, (int, float)) or stdevs < 0:
@@ -93,11 +92,5 @@ def gradient_shap(fn, params, images, target, *, key, baselines=None, n_samples:
     keys = analysis.image_keys(key, x.shape[0])
     chunk_size = analysis.default_chunk(chunk_size, fn, params, x.shape, n_samples)
     attr, delta = _gradient_shap(analysis.static_fn(fn), params, x, t, baseline_set(baselines, x),
-                                 keys, jnp.float32(stdevs), n_samples, chunk_size,
-                                 bool(return_convergence_delta))
-    return (attr, delta) if return_convergence_delta else attr
-
-
-def to_attribution(out) -> Attribution:
-    """gradient_shap's output as an Attribution ({"delta"} when it was asked for)."""
-    return Attribution(out[0], {"delta": out[1]}) if isinstance(out, tuple) else Attribution(out)
+                                 keys, jnp.float32(stdevs), n_samples, chunk_size)
+    return Attribution(attr, {"delta": delta})

@@ -1,6 +1,7 @@
 """Gradient maps: saliency, gradient x input, guided backprop and deconvnet.
 
-Every method: `method(fn, params, images, target, **options) -> (N, H, W, C) float32`, where
+Every method: `method(fn, params, images, target, **options) -> Attribution` with map
+(N, H, W, C) float32 (see `jaxviz.core.result`), where
 `fn(params, x) -> (N, K) logits` is any apply_fn or a `jaxviz.core.probe.Probe`, `images` is
 (N, H, W, C) and `target` an int or one class index per image. The gradient of image i is
 taken of `logits[i, target[i]]`, so images must not interact inside `fn` (true for any model
@@ -21,6 +22,7 @@ from jaxviz.attribution import relu_rules
 from jaxviz.attribution.relu_rules import with_relu_rule
 from jaxviz.core import analysis
 from jaxviz.core import compile as compile_lib
+from jaxviz.core.result import Attribution, attribution_method
 
 VARIANTS = ("gradient", "saliency", "gradient_x_input", "guided_backprop", "deconvnet")
 
@@ -57,14 +59,15 @@ def _warn_without_relus(variant, fn, params, x) -> None:
                       RuntimeWarning, stacklevel=4)
 
 
-def _run(variant, fn, params, images, target) -> jax.Array:
+def _run(variant, fn, params, images, target) -> Attribution:
     x, t = analysis.check_inputs(fn, params, images, target)
     if variant in ("guided_backprop", "deconvnet"):
         _warn_without_relus(variant, fn, params, x)
-    return _map(analysis.static_fn(fn), params, x, t, variant)
+    return Attribution(_map(analysis.static_fn(fn), params, x, t, variant))
 
 
-def saliency(fn, params, images, target, *, abs: bool = True) -> jax.Array:
+@attribution_method("saliency")
+def saliency(fn, params, images, target, *, abs: bool = True) -> Attribution:
     """|d score / d x| (Simonyan et al. 2014). (N, H, W, C) -> (N, H, W, C).
 
     abs=False gives the signed gradient. keras-vis also takes the max over channels:
@@ -73,12 +76,14 @@ def saliency(fn, params, images, target, *, abs: bool = True) -> jax.Array:
     return _run("saliency" if abs else "gradient", fn, params, images, target)
 
 
-def gradient_x_input(fn, params, images, target) -> jax.Array:
+@attribution_method("gradient_x_input")
+def gradient_x_input(fn, params, images, target) -> Attribution:
     """x * d score / d x (Shrikumar et al. 2016). (N, H, W, C) -> (N, H, W, C)."""
     return _run("gradient_x_input", fn, params, images, target)
 
 
-def guided_backprop(fn, params, images, target) -> jax.Array:
+@attribution_method("guided_backprop")
+def guided_backprop(fn, params, images, target) -> Attribution:
     """Input gradient through guided ReLUs (see `relu_rules`). (N, H, W, C) -> same, signed.
 
     Only ReLUs change (GELU, SiLU, tanh keep their gradient): on a model without ReLUs it
@@ -89,6 +94,7 @@ def guided_backprop(fn, params, images, target) -> jax.Array:
     return _run("guided_backprop", fn, params, images, target)
 
 
-def deconvnet(fn, params, images, target) -> jax.Array:
+@attribution_method("deconvnet")
+def deconvnet(fn, params, images, target) -> Attribution:
     """Input gradient through deconvnet ReLUs (see `relu_rules`). (N, H, W, C) -> same, signed."""
     return _run("deconvnet", fn, params, images, target)

@@ -17,6 +17,7 @@ import numpy as np
 
 from jaxviz.core import analysis, checks
 from jaxviz.core import compile as compile_lib
+from jaxviz.core.result import Attribution, attribution_method
 
 METHODS = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle",
            "riemann_trapezoid")
@@ -94,15 +95,16 @@ def _ig(fn, params, x, b, t, method, n_steps, chunk):
     return attr, attr.sum(axis=(1, 2, 3)) - (fx - fb)
 
 
+@attribution_method("integrated_gradients")
 def integrated_gradients(fn, params, images, target, *, baselines=None, n_steps: int = 50,
                          method: str = "gausslegendre", chunk_size: int | None = None,
-                         blur_sigma: float = 5.0, return_convergence_delta: bool = False):
-    """Integrated Gradients. images: (N, H, W, C) -> attributions (N, H, W, C).
+                         blur_sigma: float = 5.0) -> Attribution:
+    """Integrated Gradients. images: (N, H, W, C) -> Attribution: map (N, H, W, C),
+    extras["delta"] (N,) = sum(map) - (f(x) - f(b)), the completeness gap.
 
     baselines: None or "zeros", "blur" (Gaussian blur of each image, std `blur_sigma` px),
       a number, or an array shaped like images (or (1, H, W, C)).
     method: one of METHODS. chunk_size: path points evaluated at once.
-    return_convergence_delta: also return delta (N,) = sum(attr) - (f(x) - f(b)).
     """
     n_steps = checks.positive_int(n_steps, "n_steps")
     if method not in METHODS:
@@ -117,4 +119,4 @@ def integrated_gradients(fn, params, images, target, *, baselines=None, n_steps:
     checks.warn_outside_range(b, x, "baselines")
     chunk_size = analysis.default_chunk(chunk_size, fn, params, x.shape, n_steps)
     attr, delta = _ig(analysis.static_fn(fn), params, x, b, t, method, n_steps, chunk_size)
-    return (attr, delta) if return_convergence_delta else attr
+    return Attribution(attr, {"delta": delta})

@@ -1,6 +1,8 @@
 """Layer-wise Relevance Propagation (Bach et al. 2015; Montavon et al. 2019) for any model.
 
-    R = lrp(probe, probe.params, x, target, composite="epsilon_plus")   # (N, H, W, C)
+    res = lrp(probe, probe.params, x, target, composite="epsilon_plus")
+    res.map              # (N, H, W, C) relevance R
+    res.extras["delta"]  # (N,) sum(R) - logit
 
 The relevance of the output is the target logit itself (as Captum's LRP), so for
 conservative rules on a bias-free net sum(R) equals the logit; delta = sum(R) - logit
@@ -24,6 +26,7 @@ from jaxviz.attribution.lrp_trace import LrpFn
 from jaxviz.core import analysis
 from jaxviz.core import probe as probe_lib
 from jaxviz.core import compile as compile_lib
+from jaxviz.core.result import Attribution, attribution_method
 
 
 def _input_range(fn):
@@ -42,17 +45,17 @@ def _lrp(model, params, x, t):
     return R, R.sum(axis=(1, 2, 3)) - score
 
 
+@attribution_method("lrp")
 def lrp(fn, params, images, target, *, composite="epsilon_plus",
-        layer_rules: Mapping | None = None, canonize: bool = True,
-        return_convergence_delta: bool = False):
-    """LRP relevance of each input pixel. images: (N, H, W, C) -> (N, H, W, C).
+        layer_rules: Mapping | None = None, canonize: bool = True) -> Attribution:
+    """LRP relevance of each input pixel. images: (N, H, W, C) -> Attribution: map
+    (N, H, W, C), extras["delta"] (N,) = sum(R) - target logit.
 
     composite: a name in `lrp_composites.COMPOSITES` (default "epsilon_plus": conv
       layers z+, dense layers epsilon) or an `lrp_composites.Composite`.
     layer_rules: {layer name: rule} overriding the composite for named layers of a Probe
       (a `lrp_rules.Rule` such as `Gamma(0.5)`, or a rule name such as "epsilon").
     canonize: fold affine ops by constants after a conv/dense (BatchNorm) into it.
-    return_convergence_delta: also return delta (N,) = sum(R) - target logit.
     """
     comp = lrp_composites.resolve(composite, layer_rules)
     x, t = analysis.check_inputs(fn, params, images, target)
@@ -65,7 +68,7 @@ def lrp(fn, params, images, target, *, composite="epsilon_plus",
     model = LrpFn(analysis.static_fn(fn), comp, canonize=canonize,
                   input_range=_input_range(fn))
     R, delta = _lrp(model, params, x, t)
-    return (R, delta) if return_convergence_delta else R
+    return Attribution(R, {"delta": delta})
 
 
 def canonized(fn, *, composite="epsilon", input_range=(0.0, 1.0)):

@@ -1,7 +1,8 @@
 """Noise tunnel: SmoothGrad, SmoothGrad² and VarGrad around ANY attribution method.
 
     smooth_ig = noise_tunnel(integrated_gradients)
-    maps = smooth_ig(probe, probe.params, x, y, key=key, n_samples=20, sigma=0.15, n_steps=16)
+    res = smooth_ig(probe, probe.params, x, y, key=key, n_samples=20, sigma=0.15, n_steps=16)
+    res.map   # the wrapped method's map shape; no extras
 
 The wrapped method runs on `n_samples` noisy copies of the batch (Smilkov et al. 2017; the
 same aggregation as Captum's NoiseTunnel): "smoothgrad" averages the maps, "smoothgrad_sq"
@@ -18,6 +19,7 @@ import numpy as np
 
 from jaxviz.core import analysis, checks
 from jaxviz.core import compile as compile_lib
+from jaxviz.core.result import Attribution, attribution_method
 
 NT_TYPES = ("smoothgrad", "smoothgrad_sq", "vargrad")
 
@@ -27,10 +29,6 @@ def _check_sigma(sigma) -> float:
         raise ValueError(f"sigma must be a number >= 0 (noise std as a fraction of each "
                          f"image's value range, e.g. 0.15); got {sigma!r}")
     return float(sigma)
-
-
-def _map_of(out):
-    return out.map if hasattr(out, "map") else out[0] if isinstance(out, tuple) else out
 
 
 @functools.partial(compile_lib.jit, static_argnames=("method", "fn", "static_opts", "keyed",
@@ -46,7 +44,7 @@ def _tunnel(method, fn, params, x, t, keys, sigma, array_opts, static_opts, keye
     def one(args):
         e, k = args
         opts = {**dict(static_opts), **array_opts, **({"key": k} if keyed else {})}
-        return _map_of(method(fn, params, x + e, t, **opts))
+        return method(fn, params, x + e, t, **opts).map
 
     maps = analysis.chunked(one, (noise, inner), chunk_size)
     if nt_type == "smoothgrad":
@@ -56,10 +54,16 @@ def _tunnel(method, fn, params, x, t, keys, sigma, array_opts, static_opts, keye
     return maps.var(0)
 
 
-def noise_tunnel(method, *, keyed: bool = False):
-    """Wrap `method(fn, params, images, target, **options)` (any attribution method; keyed
-    =True if it takes key= itself) as a noise-tunnelled method with the same options plus
-    key, n_samples, sigma, nt_type and chunk_size. The result has the method's map shape."""
+def noise_tunnel(method, *, keyed: bool = False, name: str | None = None):
+    """Wrap `method(fn, params, images, target, **options) -> Attribution` (any attribution
+    method; keyed=True if it takes key= itself) as a noise-tunnelled method with the same
+    options plus key, n_samples, sigma, nt_type and chunk_size. It returns an Attribution
+    whose map has the method's map shape (the inner method's extras are not aggregated).
+    name: the name its warnings use (default "noise_tunnel(<method>)")."""
+    inner = getattr(method, "method_name", getattr(method, "__name__", "method"))
+    name = name or f"noise_tunnel({inner})"
+
+    @attribution_method(name, getattr(method, "blank_cause", None))
     @functools.wraps(method)
     def tunnelled(fn, params, images, target, *, key, n_samples: int = 50,
                   sigma: float = 0.15, nt_type: str = "smoothgrad",
@@ -76,7 +80,8 @@ def noise_tunnel(method, *, keyed: bool = False):
         chunk_size = analysis.default_chunk(chunk_size, fn, params, x.shape, n_samples)
         arrays = {k: v for k, v in options.items() if isinstance(v, (jax.Array, np.ndarray))}
         static = tuple(sorted((k, v) for k, v in options.items() if k not in arrays))
-        return _tunnel(method, analysis.static_fn(fn), params, x, t, keys, jnp.float32(sigma),
-                       arrays, static, keyed, nt_type, n_samples, chunk_size)
-    tunnelled.__name__ = f"noise_tunnel({getattr(method, '__name__', 'method')})"
+        return Attribution(_tunnel(method, analysis.static_fn(fn), params, x, t, keys,
+                                   jnp.float32(sigma), arrays, static, keyed, nt_type,
+                                   n_samples, chunk_size))
+    tunnelled.__name__ = name
     return tunnelled

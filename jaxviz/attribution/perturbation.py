@@ -2,9 +2,9 @@
 evaluation a batched forward pass (KernelSHAP and LIME, which fit a surrogate on the same
 kind of samples, are in `surrogate`).
 
-    maps = feature_ablation(fn, params, x, y)                          # (N, H, W)
-    maps = shapley_sampling(fn, params, x, y, key=key, n_samples=25)  # (N, H, W)
-    maps = rise(fn, params, x, y, key=key, n_masks=1000)              # (N, H, W)
+    res = feature_ablation(fn, params, x, y)                          # res.map: (N, H, W)
+    res = shapley_sampling(fn, params, x, y, key=key, n_samples=25)  # an Attribution
+    res = rise(fn, params, x, y, key=key, n_masks=1000)              # each
 
 Features. Feature ablation, Shapley sampling, KernelSHAP and LIME perturb groups of pixels:
 `feature_mask` (H, W) ints shared by every image, or (N, H, W) one per image (e.g.
@@ -41,6 +41,7 @@ import numpy as np
 
 from jaxviz.core import analysis, checks
 from jaxviz.core import compile as compile_lib
+from jaxviz.core.result import Attribution, attribution_method
 from jaxviz import occlusion as occlusion_lib
 
 
@@ -216,11 +217,12 @@ def _ablation(fn, params, x, b, t, masks, n_features, score, chunk_size):
 INCREMENTAL_MIN_CELLS = 25
 
 
+@attribution_method("feature_ablation")
 def feature_ablation(fn, params, images, target, *, feature_mask=None, grid=None,
                      baselines=0.0, score: str = "logit", chunk_size: int | None = None
-                     ) -> jax.Array:
+                     ) -> Attribution:
     """Feature ablation (Captum's FeatureAblation): feature f's attribution is
-    score(x) - score(x with feature f set to the baseline). -> (N, H, W).
+    score(x) - score(x with feature f set to the baseline). -> Attribution, map (N, H, W).
 
     feature_mask: (H, W) or (N, H, W) ids, default the `grid` cells ((h, w) pixels; None:
     the 7 x 7 default grid, module docstring); baselines: a number or an image-shaped array;
@@ -238,10 +240,12 @@ def feature_ablation(fn, params, images, target, *, feature_mask=None, grid=None
         cell = default_grid(x.shape[1:3]) if grid is None else grid
         with warnings.catch_warnings():  # prepare has already said it, once
             warnings.filterwarnings("ignore", "baselines? .*outside the input range")
-            return occlusion_lib.occlusion(fn, params, x, t, window=cell, stride=cell,
-                                           baseline=b, score=score, chunk_size=chunk_size,
-                                           method="incremental").attribution
-    return _ablation(analysis.static_fn(fn), params, x, b, t, masks, f, score, chunk)
+            occ = occlusion_lib.occlusion(fn, params, x, t, window=cell, stride=cell,
+                                          baseline=b, score=score, chunk_size=chunk_size,
+                                          method="incremental")
+        return Attribution(occ.map)
+    return Attribution(_ablation(analysis.static_fn(fn), params, x, b, t, masks, f, score,
+                                 chunk))
 
 
 # ---- Shapley value sampling --------------------------------------------------------------
@@ -282,12 +286,13 @@ def _shapley(fn, params, x, b, t, masks, keys, n_features, n_samples, score, chu
     return to_pixels(gain.mean(axis=1), masks)
 
 
+@attribution_method("shapley_sampling")
 def shapley_sampling(fn, params, images, target, *, key, n_samples: int = 25,
                      feature_mask=None, grid=None, baselines=0.0, score: str = "logit",
-                     chunk_size: int | None = None) -> jax.Array:
+                     chunk_size: int | None = None) -> Attribution:
     """Shapley value sampling (Captum's ShapleyValueSampling; Castro et al. 2009): add the
     features to the baseline one by one in a random order; a feature's attribution is the
-    score's change when it is added, averaged over n_samples orders. -> (N, H, W).
+    score's change when it is added, averaged over n_samples orders. -> map (N, H, W).
 
     Costs n_samples * (F - 1) + 2 forward passes per image. key: one PRNG key or one per
     image. Other options as `feature_ablation`; chunk_size: prefixes evaluated at once."""
@@ -296,8 +301,8 @@ def shapley_sampling(fn, params, images, target, *, key, n_samples: int = 25,
                                                feature_mask, grid, score, chunk_size,
                                                lambda f: n_samples * (f - 1))
     keys = analysis.image_keys(key, x.shape[0])
-    return _shapley(analysis.static_fn(fn), params, x, b, t, masks, keys, f, n_samples, score,
-                    chunk)
+    return Attribution(_shapley(analysis.static_fn(fn), params, x, b, t, masks, keys, f,
+                                n_samples, score, chunk))
 
 
 # ---- RISE ----------------------------------------------------------------------------------
@@ -330,11 +335,12 @@ def _rise(fn, params, x, b, t, keys, n_masks, cells, p_keep, score, chunk_size):
     return chunked_sum(chunk, n_masks, chunk_size) / (n_masks * p_keep)
 
 
+@attribution_method("rise")
 def rise(fn, params, images, target, *, key, n_masks: int = 1000, cells: int = 8,
          p_keep: float = 0.5, baselines=0.0, score: str = "prob",
-         chunk_size: int | None = None) -> jax.Array:
+         chunk_size: int | None = None) -> Attribution:
     """RISE (Petsiuk et al. 2018): the score-weighted mean of random smooth masks,
-    sum_i score(x * M_i + b * (1 - M_i)) M_i / (n_masks * p_keep). -> (N, H, W).
+    sum_i score(x * M_i + b * (1 - M_i)) M_i / (n_masks * p_keep). -> map (N, H, W).
 
     cells: the coarse grid's size (s in the paper); p_keep: each cell's chance to be kept;
     score: "prob" (the paper's softmax probability), "logit" or "log_prob"; key: one PRNG
@@ -352,5 +358,5 @@ def rise(fn, params, images, target, *, key, n_masks: int = 1000, cells: int = 8
         raise ValueError(f"cells must be <= the images' H and W {x.shape[1:3]}; got {cells}")
     keys = analysis.image_keys(key, x.shape[0])
     chunk_size = sampler_chunk(chunk_size, fn, params, x.shape, n_masks)
-    return _rise(analysis.static_fn(fn), params, x, baseline_like(baselines, x), t, keys,
-                 n_masks, cells, float(p_keep), score, chunk_size)
+    return Attribution(_rise(analysis.static_fn(fn), params, x, baseline_like(baselines, x), t,
+                             keys, n_masks, cells, float(p_keep), score, chunk_size))

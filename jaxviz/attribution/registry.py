@@ -14,6 +14,7 @@ randomization check, the shared test tables, the trust tests, the benchmark) ite
 from __future__ import annotations
 
 import dataclasses
+import zlib
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
@@ -21,30 +22,20 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from jaxviz.core import result
 from jaxviz.core.records import Records
+from jaxviz.core.result import Attribution, BlankMapWarning  # noqa: F401  (re-exported)
 
 KINDS = ("pixel", "layer", "occlusion")
 REDUCTIONS = ("sum", "max_abs", "none")
-
-
-@jax.tree_util.register_dataclass
-@dataclasses.dataclass(frozen=True)
-class Attribution:
-    """map: (N, H, W, C) for pixel methods, (N, H, W) for CAMs and occlusion;
-    extras: named arrays, e.g. {"delta": (N,)} for Integrated Gradients."""
-    map: jax.Array
-    extras: Mapping[str, jax.Array] = dataclasses.field(default_factory=dict)
-
-
-def _as_attribution(out) -> Attribution:
-    return out if isinstance(out, Attribution) else Attribution(out, {})
 
 
 @dataclasses.dataclass(frozen=True)
 class Method:
     """One attribution method.
 
-    fn: fn(model, params, images, target, **options) -> array or Attribution.
+    fn: fn(model, params, images, target, **options) -> Attribution (a bare map from a
+      user's function is wrapped into one).
     kind: "pixel" (a map per input pixel), "layer" (a CAM at a layer, upsampled) or
       "occlusion" (a perturbation map, (N, H, W)).
     needs_key: takes key= (a PRNG key or one per image). needs_probe: needs a Probe (reads
@@ -68,7 +59,6 @@ class Method:
     defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     quick: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     chunk_option: str | None = None
-    to_result: Callable[[Any], Attribution] = _as_attribution
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -88,9 +78,10 @@ class Method:
             opts["key"] = key
         elif key is not None:
             raise ValueError(f"{self.name} takes no key; got key={key!r}")
-        res = self.to_result(self.fn(model, params, images, target, **opts))
-        # Maps are float32 whatever the model computes in (a bfloat16 model included).
-        return dataclasses.replace(res, map=jnp.asarray(res.map, jnp.float32))
+        # One mechanism with the plain functions: float32 maps (a bfloat16 model included)
+        # and a BlankMapWarning under the registered name.
+        return result.run_method(self.name, self.fn, (model, params, images, target), opts,
+                                 getattr(self.fn, "blank_cause", None))
 
 
 METHODS: dict[str, Method] = Records("method", Method, "registry.Method")
@@ -124,11 +115,19 @@ def display_map(method: Method, result: Attribution) -> jax.Array:
     return m.sum(axis=-1)
 
 
+def method_key(key, name: str):
+    """The PRNG key a method gets from a shared `key`: folded in with a stable hash of its
+    name (crc32, not Python's salted hash), so it does not depend on which other methods
+    run beside it or in what order."""
+    return jax.random.fold_in(key, zlib.crc32(name.encode()) & 0x7FFFFFFF)
+
+
 def compare(model, params, images, target, *, key, methods=None, options=None,
             ) -> dict[str, Attribution]:
     """Every method in `methods` (default: all registered) on the same inputs.
 
-    key: one PRNG key, folded in per method so each keyed method gets its own stream.
+    key: one PRNG key; keyed method `name` gets `method_key(key, name)`, the same whatever
+      else is compared.
     options: {method name: {option: value}} overriding that method's defaults."""
     names = list(METHODS) if methods is None else list(methods)
     options = dict(options or {})
@@ -136,8 +135,8 @@ def compare(model, params, images, target, *, key, methods=None, options=None,
     if unknown:
         raise ValueError(f"options given for methods not compared: {unknown}")
     out = {}
-    for i, name in enumerate(names):
+    for name in names:
         m = get(name)
-        k = jax.random.fold_in(key, i) if m.needs_key else None
+        k = method_key(key, name) if m.needs_key else None
         out[name] = m(model, params, images, target, key=k, **options.get(name, {}))
     return out

@@ -1,8 +1,8 @@
 """KernelSHAP and LIME: a weighted linear surrogate fitted, in JAX and batched over images,
 to the model's scores on randomly perturbed copies of each image.
 
-    maps = kernel_shap(fn, params, x, y, key=key, n_samples=500)   # (N, H, W)
-    maps = lime(fn, params, x, y, key=key, n_samples=500)          # (N, H, W)
+    res = kernel_shap(fn, params, x, y, key=key, n_samples=500)   # res.map: (N, H, W)
+    res = lime(fn, params, x, y, key=key, n_samples=500)          # an Attribution
 
 Both perturb the features of `perturbation` (a feature mask or a grid; x_z keeps the
 features with z = 1 and puts the baseline in the others), evaluate every sample as a
@@ -38,6 +38,7 @@ import jax.numpy as jnp
 from jaxviz.attribution import perturbation as pert
 from jaxviz.core import analysis, checks
 from jaxviz.core import compile as compile_lib
+from jaxviz.core.result import Attribution, attribution_method, lime_cause
 
 DISTANCES = ("cosine", "euclidean")
 
@@ -163,14 +164,15 @@ def _run(method, fn, params, images, target, key, n_samples, feature_mask, grid,
     if f < 2:
         raise ValueError(f"{method} needs at least 2 features; the feature mask has {f}")
     keys = analysis.image_keys(key, x.shape[0])
-    return _surrogate(analysis.static_fn(fn), params, x, b, t, masks, keys, method, f,
-                      n_samples, score=score, chunk_size=chunk, **fit)
+    return Attribution(_surrogate(analysis.static_fn(fn), params, x, b, t, masks, keys, method,
+                                  f, n_samples, score=score, chunk_size=chunk, **fit))
 
 
+@attribution_method("kernel_shap")
 def kernel_shap(fn, params, images, target, *, key, n_samples: int = 500, feature_mask=None,
                 grid=None, baselines=0.0, score: str = "logit",
-                chunk_size: int | None = None) -> jax.Array:
-    """KernelSHAP (Captum's KernelShap; see the module docstring). -> (N, H, W).
+                chunk_size: int | None = None) -> Attribution:
+    """KernelSHAP (Captum's KernelShap; see the module docstring). -> map (N, H, W).
 
     n_samples: coalitions per image (>= 2, counting the all and none samples; use more
     than the number of features F). Other options as `perturbation.feature_ablation`."""
@@ -179,11 +181,13 @@ def kernel_shap(fn, params, images, target, *, key, n_samples: int = 500, featur
                 alpha=0.0, lasso_steps=0)
 
 
+@attribution_method("lime", lime_cause)
 def lime(fn, params, images, target, *, key, n_samples: int = 500, feature_mask=None,
          grid=None, baselines=0.0, kernel_width: float = 1.0, distance: str = "cosine",
          alpha: float = 0.01, lasso_steps: int = 1000, score: str = "logit",
-         chunk_size: int | None = None) -> jax.Array:
-    """LIME (Captum's Lime with its default kernel; see the module docstring). -> (N, H, W).
+         chunk_size: int | None = None) -> Attribution:
+    """LIME (Captum's Lime with its default kernel; see the module docstring). -> map
+    (N, H, W); a map of zeros (alpha too large for the scores' scale) warns.
 
     kernel_width: the exponential kernel's width; distance: "cosine" or "euclidean";
     alpha: the Lasso penalty (0: weighted least squares); lasso_steps: FISTA iterations."""

@@ -1,9 +1,10 @@
 """Occlusion sensitivity: slide a baseline patch over each image and score every position.
 
-    res = occlusion(fn, params, x, target, window=(4, 4), stride=(2, 2))
-    res.scores       # (N, nH, nW): score(x) - score(x with the patch at that position)
-    res.attribution  # (N, H, W): that difference averaged over the windows covering a pixel
-    res.base         # (N,): score(x)
+    res = occlusion(fn, params, x, target, window=(4, 4), stride=(2, 2))   # an Attribution
+    res.extras["scores"]  # (N, nH, nW): score(x) - score(x with the patch at that position)
+    res.map               # (N, H, W): that difference averaged over the windows covering a pixel
+    res.extras["base"]    # (N,): score(x)
+    occluded(res)         # (N, nH, nW): the score with the patch at each position
 
 Definitions follow Captum's `Occlusion`: window corners at 0, stride, 2*stride, ... with
 ceil((H - window) / stride) + 1 positions per axis, the last window cut off at the edge, so
@@ -21,7 +22,6 @@ probability). The Keras recipe's parity version is `jaxviz.occlusion.keras_vis`.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -30,21 +30,22 @@ import numpy as np
 from jaxviz.core import analysis, checks
 from jaxviz.core import compile as compile_lib
 from jaxviz.core import probe as probe_lib
+from jaxviz.core import result
+from jaxviz.core.result import Attribution, attribution_method
 
 SCORES = ("logit", "prob", "log_prob")
 METHODS = ("exact", "incremental")
 
 
-class Occlusion(NamedTuple):
-    """scores: (N, nH, nW[, nC]); attribution: (N, H, W[, C]); base: (N,) unoccluded score."""
-    scores: jax.Array
-    attribution: jax.Array
-    base: jax.Array
+def occluded(res: Attribution) -> jax.Array:
+    """The target score with the patch at each position, (N, nH, nW[, nC]), from an
+    occlusion result (extras "scores" (N, nH, nW[, nC]) and "base" (N,))."""
+    scores, base = res.extras["scores"], res.extras["base"]
+    return base.reshape((-1,) + (1,) * (scores.ndim - 1)) - scores
 
-    @property
-    def occluded(self) -> jax.Array:
-        """The target score with the patch at each position, (N, nH, nW[, nC])."""
-        return self.base.reshape((-1,) + (1,) * (self.scores.ndim - 1)) - self.scores
+
+def _result(scores, attribution, base) -> Attribution:
+    return Attribution(attribution, {"scores": scores, "base": base})
 
 
 def axis_starts(length: int, window: int, stride: int) -> np.ndarray:
@@ -170,9 +171,10 @@ def _baseline(baseline, x):
                      f"(N, H, W, C) = {x.shape}; got shape {b.shape}")
 
 
+@attribution_method("occlusion")
 def occlusion(fn, params, images, target, *, window=(4, 4), stride=(2, 2), baseline=0.0,
               score: str = "logit", chunk_size: int | None = None,
-              method: str = "exact") -> Occlusion:
+              method: str = "exact") -> Attribution:
     """Occlusion sensitivity of fn's target score (Captum's `Occlusion`, batched and jitted).
 
     fn(params, x) -> logits (N, K) (a plain apply_fn or a Probe); images: (N, H, W, C)
@@ -181,7 +183,8 @@ def occlusion(fn, params, images, target, *, window=(4, 4), stride=(2, 2), basel
     "mean" (each image's per-channel mean). score: "logit", "prob" or "log_prob".
     chunk_size: forward passes per step (default: one image's positions).
     method: "exact" or "incremental" (recompute only the changed region of each layer).
-    Returns Occlusion(scores (N, nH, nW[, nC]), attribution (N, H, W[, C]), base (N,)).
+    Returns Attribution: map (N, H, W[, C]); extras "scores" (N, nH, nW[, nC]) and
+    "base" (N,) (see `occluded`).
     """
     if not isinstance(score, str) or score not in SCORES:
         raise ValueError(f"score must be one of {SCORES}; got {score!r}")
@@ -190,12 +193,14 @@ def occlusion(fn, params, images, target, *, window=(4, 4), stride=(2, 2), basel
 
 def occlusion_by_score(fn, params, images, target, *, scores=("logit", "prob"),
                        window=(4, 4), stride=(2, 2), baseline=0.0,
-                       chunk_size: int | None = None, method: str = "exact") -> dict[str, Occlusion]:
+                       chunk_size: int | None = None, method: str = "exact"
+                       ) -> dict[str, Attribution]:
     """`occlusion` scored several ways from one set of occluded forward passes.
 
     scores: names from SCORES, e.g. ("logit", "prob"): the logit drop for the attribution and
     the probability under occlusion, without running the forward passes twice. Other
-    arguments as `occlusion`. Returns {score: Occlusion}, equal to one `occlusion` per score.
+    arguments as `occlusion`. Returns {score: Attribution}, equal to one `occlusion` per score
+    (each checked for blank maps as `occlusion` is).
     """
     names = (scores,) if isinstance(scores, str) else tuple(scores)
     if not names or len(set(names)) != len(names) or any(s not in SCORES for s in names):
@@ -203,12 +208,12 @@ def occlusion_by_score(fn, params, images, target, *, scores=("logit", "prob"),
                          f"got {scores!r}")
     results = _run(fn, params, images, target, window, stride, baseline, names, chunk_size,
                    method)
-    return dict(zip(names, results))
+    return {s: result.checked(f"occlusion_by_score[{s!r}]", r) for s, r in zip(names, results)}
 
 
 def _run(fn, params, images, target, window, stride, baseline, score, chunk_size, method):
     """The checked call shared by `occlusion` (score: a name) and `occlusion_by_score`
-    (score: a tuple of names -> a tuple of Occlusion)."""
+    (score: a tuple of names -> a tuple of Attribution)."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}; got {method!r}")
     x, t = analysis.check_inputs(fn, params, images, target)
@@ -228,6 +233,6 @@ def _run(fn, params, images, target, window, stride, baseline, score, chunk_size
     def finish(deltas, attr, b):
         if not channel_window:
             deltas, attr = deltas[..., 0], attr[..., 0]
-        return Occlusion(deltas, attr, b)
+        return _result(deltas, attr, b)
 
     return tuple(finish(*r) for r in out) if isinstance(score, tuple) else finish(*out)

@@ -1,7 +1,7 @@
 """Occlusion over many images, a fixed-size group at a time.
 
     res = grouped_occlusion(probe, probe.params, x, y, group=64, window=4, stride=2)
-    res.attribution   # (N, H, W) numpy, as one `occlusion(...)` call over all N would give
+    res.map   # (N, H, W) numpy, as one `occlusion(...)` call over all N would give
 
 Every group has the same shape (the last one is padded with copies of its first image and
 the padding dropped), so the whole run uses one compiled program, and memory holds one
@@ -9,11 +9,13 @@ group's forward passes, whatever N is.
 """
 from __future__ import annotations
 
+import jax
 import numpy as np
 from tqdm import tqdm
 
 from jaxviz.core import checks
-from jaxviz.occlusion.exact import Occlusion, occlusion
+from jaxviz.core.result import Attribution, attribution_method
+from jaxviz.occlusion.exact import occlusion
 
 
 def _padded(a, start: int, group: int):
@@ -28,15 +30,17 @@ def _per_image_baseline(baseline, n: int) -> bool:
     return np.ndim(baseline) == 4 and np.shape(baseline)[0] == n and n > 1
 
 
+@attribution_method("grouped_occlusion")
 def grouped_occlusion(fn, params, images, target, *, group: int = 64, progress: bool = False,
-                      **options) -> Occlusion:
+                      **options) -> Attribution:
     """`occlusion(fn, params, images, target, **options)` run `group` images at a time.
 
     images: (N, H, W, C) (numpy or jax; only one group is on the device at once);
     target: an int or (N,) ints; group: images per compiled call; progress: show a tqdm
     bar. options: window, stride, baseline (a per-image (N, H, W, C) baseline is grouped
     with its images), score, chunk_size, method, as for `occlusion`.
-    Returns Occlusion(scores, attribution, base) as numpy arrays over all N images.
+    Returns an Attribution as `occlusion` does (map, extras "scores" and "base"), numpy
+    arrays over all N images.
     """
     group = checks.positive_int(group, "group")
     if not hasattr(images, "shape"):
@@ -56,5 +60,5 @@ def grouped_occlusion(fn, params, images, target, *, group: int = 64, progress: 
         res = occlusion(fn, params, _padded(images, start, group), _padded(targets, start, group),
                         baseline=b, **options)
         keep = min(group, n - start)
-        parts.append([np.asarray(field)[:keep] for field in res])
-    return Occlusion(*(np.concatenate(field) for field in zip(*parts)))
+        parts.append(jax.tree.map(lambda a: np.asarray(a)[:keep], res))
+    return jax.tree.map(lambda *a: np.concatenate(a), *parts)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxviz import occlusion as occ
+from jaxviz.core.result import Attribution
 from jaxviz.plot import occlusion as plot_occ
 from jaxviz.report.base import Inputs, Section, save
 
@@ -19,8 +20,8 @@ class OcclusionResult:
     occlusion scored as logit drop and as probability; keras_vis: the recipe's tallies."""
     images: np.ndarray
     labels: np.ndarray
-    logit: occ.Occlusion
-    prob: occ.Occlusion
+    logit: Attribution
+    prob: Attribution
     keras_vis: occ.KerasVisOcclusion
     names: tuple[str, ...] = ()  # the labels' class names
     class_names: tuple[str, ...] = ()  # every class's name, where the data has them
@@ -28,7 +29,7 @@ class OcclusionResult:
     @property
     def attribution(self) -> np.ndarray:
         """(n, H, W): the true-class logit drop per pixel (the comparison figure's column)."""
-        return np.asarray(self.logit.attribution)
+        return np.asarray(self.logit.map)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +58,7 @@ class OcclusionStage:
     def render(self, result: OcclusionResult, out_dir: Path) -> list[Path]:
         names = list(result.names) or [int(v) for v in result.labels]
         fig = plot_occ.occlusion_figure(
-            result.images, result.attribution, result.prob.occluded, names,
+            result.images, result.attribution, occ.occluded(result.prob), names,
             title=f"occlusion, window {self.window}, stride {self.stride} "
                   f"(attribution: true-class logit drop)")
         paths = save(fig, out_dir, "occlusion.png", self.formats)
@@ -71,7 +72,7 @@ class OcclusionStage:
         # Key names kept from earlier runs' metrics.json: "seed_*" are the Keras recipe's.
         kv = result.keras_vis
         correct = np.asarray(kv.predicted) == result.labels[:, None, None]
-        return {"occlusion": {"mean_prob_drop": float(np.asarray(result.prob.scores).mean()),
+        return {"occlusion": {"mean_prob_drop": float(np.asarray(result.prob.extras["scores"]).mean()),
                               "seed_correct_cells": float(correct.mean()),
                               "seed_counts": np.asarray(kv.counts).tolist()}}
 
