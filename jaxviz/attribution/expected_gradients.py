@@ -42,31 +42,39 @@ def baseline_set(baselines, x) -> jax.Array:
     return b
 
 
-@functools.partial(compile_lib.jit, static_argnames=("fn", "n_samples", "chunk_size"))
-def _gradient_shap(fn, params, x, t, bases, keys, stdevs, n_samples, chunk_size):
+@functools.partial(compile_lib.jit, static_argnames=("fn", "n_samples", "chunk_size", "noisy"))
+def _gradient_shap(fn, params, x, t, bases, keys, stdevs, n_samples, chunk_size, noisy):
     model = compile_lib.fast_model(fn)
     # Per image: the baseline picks and path points up front (one flat draw), the noise per
     # draw (a key folded with the draw's index); image i's numbers come from its key alone.
     u = image_draws(keys, 2 * n_samples).reshape(x.shape[0], n_samples, 2)
     picks = jnp.minimum((u[..., 0] * bases.shape[0]).astype(jnp.int32), bases.shape[0] - 1)
     size = int(np.prod(x.shape[1:]))
+    flat = (-1,) + x.shape[1:]  # one backward pass of batch c * N, as in perturbation
 
-    def chunk(ids):  # draws ids (c,) of every image: attributions (c, N, H, W, C), gaps (c, N)
+    def chunk(ids):  # draws ids (c,) of every image: attributions (c, N, H, W, C), f(x + e) (c, N)
         noise = jax.vmap(lambda s: jax.vmap(lambda k: jax.random.normal(
             jax.random.fold_in(k, s), (size,)))(keys))(ids)
-        noisy = x + stdevs * noise.reshape((-1,) + x.shape)
+        noisy_x = x + stdevs * noise.reshape((-1,) + x.shape)
         b = bases[picks[:, ids].T]
-        point = b + u[:, ids, 1].T[..., None, None, None] * (noisy - b)
-        flat = (-1,) + x.shape[1:]  # one backward pass of batch c * N, as in perturbation
+        point = b + u[:, ids, 1].T[..., None, None, None] * (noisy_x - b)
         tt = jnp.tile(t, len(ids))
-        attr = (noisy - b) * analysis.input_grad(model, params, point.reshape(flat), tt
-                                                 ).reshape(noisy.shape)
-        ends = analysis.target_score(fn(params, jnp.concatenate([noisy, b]).reshape(flat)),
-                                     jnp.tile(t, 2 * len(ids))).reshape(2, len(ids), -1)
-        return attr, attr.sum(axis=(2, 3, 4)) - (ends[0] - ends[1])
+        attr = (noisy_x - b) * analysis.input_grad(model, params, point.reshape(flat), tt
+                                                   ).reshape(noisy_x.shape)
+        if not noisy:  # f(x + e) = f(x) for every draw: computed once, below
+            return attr, jnp.zeros(attr.shape[:2])
+        return attr, analysis.target_score(fn(params, noisy_x.reshape(flat)), tt
+                                           ).reshape(len(ids), -1)
 
-    attr, gap = chunked_sum(chunk, n_samples, chunk_size)
-    return attr / n_samples, gap / n_samples
+    attr, f_noisy = chunked_sum(chunk, n_samples, chunk_size)
+    # delta's ends without a forward pass per draw for the baselines: f of each of the M
+    # baselines once, gathered by the draws' picks (and f(x) once when there is no noise).
+    n = x.shape[0]
+    per_base = fn(params, bases)[picks.reshape(-1)]  # (N * S, K)
+    f_base = analysis.target_score(per_base, jnp.repeat(t, n_samples)).reshape(n, -1).mean(1)
+    f_x = f_noisy / n_samples if noisy else analysis.target_score(fn(params, x), t)
+    attr = attr / n_samples
+    return attr, attr.sum(axis=(1, 2, 3)) - (f_x - f_base)
 
 
 @attribution_method("gradient_shap")
@@ -74,8 +82,8 @@ def gradient_shap(fn, params, images, target, *, key, baselines=None, n_samples:
                   stdevs: float = 0.0, chunk_size: int | None = None) -> Attribution:
     """GradientSHAP. images: (N, H, W, C) -> Attribution: map (N, H, W, C), signed;
     extras["delta"] (N,): the mean over draws of sum(attr_draw) - (f(x + e) - f(b))
-    (Captum returns the N * n_samples values; it costs one forward pass per draw's two
-    ends, beside the draw's backward pass).
+    (Captum returns the N * n_samples values). Its ends cost one forward pass of the M
+    baselines and, with noise (stdevs > 0), one of each draw's noisy image.
 
     baselines: the reference distribution: None (a zero image), a number, one image
       (H, W, C) or M images (M, H, W, C), drawn uniformly per sample.
@@ -92,5 +100,6 @@ def gradient_shap(fn, params, images, target, *, key, baselines=None, n_samples:
     keys = analysis.image_keys(key, x.shape[0])
     chunk_size = analysis.default_chunk(chunk_size, fn, params, x.shape, n_samples)
     attr, delta = _gradient_shap(analysis.static_fn(fn), params, x, t, baseline_set(baselines, x),
-                                 keys, jnp.float32(stdevs), n_samples, chunk_size)
+                                 keys, jnp.float32(stdevs), n_samples, chunk_size,
+                                 bool(stdevs > 0))
     return Attribution(attr, {"delta": delta})
