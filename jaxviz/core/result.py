@@ -70,8 +70,14 @@ def lime_cause(options: Mapping) -> str:
 _DEPTH = contextvars.ContextVar("jaxviz_method_depth", default=0)
 
 
-def as_attribution(out) -> Attribution:
-    """An Attribution (or a bare map from a user's method) with a float32 map."""
+def as_attribution(out, name: str = "method") -> Attribution:
+    """An Attribution (or a bare map array from a user's method) with a float32 map. A
+    tuple, list or dict is refused: read as one array it would stack the map with its
+    extras (image 0's map as the map) without a word."""
+    if not isinstance(out, Attribution) and not hasattr(out, "shape"):
+        raise TypeError(f"{name} must return an Attribution(map, extras) or a map array "
+                        f"(N, H, W[, C]); got {type(out).__name__}. Put extra outputs in "
+                        f"Attribution(map, extras={{'delta': ...}}) (jaxviz.core.result)")
     res = out if isinstance(out, Attribution) else Attribution(out, {})
     m = res.map
     m = np.asarray(m, np.float32) if isinstance(m, np.ndarray) else jnp.asarray(m, jnp.float32)
@@ -100,7 +106,7 @@ def warn_if_blank(m, name: str, cause, options: Mapping, stacklevel: int = 3) ->
 def checked(name: str, out, cause=None, options: Mapping | None = None) -> Attribution:
     """One more result of a method (e.g. each score of `occlusion_by_score`) as an
     Attribution, checked for blank maps as `run_method` checks its result."""
-    res = as_attribution(out)
+    res = as_attribution(out, name)
     if _DEPTH.get() == 0:
         warn_if_blank(res.map, name, cause, options or {}, stacklevel=3)
     return res
@@ -113,7 +119,7 @@ def run_method(name: str, fn: Callable, args, options: dict, cause=None) -> Attr
         raise TypeError(f"{name}: {REMOVED_DELTA_FLAG}")
     token = _DEPTH.set(_DEPTH.get() + 1)
     try:
-        res = as_attribution(fn(*args, **options))
+        res = as_attribution(fn(*args, **options), name)
     finally:
         _DEPTH.reset(token)
     if _DEPTH.get() == 0:

@@ -105,3 +105,19 @@ def test_compare_keys_do_not_depend_on_order(cnn_random, batch):
     alone = A.attribute("smoothgrad", cnn_random, cnn_random.params, x, y,
                         key=registry.method_key(k, "smoothgrad"), n_samples=2)
     np.testing.assert_array_equal(alone.map, a["smoothgrad"].map)
+
+
+def test_a_registered_method_returning_a_tuple_is_refused(cnn_random, batch):
+    """A registered function returning (map, delta) was read as one stacked array; now it
+    is an error saying to return an Attribution."""
+    x, y = batch
+
+    def pair(fn, params, images, target):
+        res = A.integrated_gradients(fn, params, images, target, n_steps=2)
+        return res.map, res.extras["delta"]
+    A.register(A.Method("toy_pair", pair))
+    try:
+        with pytest.raises(TypeError, match=r"toy_pair must return an Attribution.*tuple"):
+            A.attribute("toy_pair", cnn_random, cnn_random.params, x, y)
+    finally:
+        A.unregister("toy_pair")
