@@ -4,7 +4,7 @@
 
 Needs the peers extra (torch, grad-cam); without them `rows()` raises
 ModuleNotFoundError(MISSING), which the runner prints as a one-line skip note.
-Time: about a minute on a quiet 2-core machine.
+Time: about a minute on a quiet 2-core machine, 4 or more when it is loaded.
 
 The same 64 validation digits and the same function as the Captum rows (`peers.py`'s
 PyTorch twin of the NNX MnistCNN, logits checked to 1e-4), the same layer for both sides:
