@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 # Two workers: compilation is mostly single-threaded. --dist loadfile keeps a file's tests in
 # one worker, so its module fixtures are built and its programs compiled once, not twice
-# (the trained-CNN checks share one file, tests/test_trained.py, for the same reason).
+# (the trained-CNN checks share one file, tests/attribution/test_trained.py, for the same reason).
 PYTEST_ARGS ?= -n 2 --dist loadfile
 # The suite's shapes are tiny, so its time is XLA compile time: with XLA's optimisation passes
 # off, compiling takes about half as long, and programs compute the same values (the passes

@@ -153,7 +153,7 @@ def test_cascade_visits_each_parameter_once():
 def test_rng_state_is_not_a_layer_to_randomise():
     """Defect: an NNX Dropout holding its own Rngs was listed as a layer with parameters and
     its uint32 RNG counter was redrawn as normal noise (a crash)."""
-    from tests.family_models import nnx_bn_dropout
+    from tests.helpers.family_models import nnx_bn_dropout
     m = nnx_bn_dropout()
     x = jax.random.uniform(jax.random.key(0), (2, *m.shape))
     layers = sanity.layers_with_params(m.probe, m.probe.params, x.shape)

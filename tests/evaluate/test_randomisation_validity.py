@@ -12,7 +12,7 @@ from jaxviz import attribution as A
 from jaxviz.attribution import sanity
 from jaxviz.core import probe as probe_lib
 from jaxviz.evaluate import randomisation as RZ
-from tests.family_models import Member, nnx_bn_dropout
+from tests.helpers.family_models import Member, nnx_bn_dropout
 
 
 class Block(nn.Module):

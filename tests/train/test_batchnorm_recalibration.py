@@ -10,9 +10,9 @@ import pytest
 from flax import nnx
 
 from jaxviz import cli, io, train
-from tests.state_models import BNNet, BNResNet, bn_net, toy_data
+from tests.helpers.state_models import BNNet, BNResNet, bn_net, toy_data
 
-CONFIG = train.TrainConfig(model="tests.state_models:bn_net", epochs=1, batch_size=16,
+CONFIG = train.TrainConfig(model="tests.helpers.state_models:bn_net", epochs=1, batch_size=16,
                            shift=0, learning_rate=3e-2)
 
 

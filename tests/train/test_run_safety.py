@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from jaxviz import cli, train
-from tests.state_models import bn_net, toy_data
+from tests.helpers.state_models import bn_net, toy_data
 
-CONFIG = train.TrainConfig(model="tests.state_models:bn_net", epochs=1, batch_size=16, shift=0)
-MODEL = "tests.state_models:bn_net"  # 8x8x3 -> 3 classes
+CONFIG = train.TrainConfig(model="tests.helpers.state_models:bn_net", epochs=1, batch_size=16, shift=0)
+MODEL = "tests.helpers.state_models:bn_net"  # 8x8x3 -> 3 classes
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """The model family table: every registered attribution method (its `quick` options),
 exact and incremental occlusion, activation maximization and the architecture summary, over
-the CNNs people train (tests/family_models.py): NNX with BatchNorm + dropout, a Linen
+the CNNs people train (tests/helpers/family_models.py): NNX with BatchNorm + dropout, a Linen
 BatchNorm ResNet with a `train` flag, a ConvNeXt-style block (depthwise conv, LayerNorm,
 GELU), strided convs + average pooling on colour 40x56 inputs, a dict output, and bfloat16
 parameters. Then channel-layout detection for NHWC batches with small H, both directions.
@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-import family_models as fm
+from tests.helpers import family_models as fm
 from jaxviz import arch, attribution as A
 from jaxviz import occlusion as O
 from jaxviz.core import checks, probe as probe_lib

@@ -14,7 +14,7 @@ from PIL import Image
 
 from jaxviz import registry, user_data
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "experiments" / "user_models_example.py"
 JAXVIZ = pathlib.Path(sys.executable).parent / "jaxviz"
 

@@ -10,7 +10,7 @@ from flax import nnx
 
 from jaxviz.core import modes, probe
 
-from state_models import BNResNet  # noqa: I001 (tests/ is on sys.path)
+from tests.helpers.state_models import BNResNet  # noqa: I001 (tests/ is on sys.path)
 
 X = jax.random.uniform(jax.random.key(1), (4, 8, 8, 3))
 
@@ -153,7 +153,7 @@ def test_linen_model_wrapped_as_nnx_gets_its_flag_too(trained_resnet):
     from jaxviz import registry
 
     module, variables = trained_resnet
-    wrapped = registry.build("state_models:bn_resnet").model  # the same BNResNet()
+    wrapped = registry.build("tests.helpers.state_models:bn_resnet").model  # the same BNResNet()
     for collection, kind in (("params", nnx.Param), ("batch_stats", nnx.BatchStat)):
         state = nnx.state(wrapped, kind)
         nnx.replace_by_pure_dict(state, variables[collection])

@@ -1,8 +1,8 @@
-"""The data-set evaluation's subprocess side (started by test_evaluate_dataset.py):
+"""The data-set evaluation's subprocess side (started by tests/evaluate/test_evaluate_dataset.py):
 
-    python tests/evaluate_dataset_child.py sharded   # with 4 simulated devices: one device
+    python tests/helpers/evaluate_dataset_child.py sharded   # with 4 simulated devices: one device
                                                       # vs the mesh, prints {cell: max diff}
-    python tests/evaluate_dataset_child.py run OUT   # run_dataset into OUT, a batch every
+    python tests/helpers/evaluate_dataset_child.py run OUT   # run_dataset into OUT, a batch every
                                                       # SLOW seconds (the test kills it)
 """
 import json

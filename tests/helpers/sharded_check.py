@@ -1,6 +1,6 @@
 """Run each batched analysis on one device and batch-sharded over 4 simulated CPU devices.
 
-Started by test_sharding.py in a subprocess with
+Started by tests/sharding/test_sharding.py in a subprocess with
 XLA_FLAGS=--xla_force_host_platform_device_count=4; prints {name: max abs difference}.
 """
 import json

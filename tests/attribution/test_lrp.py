@@ -444,7 +444,7 @@ def test_a_normaliser_used_as_data_is_an_error():
 
 
 def test_lrp_runs_on_the_convnext_block_with_its_layernorms():
-    from tests import family_models as fm
+    from tests.helpers import family_models as fm
     m = fm.convnext_block()
     x = jax.random.uniform(KEY, (2, *m.shape))
     res = lrp(m.probe, m.probe.params, x, [0, 1])

@@ -16,9 +16,9 @@ from jaxviz import evaluate as ev
 from jaxviz.evaluate import dataset
 from jaxviz.report import evaluate_run
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-import evaluate_dataset_child as child  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+from tests.helpers import evaluate_dataset_child as child  # noqa: E402
 
 DETERMINISTIC = ["deletion", "sparseness", "completeness"]
 
@@ -69,7 +69,7 @@ def test_finished_batches_are_not_computed_again():
 
 
 def _child(*args, env=None, **kw):
-    return subprocess.Popen([sys.executable, str(ROOT / "tests" / "evaluate_dataset_child.py"),
+    return subprocess.Popen([sys.executable, str(ROOT / "tests" / "helpers" / "evaluate_dataset_child.py"),
                              *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, **kw)
 

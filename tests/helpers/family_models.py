@@ -1,4 +1,4 @@
-"""The model family of tests/test_model_family.py: the CNNs people actually train, tiny.
+"""The model family of tests/attribution/test_model_family.py: the CNNs people actually train, tiny.
 
 Each builder returns a `Member`: the Probe, the raw forward `apply(params, x) -> logits`
 written against the framework directly (NNX merge / Linen apply, no jaxviz), so checks

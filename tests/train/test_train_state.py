@@ -15,12 +15,12 @@ from flax import nnx
 from jaxviz import registry, train
 from jaxviz.train.checkpoint import storable_state
 
-from state_models import BNNet, SHAPE, bn_net, toy_data  # noqa: I001 (tests/ is on sys.path)
+from tests.helpers.state_models import BNNet, SHAPE, bn_net, toy_data  # noqa: I001 (tests/ is on sys.path)
 
-TESTS = Path(__file__).parent
-CONFIG = train.TrainConfig(model="state_models:bn_resnet", epochs=2, batch_size=16, shift=0,
+TESTS = Path(__file__).resolve().parents[2]  # the repository root: tests.helpers is importable
+CONFIG = train.TrainConfig(model="tests.helpers.state_models:bn_resnet", epochs=2, batch_size=16, shift=0,
                            learning_rate=1e-2, seed=1)
-NNX_CONFIG = train.TrainConfig(model="state_models:bn_net", epochs=1, batch_size=16, shift=0)
+NNX_CONFIG = train.TrainConfig(model="tests.helpers.state_models:bn_net", epochs=1, batch_size=16, shift=0)
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +152,7 @@ import json, os, signal, sys
 sys.path.insert(0, {tests!r})
 from jaxviz import train
 from jaxviz.train import loop
-import state_models
+from tests.helpers import state_models
 
 config = train.TrainConfig(**json.loads(sys.argv[1]))
 data = state_models.toy_data()
@@ -174,7 +174,7 @@ def test_resume_after_a_killed_process_equals_the_uninterrupted_run(data, tmp_pa
     """A real process is SIGKILLed in the middle of epoch 2; resuming from its epoch-1
     checkpoint ends with the parameters, BatchNorm statistics and metrics of a run never
     stopped."""
-    config = train.TrainConfig(model="state_models:bn_resnet", epochs=3, batch_size=16,
+    config = train.TrainConfig(model="tests.helpers.state_models:bn_resnet", epochs=3, batch_size=16,
                                shift=1, seed=2)
     steps = len(data.x_train) // config.batch_size
     killed = tmp_path / "killed"

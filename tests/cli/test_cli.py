@@ -21,7 +21,7 @@ def test_help_shows_every_subcommand_and_defaults():
 def user_run(tmp_path_factory):
     """The Linen residual net, trained for one epoch through the CLI as a user would."""
     out = tmp_path_factory.mktemp("user_run")
-    code = cli.main(["train", "--model", "user_models:residual32", "--epochs", "1",
+    code = cli.main(["train", "--model", "tests.helpers.user_models:residual32", "--epochs", "1",
                      "--batch-size", "256", "--out", str(out), "--quiet"])
     assert code == 0
     return out
@@ -38,7 +38,7 @@ def test_errors_are_one_line_and_nonzero(tmp_path, capsys, user_run):
     assert err.startswith("jaxviz summary: error: no checkpoint") and "\n" not in err
     assert cli.main(["summary", "--checkpoint", str(user_run), "--model", "mnist_cnn",
                      "--out", str(tmp_path)]) == 1
-    assert "holds model 'user_models:residual32'" in capsys.readouterr().err
+    assert "holds model 'tests.helpers.user_models:residual32'" in capsys.readouterr().err
     blocker = tmp_path / "file"
     blocker.write_text("")
     assert cli.main(["summary", "--checkpoint", str(user_run), "--out", str(blocker / "x")]) == 1
