@@ -13,7 +13,12 @@ PYTEST_ARGS ?= -n 2 --dist loadfile
 # off, compiling takes about half as long, and programs compute the same values (the passes
 # reorder float work, which every tolerance allows). `make test TEST_XLA_OPT=1` keeps them on.
 TEST_XLA_OPT ?= 0
-TEST_ENV = JAX_DISABLE_MOST_OPTIMIZATIONS=$(if $(filter 1,$(TEST_XLA_OPT)),0,1)
+TEST_ENV = JAX_DISABLE_MOST_OPTIMIZATIONS=$(if $(filter 1,$(TEST_XLA_OPT)),0,1) \
+	JAX_COMPILATION_CACHE_DIR=$(CURDIR)/$(TEST_CACHE) JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0
+# The two workers compile many of the same programs (the reference CNN's analyses appear in
+# most files): a compilation cache shared between them, emptied before every run so no run
+# reuses another's programs, cut a quiet 2-core run from 6 min 29 s to 5 min 54 s.
+TEST_CACHE := .jax-test-cache
 # The lock tool and the newest-versions check get venvs of their own so .venv stays the lock.
 LOCK_VENV := .venv-lock
 UV_VERSION := 0.13.9
@@ -69,6 +74,7 @@ demo: $(VENV)/.installed
 	$(BIN)/python -m experiments.mnist_seed
 
 test: $(VENV)/.installed-test
+	rm -rf $(TEST_CACHE)
 	$(TEST_ENV) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # `make lock` keeps the pins already in the lock files and only resolves what pyproject.toml
@@ -116,7 +122,8 @@ test-latest:
 	$(LATEST)/bin/python -m pip freeze --exclude-editable > $(LATEST)/versions.txt
 	$(LATEST)/bin/python --version
 	grep -i -E '^(jax|jaxlib|flax|optax|orbax-checkpoint|numpy|scipy|matplotlib)==' $(LATEST)/versions.txt
+	rm -rf $(TEST_CACHE)
 	$(TEST_ENV) $(LATEST)/bin/python -m pytest $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) $(LATEST) $(LOCK_VENV) runs build *.egg-info
+	rm -rf $(VENV) $(LATEST) $(LOCK_VENV) $(TEST_CACHE) runs build *.egg-info
