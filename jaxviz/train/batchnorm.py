@@ -60,6 +60,8 @@ def _zero_momentum_graphdef(graphdef, params, rest):
 def _nnx_batch_stats(graphdef, params, rest, x, key):
     """One batch in training mode -> {path: statistic} of that batch (pure dict)."""
     model = nnx.merge(graphdef, params, rest, copy=True)
+    # A Linen model wrapped by nnx.bridge.ToNNX keeps linen.BatchNorms inside, which the
+    # zero-momentum graphdef cannot reach: the interceptor sets theirs.
     with nn.intercept_methods(_linen_zero_momentum):
         step.call(model, x, True, key)
     return nnx.to_pure_dict(nnx.state(model, nnx.BatchStat))
