@@ -13,13 +13,13 @@ A user objective is a plain function of the activations dict ("logits" is the ou
     r = mx.maximize(probe, params, lambda acts: acts["conv2"][..., 3].max(axis=(1, 2)),
                     key=key)
 
-Modules: `objectives` (values to maximize, composable), `image` (parametrizations,
-regularizers, transforms), `loop` (the jitted vmapped step and its two loop forms), `api`.
+Modules: `jaxviz.core.objectives` (values to maximize, composable; shared with the
+attribution methods' targets), `image` (parametrizations, regularizers, transforms), `loop` (the jitted vmapped step and its two loop forms), `api`.
 """
+from jaxviz.core.objectives import (  # noqa: F401
+    Objective, channel, class_logit, class_prob, custom, direction, margin, neuron, region)
 from jaxviz.maximize.api import ADAM, all_units, maximize, model_shapes  # noqa: F401
 from jaxviz.maximize.image import (  # noqa: F401
     Fourier, Pixels, blur, chain, crop, decay, jitter, lp_norm, pad, parametrization, rotate,
     scale, total_variation)
 from jaxviz.maximize.loop import Maximized  # noqa: F401
-from jaxviz.maximize.objectives import (  # noqa: F401
-    Objective, channel, class_logit, class_prob, custom, direction, neuron)

@@ -15,7 +15,7 @@ from jaxviz.core.checks import positive_int
 from jaxviz.core.probe import Probe
 from jaxviz.maximize import image as image_lib
 from jaxviz.maximize import loop as loop_lib
-from jaxviz.maximize.objectives import Objective, as_objective, batch, channel, class_logit
+from jaxviz.core.objectives import Objective, as_objective, batch, channel, class_logit
 
 ADAM = optax.adam(0.05)  # one object, so the default never forces a retrace
 

@@ -22,7 +22,7 @@ import numpy as np
 import optax
 
 from jaxviz.core import compile as compile_lib
-from jaxviz.maximize import objectives as obj_lib
+from jaxviz.core import objectives as obj_lib
 
 TRACES = {"init": 0, "step": 0, "scan": 0}  # incremented while tracing; tests read it
 
