@@ -7,7 +7,7 @@ brightest of the three (sometimes by only 0.05), on a noisy, randomly tinted bac
 crossed by two strokes of random colour. Everything is a function of the seed.
 
     python -m experiments.colour_shapes data --out runs/colour/colour_shapes.npz
-    jaxviz train --model experiments/user_models_example.py:colour_resnet \\
+    jaxviz train --model experiments/examples/user_models_example.py:colour_resnet \\
         --data npz:runs/colour/colour_shapes.npz --out runs/colour/run --epochs 8 --batch-size 64
     python -m experiments.colour_shapes check --checkpoint runs/colour/run
     jaxviz report --checkpoint runs/colour/run --out runs/colour/report

@@ -15,7 +15,7 @@ from PIL import Image
 from jaxviz import registry, user_data
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-EXAMPLE = ROOT / "experiments" / "user_models_example.py"
+EXAMPLE = ROOT / "experiments" / "examples" / "user_models_example.py"
 JAXVIZ = pathlib.Path(sys.executable).parent / "jaxviz"
 
 
@@ -205,7 +205,7 @@ def outside(tmp_path_factory):
 
 
 def test_readme_example_from_outside_the_repository(outside):
-    """README: `jaxviz train --model experiments/user_models_example.py:colour_cnn`, then an
+    """README: `jaxviz train --model experiments/examples/user_models_example.py:colour_cnn`, then an
     analysis that finds model and data from the run alone."""
     out = jaxviz(outside, "train", "--model", f"{EXAMPLE}:colour_cnn", "--epochs", "1",
                  "--batch-size", "500", "--out", "run")

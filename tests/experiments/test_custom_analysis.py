@@ -2,7 +2,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.custom_analysis import contrastive_saliency, register, versus_runner_up
+from experiments.examples.custom_analysis import contrastive_saliency, register, versus_runner_up
 from jaxviz import attribution as A
 
 

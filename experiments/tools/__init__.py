@@ -1,0 +1,1 @@
+"""Maintenance tools: regenerate what jaxviz ships (not experiments, not examples)."""
