@@ -23,3 +23,10 @@ from jaxviz.maximize.image import (  # noqa: F401
     Fourier, Pixels, blur, chain, crop, decay, jitter, lp_norm, pad, parametrization, rotate,
     scale, total_variation)
 from jaxviz.maximize.loop import Maximized  # noqa: F401
+from jaxviz.maximize import colour  # noqa: F401
+from jaxviz.maximize.colour import IMAGENET, colour_sqrt  # noqa: F401
+from jaxviz.maximize.cppn import CPPN  # noqa: F401
+from jaxviz.maximize.fourier import DecorrelatedFourier, DecorrelatedPixels, spectrum_scale  # noqa: F401
+from jaxviz.maximize.lucid_objectives import (  # noqa: F401
+    alignment, caricature, channel_interpolate, diversity, match)
+from jaxviz.maximize.transforms import resize, shrink, standard_transforms  # noqa: F401

@@ -13,9 +13,11 @@ import optax
 from jaxviz.core import probe as probe_lib
 from jaxviz.core.checks import positive_int
 from jaxviz.core.probe import Probe
+from jaxviz.maximize import batched
 from jaxviz.maximize import image as image_lib
 from jaxviz.maximize import loop as loop_lib
-from jaxviz.core.objectives import Objective, as_objective, batch, channel, class_logit
+from jaxviz.core.objectives import Objective, as_objective, channel, class_logit
+from jaxviz.core.objectives import batch as stack_objectives
 
 ADAM = optax.adam(0.05)  # one object, so the default never forces a retrace
 
@@ -33,7 +35,8 @@ def maximize(model, params, objective, *, key, steps: int = 256,
              optimizer: optax.GradientTransformation = ADAM, shape=None,
              input_range=None, regularizers=(), transforms=(), param="pixel",
              squash: str = "sigmoid", loop: str = "auto",
-             checkpoints: Sequence[int] = ()) -> loop_lib.Maximized:
+             checkpoints: Sequence[int] = (), batch: int = 1, share: bool = False,
+             colour=None) -> loop_lib.Maximized:
     """Gradient ascent on the input for one objective or a list (one image per unit).
 
     model: a Probe (layer objectives) or any `fn(params, x) -> logits` (class objectives).
@@ -42,7 +45,14 @@ def maximize(model, params, objective, *, key, steps: int = 256,
     shape: one image (H, W, C); default: the Probe's input_shape (a plain fn needs it).
     input_range: (lo, hi), reached by `squash` ("sigmoid" or "clip"); default: the Probe's
       input_range, (0, 1) for a plain fn.
-    param: "pixel", "fourier" or a parametrization object (image.Pixels, ...).
+    param: "pixel", "fourier", "lucid" (Lucid's decorrelated Fourier image), "lucid-pixel",
+      "cppn", or a parametrization object (image.Pixels, fourier.DecorrelatedFourier, ...).
+    colour: the (C, C) colour basis of "lucid"/"lucid-pixel" (colour.colour_sqrt(images) of
+      the user's data, colour.IMAGENET); default ImageNet's for 3 channels, else identity.
+    batch: images per unit (default 1); with n > 1 each unit optimises n images seen by the
+      model as one batch, for objectives coupling them (lucid_objectives.diversity,
+      channel_interpolate, alignment); share: add parameters common to the n images.
+      images and best are then (U, n, H, W, C).
     regularizers: penalties `image -> scalar` subtracted from the objective (image.lp_norm,
       total_variation, blur, decay); transforms: `(key, image) -> image` applied in order
       before the model sees the image (image.jitter, scale, rotate, pad, crop).
@@ -66,11 +76,13 @@ def maximize(model, params, objective, *, key, steps: int = 256,
                                      optimizer=optimizer, shape=shape, input_range=input_range,
                                      regularizers=regularizers, transforms=transforms,
                                      param=param, squash=squash, loop=loop,
-                                     checkpoints=checkpoints))
+                                     checkpoints=checkpoints, batch=batch, share=share,
+                                     colour=colour))
 
 
 def plan_ascent(model, params, objective, *, key, steps, optimizer, shape, input_range,
-                regularizers, transforms, param, squash, loop, checkpoints) -> tuple:
+                regularizers, transforms, param, squash, loop, checkpoints, batch=1,
+                share=False, colour=None) -> tuple:
     """Validate everything -> the arguments of `loop.run` (benchmarks lower `loop.step`).
 
     The model enters the compiled ascent as `probe.static_view(model)`: no weights kept."""
@@ -88,8 +100,14 @@ def plan_ascent(model, params, objective, *, key, steps, optimizer, shape, input
     for c in cps:
         if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c <= steps:
             raise ValueError(f"checkpoints must be ints in [0, steps={steps}]; got {cps}")
-    parametrization = (image_lib.parametrization(param, shape, (lo, hi), squash)
+    if not isinstance(param, str) and colour is not None:
+        raise ValueError("colour: pass it with param='lucid' or 'lucid-pixel'; a "
+                         "parametrization object carries its own colour basis")
+    parametrization = (image_lib.parametrization(param, shape, (lo, hi), squash, colour)
                        if isinstance(param, str) else param)
+    batch = positive_int(batch, "batch")
+    if batch > 1 or share:
+        parametrization = batched.Batch(parametrization, batch, bool(share))
     regs = _callables(regularizers, "regularizers")
     trs = _callables(transforms, "transforms")
     transform = image_lib.chain(*trs) if trs else None
@@ -97,7 +115,7 @@ def plan_ascent(model, params, objective, *, key, steps, optimizer, shape, input
     out_shape, layer_shapes = model_shapes(model, params, seen)
     for o in objs:
         o.node.check(o.args, out_shape, layer_shapes)
-    node, unit_args, shared = batch(objs)
+    node, unit_args, shared = stack_objectives(objs)
     static_model = probe_lib.static_view(_as_fn(model))  # a Probe or _LogitsOnly: has .run
     cfg = loop_lib.Config(static_model, node, parametrization, optimizer, regs, transform)
     return cfg, params, unit_args, shared, key, steps, loop, cps, [o.name for o in objs]

@@ -76,15 +76,38 @@ class Fourier:
         return _squash(z, self.lo, self.hi, self.squash)
 
 
-def parametrization(kind: str, shape, input_range, squash: str = "sigmoid"):
-    """'pixel' or 'fourier' -> a parametrization of images `shape` in `input_range`."""
+PARAMS = ("pixel", "fourier", "lucid", "lucid-pixel", "cppn")
+
+
+def parametrization(kind: str, shape, input_range, squash: str = "sigmoid", colour=None):
+    """A parametrization of images `shape` in `input_range`, by name.
+
+    kind: "pixel", "fourier" (squashed by `squash`); "lucid" (Lucid's decorrelated Fourier
+      image, fourier.DecorrelatedFourier), "lucid-pixel" (decorrelated pixels), "cppn"
+      (cppn.CPPN); these three always end in a sigmoid.
+    colour: the (C, C) colour basis of "lucid" and "lucid-pixel" (colour.colour_sqrt(data),
+      colour.IMAGENET); default colour.default_basis(C): ImageNet's for 3 channels.
+    """
+    from jaxviz.maximize import colour as colour_lib, cppn, fourier  # noqa: PLC0415
+
     _check_squash(squash)
     lo, hi = input_range
+    shape = tuple(shape)
+    if kind in ("lucid", "lucid-pixel"):
+        basis = fourier.check_basis(colour_lib.default_basis(shape[2]) if colour is None
+                                    else colour, shape[2])
+        cls = fourier.DecorrelatedFourier if kind == "lucid" else fourier.DecorrelatedPixels
+        return cls(shape, lo, hi, basis)
+    if colour is not None:
+        raise ValueError(f"colour is used by param='lucid' or 'lucid-pixel' only; got "
+                         f"param={kind!r}")
     if kind == "pixel":
-        return Pixels(tuple(shape), lo, hi, squash)
+        return Pixels(shape, lo, hi, squash)
     if kind == "fourier":
-        return Fourier(tuple(shape), lo, hi, squash)
-    raise ValueError(f"param must be 'pixel' or 'fourier' (or a parametrization object); "
+        return Fourier(shape, lo, hi, squash)
+    if kind == "cppn":
+        return cppn.CPPN(shape, lo, hi)
+    raise ValueError(f"param must be one of {PARAMS} (or a parametrization object); "
                      f"got {kind!r}")
 
 

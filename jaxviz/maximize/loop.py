@@ -48,7 +48,8 @@ class State(NamedTuple):
 
 
 class Maximized(NamedTuple):
-    """images, best: (U, H, W, C); trace: (U, steps) objective at each step;
+    """images, best: (U, H, W, C), or (U, n, H, W, C) with a batch of n per unit;
+    trace: (U, steps) objective at each step;
     best_step: (U,); snapshots: (S, U, H, W, C) at the requested steps, or None."""
     images: jax.Array
     best: jax.Array
@@ -66,10 +67,14 @@ def _unit_init(cfg: Config, key):
 
 def _unit_loss(p, cfg: Config, params, unit_args, shared, key):
     img = cfg.param(p)
-    seen = img if cfg.transform is None else cfg.transform(key, img)
-    logits, acts = compile_lib.fast_model(cfg.model.run)(params, seen[None])
+    many = img.ndim == 4  # a batch of images per unit (batched.Batch): (n, H, W, C)
+    seen = img if cfg.transform is None else (
+        jax.vmap(cfg.transform)(jax.random.split(key, img.shape[0]), img) if many
+        else cfg.transform(key, img))
+    logits, acts = compile_lib.fast_model(cfg.model.run)(params, seen if many else seen[None])
     value = obj_lib.evaluate(cfg.node, unit_args, shared, logits, acts).mean()
-    penalty = sum((r(img) for r in cfg.regularizers), jnp.float32(0))
+    penalty = sum(((jax.vmap(r)(img).mean() if many else r(img)) for r in cfg.regularizers),
+                  jnp.float32(0))
     return penalty - value, (value, img)  # maximize value: the one place the sign flips
 
 
