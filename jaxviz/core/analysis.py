@@ -36,7 +36,16 @@ def num_classes(fn, params, x_shape) -> int:
 
 
 def check_inputs(fn, params, images, target, name: str = "images"):
-    """Validated (N, H, W, C) float32 images and (N,) int32 targets, range-checked.
+    """Validated (N, H, W, C) float32 images and (N,) int32 targets, range-checked
+    (`check_images`; class targets by `checks.as_targets`)."""
+    x = check_images(fn, params, images, name)
+    return x, checks.as_targets(target, x.shape[0], _declared_classes(
+        fn, params, x.shape, getattr(fn, "input_shape", None)
+        if isinstance(fn, probe_lib.Probe) else None, name))
+
+
+def check_images(fn, params, images, name: str = "images"):
+    """Validated (N, H, W, C) float32 images for `fn`.
 
     For a Probe, against its spec as strictly as the data loaders: params with its parameter
     structure (`checks.check_params`), float images inside a declared input_range and uint8
@@ -55,17 +64,35 @@ def check_inputs(fn, params, images, target, name: str = "images"):
     x = checks.as_images(images, name, input_shape=spec, input_range=declared)
     if spec is None and not checks.is_traced(images):
         _refuse_channel_first(fn, params, x.shape, name)
-    return x, checks.as_targets(target, x.shape[0], _declared_classes(fn, params, x.shape,
-                                                                       spec, name))
+    return x
 
 
 def _declared_classes(fn, params, x_shape, spec, name: str) -> int:
     """num_classes for x_shape; a model that cannot take a batch other than its declared
     (H, W, C) gets an error naming both shapes, not the framework's shape error."""
+    return _fitting(num_classes, fn, params, x_shape, spec, name)
+
+
+def output_shape(fn, params, x_shape, name: str = "images") -> tuple:
+    """fn's output shape for inputs x_shape (by tracing), with `check_inputs`' error for a
+    batch the model cannot take."""
+    def shape(fn, params, x_shape):
+        if isinstance(fn, probe_lib.Probe):
+            return tuple(fn.output_shape(tuple(x_shape)))
+        out = jax.eval_shape(fn, params, jax.ShapeDtypeStruct(tuple(x_shape), jnp.float32))
+        if not hasattr(out, "shape"):
+            raise ValueError(f"fn must return one array (the model's output); got "
+                             f"{type(out).__name__}")
+        return tuple(out.shape)
+    spec = fn.input_shape if isinstance(fn, probe_lib.Probe) else None
+    return _fitting(shape, fn, params, x_shape, spec, name)
+
+
+def _fitting(f, fn, params, x_shape, spec, name: str):
     if spec is None or tuple(x_shape[1:]) == tuple(spec):
-        return num_classes(fn, params, x_shape)
+        return f(fn, params, x_shape)
     try:
-        return num_classes(fn, params, x_shape)
+        return f(fn, params, x_shape)
     except Exception as err:  # noqa: BLE001 -- any failure to trace: the shape does not fit
         raise ValueError(f"{name} must be (N, {', '.join(map(str, spec))}), the model's "
                          f"declared input_shape; got shape {tuple(x_shape)} (the model fails "

@@ -91,10 +91,13 @@ def _check_classes(k, out_shape):
 @dataclass(frozen=True)
 class _Logit:
     prob: bool
+    log: bool = False  # with prob: the log-softmax (perturbation methods' score="log_prob")
 
     def __call__(self, k, logits, acts):
         z = logits.astype(jnp.float32)  # a bfloat16 model's scores are float32 too
-        return _pick(jax.nn.softmax(z, axis=-1) if self.prob else z, k)
+        if self.prob:
+            z = jax.nn.log_softmax(z, axis=-1) if self.log else jax.nn.softmax(z, axis=-1)
+        return _pick(z, k)
 
     def check(self, k, out_shape, shapes):
         _check_classes(k, out_shape)
@@ -306,6 +309,9 @@ def neuron(layer: str, c: int, y: int | None = None, x: int | None = None) -> Ob
     """Activation of channel c at position (y, x) of a conv layer (default: the centre)."""
     args = tuple(_index(v, n) if v is not None else np.int32(-1)
                  for v, n in ((c, "channel"), (y, "neuron y"), (x, "neuron x")))
+    for v, n in zip(args, ("channel", "neuron y", "neuron x")):
+        if v < 0 and not (n != "channel" and (y, x)[n == "neuron x"] is None):
+            raise ValueError(f"{n} must be >= 0 (None for the centre); got {int(v)}")
     return Objective(_Neuron(layer), args, f"{layer}:{c}@{y},{x}")
 
 
