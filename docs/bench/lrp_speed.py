@@ -4,7 +4,7 @@ import sys, time, inspect
 import jax
 from flax import nnx
 from jaxviz import attribution as A
-from jaxviz.attribution import lrp_composites as LC
+from jaxviz.propagation import lrp_composites as LC
 from jaxviz.core import probe as probe_lib
 from jaxviz.data import load_bundled
 from jaxviz.models import MnistCNN

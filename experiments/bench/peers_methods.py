@@ -86,7 +86,7 @@ def _backward_ratios(s) -> tuple[dict, list[dict]]:
     that the shared machine's slow spells hit all alike): ({name: seconds / saliency's},
     rows for saliency and LRP's default composite)."""
     from jaxviz import attribution as A  # noqa: PLC0415
-    from jaxviz.attribution import lrp_composites, lrp_rules  # noqa: PLC0415
+    from jaxviz.propagation import lrp_composites, lrp_rules  # noqa: PLC0415
     eps = lrp_rules.Epsilon(1e-9)
     calls = {"saliency": (A.saliency, {}), "deeplift": (A.deeplift, {}),
              "deeplift_shap": (A.deeplift_shap, dict(baselines=_baseline_set(N_BASELINES))),
@@ -219,7 +219,7 @@ def _lrp_rows(s, x_sal: dict) -> list[dict]:
     import captum.attr as ca  # noqa: PLC0415
 
     from jaxviz import attribution as A  # noqa: PLC0415
-    from jaxviz.attribution import lrp_composites, lrp_rules  # noqa: PLC0415
+    from jaxviz.propagation import lrp_composites, lrp_rules  # noqa: PLC0415
 
     def jax_lrp(eps):
         rule = lrp_rules.Epsilon(eps)

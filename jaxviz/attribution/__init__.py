@@ -36,7 +36,7 @@ from jaxviz.attribution.normalize import (  # noqa: F401
 from jaxviz.attribution.registry import (  # noqa: F401
     METHODS, Attribution, BlankMapWarning, Method, attribute, compare, display_map, get,
     method_key, register, unregister)
-from jaxviz.attribution.relu_rules import with_relu_rule  # noqa: F401
+from jaxviz.propagation.relu_rules import with_relu_rule  # noqa: F401
 from jaxviz.attribution.sanity import cascading_randomization, rank_correlation  # noqa: F401
 
 smoothgrad = noise_tunnel(saliency, name="smoothgrad")

@@ -19,10 +19,11 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from jaxviz.attribution import deeplift_reveal, deeplift_rules, integrated
+from jaxviz.attribution import integrated
 from jaxviz.core import analysis, checks
 from jaxviz.core import compile as compile_lib
 from jaxviz.core.result import Attribution, attribution_method
+from jaxviz.propagation import deeplift_reveal, deeplift_rules
 
 
 def multipliers(fn, params, x, b, t, rule="rescale"):

@@ -18,8 +18,8 @@ import warnings
 import jax
 import jax.numpy as jnp
 
-from jaxviz.attribution import relu_rules
-from jaxviz.attribution.relu_rules import with_relu_rule
+from jaxviz.propagation import relu_rules
+from jaxviz.propagation.relu_rules import with_relu_rule
 from jaxviz.core import analysis
 from jaxviz.core import compile as compile_lib
 from jaxviz.core.result import Attribution, attribution_method

@@ -21,12 +21,12 @@ from collections.abc import Mapping
 import jax
 from jax import lax
 
-from jaxviz.attribution import lrp_composites
-from jaxviz.attribution.lrp_trace import LrpFn
 from jaxviz.core import analysis
 from jaxviz.core import probe as probe_lib
 from jaxviz.core import compile as compile_lib
 from jaxviz.core.result import Attribution, attribution_method
+from jaxviz.propagation import lrp_composites
+from jaxviz.propagation.lrp_trace import LrpFn
 
 
 def _input_range(fn):

@@ -4,7 +4,7 @@
     fast_fn = interpret.rewrite(fn, rules)     # fn(*args) traced once, re-evaluated with rules
 
 Every jaxpr walker in jaxviz is a rule table (and at most a `default`) on this module:
-`attribution.relu_rules` (ReLU backward rules), `core.fastgrad` (XLA-CPU-friendly VJPs),
+`propagation.relu_rules` (ReLU backward rules), `core.fastgrad` (XLA-CPU-friendly VJPs),
 `occlusion.incremental` (values are (base, change) pairs) and `arch` (values are integer
 ids of a data-flow graph). Call primitives are handled here and nowhere else.
 

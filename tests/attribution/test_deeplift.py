@@ -7,9 +7,9 @@ import pytest
 from flax import nnx
 
 from jaxviz import attribution as A
-from jaxviz.attribution.program import NoRuleError
 from jaxviz.core import probe as probe_lib
 from jaxviz.models import MnistCNN
+from jaxviz.propagation.program import NoRuleError
 
 KEY = jax.random.key(7)
 

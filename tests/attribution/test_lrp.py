@@ -11,12 +11,12 @@ import pytest
 from flax import nnx
 
 from jaxviz import attribution as A
-from jaxviz.attribution import lrp_composites as LC
-from jaxviz.attribution import lrp_rules as LR
 from jaxviz.attribution.lrp import canonized, lrp
-from jaxviz.attribution.lrp_trace import LrpFn
-from jaxviz.attribution.program import NoRuleError
 from jaxviz.core import probe as probe_lib
+from jaxviz.propagation import lrp_composites as LC
+from jaxviz.propagation import lrp_rules as LR
+from jaxviz.propagation.lrp_trace import LrpFn
+from jaxviz.propagation.program import NoRuleError
 
 KEY = jax.random.key(3)
 EXACT = LC.Composite(conv=LR.Epsilon(1e-9), dense=LR.Epsilon(1e-9), pool=LR.Epsilon(1e-9),

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxviz.attribution import relu_rules
+from jaxviz.propagation import relu_rules
 
 X = jax.random.normal(jax.random.key(0), (8, 6))
 W1 = jax.random.normal(jax.random.key(1), (6, 6))

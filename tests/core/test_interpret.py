@@ -10,7 +10,7 @@ from jax import lax
 from jax.extend import core as jcore
 
 from jaxviz import arch
-from jaxviz.attribution import relu_rules
+from jaxviz.propagation import relu_rules
 from jaxviz.core import fastgrad, interpret
 from jaxviz.core import jax_compat as compat
 from jaxviz.core import probe as probe_lib

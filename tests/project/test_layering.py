@@ -2,8 +2,8 @@
 imported), may import only its own layer or those below it, and the layers that compute or
 draw never write files.
 
-    core, io  <  compute (attribution, occlusion, maximize, arch, filters, models, data,
-                 train, sharding, registry, evaluate, cluttered, user_data)  <  plot  <  report  <  cli
+    core, io  <  compute (attribution, propagation, occlusion, maximize, arch, filters, models,
+                 data, train, sharding, registry, evaluate, cluttered, user_data)  <  plot  <  report  <  cli
 
 A new top-level module or package must be given a layer in LAYERS.
 """
@@ -15,8 +15,8 @@ import pytest
 import jaxviz
 
 PACKAGE = Path(jaxviz.__file__).parent
-COMPUTE = ("attribution", "occlusion", "maximize", "arch", "filters", "models", "data", "train",
-           "sharding", "registry", "evaluate", "cluttered", "user_data")
+COMPUTE = ("attribution", "propagation", "occlusion", "maximize", "arch", "filters", "models",
+           "data", "train", "sharding", "registry", "evaluate", "cluttered", "user_data")
 LAYERS = {"": 0, "core": 0, "io": 0, **{name: 1 for name in COMPUTE}, "plot": 2, "report": 3,
           "cli": 4}
 # Only these write files, always through jaxviz.io: downloads, checkpoints, figures and pages.

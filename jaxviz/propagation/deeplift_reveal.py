@@ -31,8 +31,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxviz.attribution import program
-from jaxviz.attribution.lrp_rules import Layer, pull
+from jaxviz.propagation import program
+from jaxviz.propagation.lrp_rules import Layer, pull
 
 RULES = ("rescale", "reveal_cancel")
 _WEIGHTED = ("conv_general_dilated", "dot_general")

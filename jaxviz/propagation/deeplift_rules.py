@@ -37,9 +37,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxviz.attribution import deeplift_pool, deeplift_reveal, program
 from jaxviz.core import compile as compile_lib
 from jaxviz.core import interpret
+from jaxviz.propagation import deeplift_pool, deeplift_reveal, program
 
 EPS = 1e-10  # |x - x0| below which the plain gradient is used (Captum's default)
 _ONE_LIVE_LINEAR = ("mul", "conv_general_dilated", "dot_general")

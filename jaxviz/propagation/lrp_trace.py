@@ -45,10 +45,10 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxviz.attribution import program
-from jaxviz.attribution.lrp_composites import Composite
-from jaxviz.attribution.lrp_rules import Layer, Rule, ZBox, stabilize
 from jaxviz.core import interpret
+from jaxviz.propagation import program
+from jaxviz.propagation.lrp_composites import Composite
+from jaxviz.propagation.lrp_rules import Layer, Rule, ZBox, stabilize
 
 _UNARY_DATA = tuple(k for k, v in program.STRUCTURAL.items() if v == (0,))
 _AFFINE = ("add", "sub", "mul", "div", "neg")

@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
-from jaxviz.attribution.lrp_rules import (
+from jaxviz.propagation.lrp_rules import (
     RULES, AlphaBeta, Epsilon, Flat, Gamma, Rule, ZBox, ZPlus)
 
 KINDS = ("conv", "dense", "pool")
