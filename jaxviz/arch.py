@@ -137,9 +137,12 @@ def as_probe(model, params=None, what: str = "model"):
         return p, p.params if params is None else params
     if isinstance(model, nn.Module):
         return probe_lib.from_model(model, params), params
-    raise TypeError(f"{what} must be a jaxviz Probe, an nnx.Module, or a linen.Module with its "
-                    f"variables (layers are needed); got {type(model).__name__}. Wrap a model "
-                    f"with jaxviz.core.probe.from_model(...)")
+    try:  # any other library's model, through its adapter
+        p = probe_lib.from_model(model)
+    except TypeError as err:
+        raise TypeError(f"{what}: layers are needed, so pass a jaxviz Probe or a model; {err}") \
+            from None
+    return p, p.params if params is None else params
 
 
 def _analyze(model, sample_input, params):

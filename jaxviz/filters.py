@@ -4,7 +4,9 @@
     tiles = filter_grid(probe, params, "conv2", mode="mosaic")  # (16, 16, 3, 3): out x in
     acts = feature_maps(probe, params, x, ["conv1", "conv2"])   # {layer: (N, H, W, C)}
 
-Kernels are Flax's (kh, kw, in, out) 2-D convolution kernels, found by parameter name.
+Kernels are 2-D convolution kernels (kh, kw, in, out), found by parameter name in the
+layer arrays the model's adapter reports (`jaxviz.core.adapters.param_tree`: Equinox's
+(out, in, kh, kw) weights arrive in that layout too).
 Arrays only: `jaxviz.plot.arch` draws them, the report's stages save the figures.
 """
 from __future__ import annotations
@@ -13,9 +15,9 @@ from collections.abc import Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
-from flax import nnx
 
 from jaxviz import arch
+from jaxviz.core import adapters
 from jaxviz.core.checks import as_images, positive_int
 from jaxviz.core.probe import layer_params
 
@@ -24,7 +26,7 @@ MODES = ("channel", "mean", "mosaic")
 
 def conv_layers(probe, params, x_shape: tuple[int, ...] | None = None) -> list[str]:
     """Layers holding a 4-D `kernel`, in call order when `x_shape` is given."""
-    tree = nnx.to_pure_dict(params) if probe.kind == "nnx" else params.get("params", params)
+    tree = adapters.param_tree(probe, params)
     found = []
 
     def walk(node, path):

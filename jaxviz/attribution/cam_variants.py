@@ -55,10 +55,9 @@ import functools
 
 import jax
 import jax.numpy as jnp
-from flax import nnx
 
 from jaxviz.attribution.cam import _finish, _is_spatial, layer_grad, resolve_layer
-from jaxviz.core import analysis
+from jaxviz.core import adapters, analysis
 from jaxviz.core import compile as compile_lib
 from jaxviz.core.result import Attribution, attribution_method, cam_cause
 
@@ -201,12 +200,7 @@ def ablation_cam(fn, params, images, target, *, layer: str | None = None, relu: 
 
 def _own_variables(module) -> dict:
     """A layer's own arrays by name ({"kernel", "bias"}, BatchNorm's "mean", "var", ...)."""
-    if isinstance(module, nnx.Module):
-        return {k: v.get_value() for k, v in vars(module).items() if isinstance(v, nnx.Variable)}
-    out = {}
-    for collection in module.variables.values():
-        out.update({k: v for k, v in collection.items() if hasattr(v, "shape")})
-    return out
+    return adapters.own_arrays(module)
 
 
 def implicit_bias(module, width: int):

@@ -1,4 +1,4 @@
-"""Which keyword arguments put a Flax model in training or inference mode.
+"""Which keyword arguments put a model in training or inference mode.
 
 Flax models spell "training mode" four common ways: a `__call__` argument `train` or
 `training` (True while training), `deterministic` or `use_running_average` (False while
@@ -24,12 +24,13 @@ FLAGS: Mapping[str, bool] = {"train": True, "training": True, "deterministic": F
 _BY_NAME = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
 
 
-def mode_kwargs(fn: Callable | None, training: bool, given: Mapping | None = None) -> dict:
+def mode_kwargs(fn: Callable | None, training: bool, given: Mapping | None = None,
+                flags: Mapping[str, bool] = FLAGS) -> dict:
     """{flag: value} for the mode flags `fn` takes by name, set for `training`; flags named
     in `given` (the caller's explicit keyword arguments) are left out, so an explicit
-    value wins."""
+    value wins. flags: {name: its value in training mode} (default the Flax spellings)."""
     given = given or {}
-    return {name: value if training else not value for name, value in FLAGS.items()
+    return {name: value if training else not value for name, value in flags.items()
             if name not in given and name in _keyword_params(fn)}
 
 
@@ -57,3 +58,24 @@ def call_target(model, method=None) -> Callable | None:
 def is_linen_bridge(model) -> bool:
     """True for a Linen module wrapped as NNX (`nnx.bridge.ToNNX`)."""
     return isinstance(model, nnx.bridge.ToNNX) and isinstance(model.to_nnx__module, nn.Module)
+
+
+def inference_kwargs(target: Callable | None, apply_kwargs: Mapping | None,
+                     flags: Mapping[str, bool] = FLAGS) -> dict:
+    """`apply_kwargs` plus every mode flag `target` takes, in its inference value (an
+    explicit value in apply_kwargs wins). `mutable` is refused: nothing changes in
+    inference mode."""
+    given = dict(apply_kwargs or {})
+    if "mutable" in given:
+        raise ValueError(f"apply_kwargs: jaxviz runs models in inference mode, where no "
+                         f"variable changes; drop 'mutable' (got {given['mutable']!r})")
+    return {**mode_kwargs(target, False, given, flags), **given}
+
+
+def refuse_mutation(what: str, kwargs) -> ValueError:
+    """The error for a model that changes `what` (a variable) when called in inference mode."""
+    return ValueError(
+        f"the model changes {what} when called in inference mode (with {kwargs}), so its "
+        f"outputs would depend on the batch; give its __call__ a `train`, `training`, "
+        f"`deterministic` or `use_running_average` argument that turns this off, or pass "
+        f"apply_kwargs that do")

@@ -1,10 +1,16 @@
-"""The pure boundary every analysis uses: any Flax model (NNX or Linen) as functions of arrays.
+"""The pure boundary every analysis uses: a model of any JAX library as functions of arrays.
 
-    probe = jaxviz.core.probe.from_model(model)           # an nnx.Module
+    probe = jaxviz.core.probe.from_model(model)           # nnx / equinox / keras model
     probe = jaxviz.core.probe.from_model(module, variables)  # a linen.Module and its variables
+    probe = jaxviz.core.probe.from_function(apply_fn, params)  # anything else
     logits = probe(probe.params, x)                  # apply_fn(params, x) -> logits
     logits, acts = probe.run(probe.params, x)        # acts: {"conv1": ..., "conv2": ...}
     logits, acts = probe.run(params, x, edits={"conv2": lambda a: a + delta})
+
+`from_model` dispatches by type to one adapter per library (`jaxviz.core.adapters`: Flax
+NNX and Linen, Equinox, Keras 3); what follows holds for all of them, and the adapter
+modules say what each library adds (Equinox: channel-first convolutions behind NHWC
+images and activations; Keras: layers by their Keras names).
 
 Layers are the model's submodules, named by their attribute path joined with "."
 ("conv1", "block.conv", "layers.0"); a layer's activation is the output of its
@@ -12,9 +18,9 @@ Layers are the model's submodules, named by their attribute path joined with "."
 of the model says which layer each equation belongs to. `edits` replace a layer's output
 while the model runs, which is how gradients at a layer are taken without editing the
 model's code. The model always runs in inference mode, so dropout and batch-norm
-statistics never depend on batching: NNX models get `eval()` on a private copy, and a
-`__call__` that takes `train`, `training`, `deterministic` or `use_running_average` (NNX or
-Linen) gets its inference value without being asked (`jaxviz.core.modes`); a flag named in
+statistics never depend on batching: NNX models get `eval()` on a private copy (Equinox
+ones `inference_mode`, Keras ones `training=False`), and a `__call__` that takes `train`,
+`training`, `deterministic` or `use_running_average` (NNX or Linen) gets its inference value without being asked (`jaxviz.core.modes`); a flag named in
 `apply_kwargs` wins. A model that still changes its variables when called that way (a
 BatchNorm with `use_running_average=False` fixed, a Linen `batch_stats` update) is refused
 with a ValueError the first time it runs, naming the variable: its outputs would depend on
@@ -36,16 +42,10 @@ cache never keeps weights alive.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
-from flax import errors as flax_errors
-from flax import linen as nn
-from flax import nnx
-
-from jaxviz.core import modes
 
 Edits = Mapping[str, Callable[[jax.Array], jax.Array]]
 
@@ -69,15 +69,16 @@ class Probe:
     """
 
     def __init__(self, run_fn, params, *, kind: str, structure, output=None,
-                 input_shape=None, input_range=None):
+                 input_shape=None, input_range=None, note: str | None = None):
         self._run = run_fn
         self._params = params
         self.kind = kind
+        self.note = note
         self.output = output
         self.input_shape = _input_shape(input_shape)
         self.range_declared = input_range is not None
         self.input_range = _input_range((0.0, 1.0) if input_range is None else input_range)
-        self._key = (kind, structure, _freeze(output), _signature(params), self.input_shape,
+        self._key = (kind, structure, freeze(output), _signature(params), self.input_shape,
                      self.input_range)
         self._hash = hash(self._key)  # jit hashes static arguments on every call
         self._shape_cache: dict = {}
@@ -95,8 +96,9 @@ class Probe:
         return self._hash
 
     def __repr__(self):
+        note = f", {self.note}" if self.note else ""
         return (f"Probe({self.kind}, input_shape={self.input_shape}, "
-                f"input_range={self.input_range})")
+                f"input_range={self.input_range}{note})")
 
     @property
     def num_classes(self) -> int | None:
@@ -158,7 +160,7 @@ def static_view(fn):
                                 fn.params)
         view = Probe(fn._run, abstract, kind=fn.kind, structure=fn._key[1], output=fn.output,
                      input_shape=fn.input_shape,
-                     input_range=fn.input_range if fn.range_declared else None)
+                     input_range=fn.input_range if fn.range_declared else None, note=fn.note)
         view._shape_cache = fn._shape_cache  # shapes only: sharing them saves retracing
         view._view = view
         fn._view = view
@@ -175,12 +177,12 @@ def _signature(params):
     return tree, tuple((tuple(jax.numpy.shape(a)), str(_dtype(a))) for a in leaves)
 
 
-def _freeze(v):
+def freeze(v):
     """A hashable stand-in for model options (dicts and lists by value, the rest as is)."""
     if isinstance(v, Mapping):
-        return ("dict",) + tuple(sorted(((k, _freeze(x)) for k, x in v.items()), key=repr))
+        return ("dict",) + tuple(sorted(((k, freeze(x)) for k, x in v.items()), key=repr))
     if isinstance(v, (list, tuple)):
-        return (type(v).__name__,) + tuple(_freeze(x) for x in v)
+        return (type(v).__name__,) + tuple(freeze(x) for x in v)
     try:
         hash(v)
     except TypeError:
@@ -230,155 +232,67 @@ def select_output(out, output):
 
 def from_model(model, variables=None, *, output=None, apply_kwargs: Mapping | None = None,
                method=None, input_shape=None, input_range=None) -> Probe:
-    """Wrap an `nnx.Module`, or a `linen.Module` with its `variables`, as a Probe.
+    """Wrap a model as a Probe, through the adapter of its library (`jaxviz.core.adapters`):
+    an `nnx.Module`; a `linen.Module` with its `variables`; an `equinox.Module` (with its
+    `eqx.nn.State` as `variables` when it has one); a Keras 3 `keras.Model` (JAX backend).
+    Any other model: `from_function`.
 
     output: selects the logits when the model returns a tuple or dict (index, key or callable).
     apply_kwargs: extra keyword arguments for every call; the mode flags the model's
       `__call__` (or `method`) takes are added in their inference values unless named here.
-    input_shape: one image's (H, W, C); default: the model's `input_shape` attribute if it
-      has one, else unknown (analyses that need it then ask for it).
+    method: a Linen module's method to run (default `__call__`).
+    input_shape: one image's (H, W, C); default: the model's own (its `input_shape`
+      attribute, a Keras model's input), else unknown (analyses that need it then ask).
     input_range: (lo, hi) of valid pixel values (activation maximization stays inside it);
       given, it is declared: analyses refuse float images outside it and map uint8 onto it;
       default: (0, 1) assumed, images not checked against it.
     """
     if isinstance(model, Probe):
         return model
-    spec = dict(output=output, input_range=input_range,
-                input_shape=getattr(model, "input_shape", None) if input_shape is None
-                else input_shape)
-    if isinstance(model, nnx.Module):
-        if variables is not None:
-            raise ValueError("variables: an nnx.Module carries its own state; pass only the model")
-        return _nnx_probe(model, _inference_kwargs(model, None, apply_kwargs), spec)
-    if isinstance(model, nn.Module):
-        if variables is None:
-            raise ValueError("variables: a linen.Module needs its variables, e.g. "
-                             "from_model(module, module.init(key, x))")
-        return _linen_probe(model, variables, _inference_kwargs(model, method, apply_kwargs),
-                            method, spec)
-    raise TypeError(f"model must be a flax nnx.Module or linen.Module; got {type(model).__name__}")
+    from jaxviz.core import adapters  # noqa: PLC0415  (the adapters import this module)
+    options = dict(output=output, apply_kwargs=apply_kwargs, method=method,
+                   input_shape=input_shape, input_range=input_range)
+    return adapters.for_model(model).build(model, variables, options)
 
 
-def _inference_kwargs(model, method, apply_kwargs) -> dict:
-    given = dict(apply_kwargs or {})
-    if "mutable" in given:
-        raise ValueError(f"apply_kwargs: jaxviz runs models in inference mode, where no "
-                         f"variable changes; drop 'mutable' (got {given['mutable']!r})")
-    return {**modes.mode_kwargs(modes.call_target(model, method), False, given), **given}
+def spec_of(model, options, default_shape=...) -> dict:
+    """The Probe keywords for a model's input spec: output, input_range, and input_shape
+    (given, else `default_shape` where an adapter reads it off the model, else the model's
+    `input_shape` attribute)."""
+    shape = options.get("input_shape")
+    if shape is None:
+        shape = getattr(model, "input_shape", None) if default_shape is ... else default_shape
+    return dict(output=options.get("output"), input_range=options.get("input_range"),
+                input_shape=shape)
 
 
-def _refuse_mutation(what: str, kwargs) -> ValueError:
-    return ValueError(
-        f"the model changes {what} when called in inference mode (with {kwargs}), so its "
-        f"outputs would depend on the batch; give its __call__ a `train`, `training`, "
-        f"`deterministic` or `use_running_average` argument that turns this off, or pass "
-        f"apply_kwargs that do")
+def from_function(apply_fn: Callable, params, *, output=None, input_shape=None,
+                  input_range=None, name: str | None = None) -> Probe:
+    """A Probe over any function of (params, x), with named layers when it reports them.
 
+    apply_fn(params, x) -> logits: no layers (gradient and perturbation methods only);
+    apply_fn(params, x) -> (logits, {layer: activation}): layers to read, not to edit;
+    apply_fn(params, x, tap) -> logits: `tap(name, a)` returns what the model uses as layer
+      `name`'s output (recorded, and replaced by an edit), so every layer analysis works:
 
-# Variables a model may change in inference mode without its outputs depending on the batch.
-_UNWATCHED = nnx.Any(nnx.RngState, nnx.Intermediate)
+        def apply_fn(params, x, tap):
+            h = tap("conv1", jax.nn.relu(conv(params["conv1"], x)))
+            return tap("head", h.mean((1, 2)) @ params["head"]["kernel"])
 
+        probe = from_function(apply_fn, params, input_shape=(28, 28, 1))
 
-def _values(state) -> dict:
-    return {jax.tree_util.keystr(k): v
-            for k, v in jax.tree_util.tree_flatten_with_path(nnx.to_pure_dict(state))[0]}
-
-
-def _nnx_probe(model: nnx.Module, apply_kwargs, spec) -> Probe:
-    graphdef, state = nnx.split(model)
-
-    def run(state, x, edits, acts, on_call):
-        # A private copy (new Variables): the user's model keeps its mode and its values.
-        m = nnx.merge(graphdef, state, copy=True)
-        m.eval()
-        before = _values(nnx.state(m, nnx.Not(_UNWATCHED)))
-        names = {id(sub): ".".join(map(str, path)) for path, sub in nnx.iter_modules(m) if path}
-        tapped: dict[type, type] = {}
-
-        def tap_class(cls):
-            if cls not in tapped:
-                def __call__(self, *args, **kwargs):
-                    name = names[id(self)]
-                    with jax.named_scope(layer_scope(name)):
-                        a = cls.__call__(self, *args, **kwargs)
-                    if name in edits:
-                        a = edits[name](a)
-                    acts[name] = a
-                    if on_call is not None:
-                        on_call(name, self, a)
-                    return a
-                tapped[cls] = type(cls.__name__, (cls,), {"__call__": __call__})
-            return tapped[cls]
-
-        for path, sub in nnx.iter_modules(m):
-            if path:
-                object.__setattr__(sub, "__class__", tap_class(type(sub)))
-        try:
-            out = m(x, **apply_kwargs)
-        except flax_errors.ModifyScopeVariableError as err:  # a Linen model in nnx.bridge.ToNNX
-            raise _refuse_mutation(_linen_variable(err), apply_kwargs) from None
-        after = _values(nnx.state(m, nnx.Not(_UNWATCHED)))
-        changed = [k for k, v in after.items() if before.get(k) is not v]
-        if changed:
-            raise _refuse_mutation(f"its variable {changed[0]}", apply_kwargs)
-        return out
-
-    return Probe(run, state, kind="nnx", structure=(graphdef, _freeze(apply_kwargs)), **spec)
-
-
-def _linen_probe(module: nn.Module, variables, apply_kwargs, method, spec) -> Probe:
-    def run(variables, x, edits, acts, on_call):
-        def interceptor(next_fun, args, kwargs, context):
-            path = context.module.path
-            if context.method_name != "__call__" or not path:
-                return next_fun(*args, **kwargs)
-            name = ".".join(map(str, path))
-            with jax.named_scope(layer_scope(name)):
-                a = next_fun(*args, **kwargs)
-            if name in edits:
-                a = edits[name](a)
-            acts[name] = a
-            if on_call is not None:
-                on_call(name, context.module, a)
-            return a
-
-        with nn.intercept_methods(interceptor):
-            try:
-                return module.apply(variables, x, method=method, **apply_kwargs)
-            except flax_errors.ModifyScopeVariableError as err:
-                raise _refuse_mutation(_linen_variable(err), apply_kwargs) from None
-
-    return Probe(run, variables, kind="linen",
-                 structure=(_freeze(module), _freeze(method), _freeze(apply_kwargs)), **spec)
-
-
-def _linen_variable(err) -> str:
-    """'its variable "mean" in "/bn" (collection "batch_stats")' from Linen's error text."""
-    found = re.search(r'variable "(.*?)" in "(.*?)" because collection "(.*?)"', str(err))
-    if found is None:
-        return "a variable"
-    name, scope, collection = found.groups()
-    return f'its variable "{name}" in "{scope}" (collection "{collection}")'
+    A layer's ops inside `with jax.named_scope(layer_scope(name)):` tell LRP and DeepLIFT
+    which layer each op belongs to. A layer's arrays are read from params["params"][layer]
+    (or params[layer]) as {"kernel": (kh, kw, in, out), "bias": ...}, as filters expect.
+    name: the Probe's kind in its repr (default "function").
+    """
+    from jaxviz.core.adapters import function  # noqa: PLC0415
+    return function.build(apply_fn, params, dict(output=output, input_shape=input_shape,
+                                                 input_range=input_range), name)
 
 
 def layer_params(probe: Probe, params, layer: str) -> Mapping[str, Any]:
-    """The parameter arrays that belong to `layer` ({"kernel": ..., "bias": ...})."""
-    tree = nnx.to_pure_dict(params) if probe.kind == "nnx" else params.get("params", params)
-    node = tree
-    for part in layer.split("."):
-        key = int(part) if isinstance(node, Mapping) and part.isdigit() and int(part) in node else part
-        if not isinstance(node, Mapping) or key not in node:
-            raise ValueError(f"layer {layer!r} has no parameters; layers with parameters: "
-                             f"{_param_layers(tree)}")
-        node = node[key]
-    return node
-
-
-def _param_layers(tree, prefix=()) -> list[str]:
-    out = []
-    for k, v in tree.items():
-        if isinstance(v, Mapping):
-            if any(not isinstance(x, Mapping) for x in v.values()):
-                out.append(".".join(map(str, prefix + (k,))))
-            out.extend(_param_layers(v, prefix + (k,)))
-    return out
+    """The parameter arrays that belong to `layer` ({"kernel": ..., "bias": ...}), named
+    and laid out as the probe's adapter reports them (`adapters.param_tree`)."""
+    from jaxviz.core import adapters  # noqa: PLC0415
+    return adapters.layer_params(probe, params, layer)

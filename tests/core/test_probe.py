@@ -71,7 +71,7 @@ def test_probe_errors(cnn_random, digits):
         cnn_random.check_layer("nope", x.shape)
     with pytest.raises(ValueError, match="no parameters"):
         probe.layer_params(cnn_random, cnn_random.params, "dropout1")
-    with pytest.raises(TypeError, match="nnx.Module or linen.Module"):
+    with pytest.raises(TypeError, match="nnx.Module, a Flax linen.Module .*equinox.Module.*keras.Model"):
         probe.from_model(lambda p, x: x)
 
 
