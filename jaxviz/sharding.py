@@ -1,4 +1,4 @@
-"""Run any batched analysis on several devices with JAX's own SPMD machinery.
+"""Run batched analyses, or stacks of models, on several devices with JAX's own SPMD machinery.
 
 Analyses are jitted pure functions, so sharding is a property of their inputs: place the
 batch axis across a `jax.sharding.Mesh` and XLA partitions the work (GSPMD); no home-made
@@ -35,3 +35,33 @@ def replicate(tree, mesh: Mesh | None = None):
     """Place every leaf of tree (e.g. params) fully replicated on the mesh."""
     mesh = mesh or batch_mesh()
     return jax.device_put(tree, NamedSharding(mesh, P()))
+
+
+def place(tree, mesh: Mesh, axis: str | None):
+    """Every leaf of tree on the mesh, split on its first axis along `axis` (None:
+    replicated). Works across processes: each process passes the same values and fills
+    only its own devices (`jax.make_array_from_callback`); a leaf that is already a
+    global array is resharded by a compiled identity, so every process runs the same op.
+    """
+    target = NamedSharding(mesh, P(axis) if axis else P())
+
+    def one(a):
+        if isinstance(a, jax.Array) and not a.is_fully_addressable:
+            return jax.jit(lambda v: v, out_shardings=target)(a)
+        host = np.asarray(a)
+        if axis and host.shape[0] % mesh.shape[axis]:
+            raise ValueError(f"leading axis {host.shape[0]} must be a multiple of the "
+                             f"{mesh.shape[axis]} devices on mesh axis {axis!r}; pad it")
+        return jax.make_array_from_callback(host.shape, target, lambda idx: host[idx])
+
+    return jax.tree.map(one, tree)
+
+
+def to_host(x) -> np.ndarray:
+    """x as one numpy array on every process: gathered from the other processes' devices
+    when x is a global array spanning several (`multihost_utils.process_allgather`)."""
+    if not isinstance(x, jax.Array) or x.is_fully_addressable:
+        return np.asarray(x)
+    from jax.experimental import multihost_utils  # noqa: PLC0415 (multi-process only)
+
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
