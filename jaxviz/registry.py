@@ -1,20 +1,23 @@
-"""Model specs: the built-in "mnist_cnn", a user's "package.module:factory" or
-"path/to/file.py:factory".
+"""Model specs: the built-in "mnist_cnn", a user's "package.module:factory",
+"path/to/file.py:factory", or a saved Keras model "path/to/model.keras".
 
 The current directory is importable for "package.module:factory" (as uvicorn and gunicorn
 do), and a file's own directory for "file.py:factory", so the file may import its
 neighbours. A factory takes a seed (int) and returns the model with its input spec:
 
     ModelSpec(model, input_shape, input_range=(0, 1), num_classes=None, output=None)
-    model                                   an nnx.Module with an `input_shape` attribute
+    model                                   a model with an `input_shape` attribute
     (model, input_shape)                    input_shape = (H, W, C); pixel range (0, 1)
     (model, input_shape, input_range)       input_range = (lo, hi)
 
-where model is an `nnx.Module` or a `linen.Module`; `num_classes`, when given, is checked
-against the model's output; `output` selects the logits of a model returning a dict or
-tuple. Linen models are trained through `nnx.bridge.ToNNX` and analysed as Linen (layer
-names are their module paths), so every `jaxviz` subcommand works on a user's network,
-not only the reference CNN. The spec travels on the Probe (`probe.input_shape`,
+where model is any model `jaxviz.core.adapters` takes (Flax NNX or Linen, Equinox, Keras
+3); `num_classes`, when given, is checked against the model's output; `output` selects
+the logits of a model returning a dict or tuple. `jaxviz train` fits the models whose
+adapter says how (NNX as is, Linen through `nnx.bridge.ToNNX`, analysed as Linen again:
+layer names are their module paths); a Keras or Equinox model is trained with its own
+library and analysed as it is: a `.keras` file is its model with its own weights, input
+shape from its first input. So every `jaxviz` subcommand works on a user's network, not
+only the reference CNN. The spec travels on the Probe (`probe.input_shape`,
 `input_range`, `num_classes`); its input range counts as declared, so the Python API checks
 images against it as the data loaders do.
 
@@ -34,18 +37,16 @@ import traceback
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import jax.numpy as jnp
-from flax import linen as nn
 from flax import nnx
 
-from jaxviz.core import modes
+from jaxviz.core import adapters
 from jaxviz.core import probe as probe_lib
 from jaxviz.models import MnistCNN
 
 
 class ModelSpec(NamedTuple):
     """What a factory may return: the model and its input spec (see the module docstring)."""
-    model: Any  # nnx.Module or linen.Module
+    model: Any  # any model an adapter takes (jaxviz.core.adapters)
     input_shape: tuple[int, int, int]
     input_range: tuple[float, float] = (0.0, 1.0)
     num_classes: int | None = None
@@ -53,9 +54,10 @@ class ModelSpec(NamedTuple):
 
 
 class Built(NamedTuple):
-    model: nnx.Module  # trainable (Linen wrapped in ToNNX)
+    model: Any  # what `jaxviz train` fits (Linen wrapped in ToNNX), or a model trained by
+    # its own library (Keras, Equinox), analysed as it is
     input_shape: tuple[int, int, int]
-    linen: nn.Module | None
+    linen: Any  # the factory's model where `model` is another form of it (Linen), else None
     input_range: tuple[float, float] = (0.0, 1.0)
     num_classes: int | None = None
     output: Any = None
@@ -68,6 +70,28 @@ def _mnist_cnn(seed: int):
 BUILTIN = {"mnist_cnn": _mnist_cnn}
 
 
+def _is_keras_file(spec: str) -> bool:
+    return spec.endswith(".keras")
+
+
+def _keras_factory(spec: str):
+    """A saved Keras model as a factory: the file's model (its own weights; the seed is
+    unused) with the input shape of its first input."""
+    path = Path(spec).expanduser().resolve()
+    if not path.is_file():
+        raise ValueError(f"model {spec!r}: file {str(path)!r} does not exist")
+
+    def load(seed: int) -> ModelSpec:
+        from jaxviz.core.adapters import keras as keras_adapter  # noqa: PLC0415
+        model = keras_adapter.load(path)
+        shape = keras_adapter.input_shape_of(model)
+        if shape is None:
+            raise ValueError(f"the model's input shape is not one image's (H, W, C): "
+                             f"{getattr(model, 'inputs', None)}")
+        return ModelSpec(model, shape)
+    return load, str(path)
+
+
 def _is_file_spec(module_part: str) -> bool:
     return module_part.endswith(".py") or "/" in module_part or os.sep in module_part
 
@@ -75,6 +99,8 @@ def _is_file_spec(module_part: str) -> bool:
 def canonical(spec: str) -> str:
     """The spec as stored in a run's config: a file path made absolute, so later commands
     find the file from any directory. Other specs unchanged."""
+    if _is_keras_file(spec):
+        return str(Path(spec).expanduser().resolve())
     module_part, sep, attr = spec.rpartition(":")
     if sep and _is_file_spec(module_part):
         return f"{Path(module_part).expanduser().resolve()}:{attr}"
@@ -171,9 +197,11 @@ def _resolve(spec: str):
     """(factory, its module's file or None) for a spec, or a one-line ValueError."""
     if spec in BUILTIN:
         return BUILTIN[spec], None
+    if _is_keras_file(spec):
+        return _keras_factory(spec)
     if ":" not in spec:
-        raise ValueError(f"model must be one of {list(BUILTIN)}, 'package.module:factory' or "
-                         f"'path/to/file.py:factory'; got {spec!r}")
+        raise ValueError(f"model must be one of {list(BUILTIN)}, 'package.module:factory', "
+                         f"'path/to/file.py:factory' or 'path/to/model.keras'; got {spec!r}")
     module_part, attr = spec.rsplit(":", 1)
     try:
         module = (_import_file(module_part, spec) if _is_file_spec(module_part)
@@ -210,19 +238,17 @@ def build(spec: str, seed: int = 0) -> Built:
         raise _load_error(spec, err, files, f"in factory {attr!r}") from err
     made = _unpack(made, spec)
     model, shape = made.model, made.input_shape
-    if isinstance(model, nnx.Module):
-        built = Built(model, shape, None, made.input_range, made.num_classes, made.output)
-    else:
-        wrapped = nnx.bridge.ToNNX(model, rngs=nnx.Rngs(seed))
-        # Initialised in inference mode: a `train` argument without a default still gets one.
-        flags = modes.mode_kwargs(modes.call_target(model), training=False)
+    to_trainable = adapters.for_model(model).to_trainable
+    trainable = model
+    if to_trainable is not None:
         try:
-            nnx.bridge.lazy_init(wrapped, jnp.zeros((1, *shape), jnp.float32), **flags)
+            trainable = to_trainable(model, shape, seed)
         except Exception as err:
             raise _load_error(spec, err, files + [_class_file(model)],
                               f"initialising the model of factory {attr!r} on "
                               f"(1, {', '.join(map(str, shape))}) inputs") from err
-        built = Built(wrapped, shape, model, made.input_range, made.num_classes, made.output)
+    built = Built(trainable, shape, None if trainable is model else model, made.input_range,
+                  made.num_classes, made.output)
     return _check_classes(built, spec, files + [_class_file(model)])
 
 
@@ -233,17 +259,19 @@ def _class_file(obj) -> str | None:
 
 def _unpack(made, spec: str) -> ModelSpec:
     """A factory's return value -> ModelSpec (validated), or a clear error."""
-    expected = (f"model factory {spec!r} must return a registry.ModelSpec, an nnx.Module "
+    expected = (f"model factory {spec!r} must return a registry.ModelSpec, a model "
                 f"with an `input_shape` attribute, (model, (H, W, C)) or "
-                f"(model, (H, W, C), (lo, hi))")
+                f"(model, (H, W, C), (lo, hi)), the model {adapters.accepted()}")
     if isinstance(made, ModelSpec):
         parts = tuple(made)
     else:
         parts = made if isinstance(made, tuple) else (made,)
         if not 1 <= len(parts) <= 3:
             raise ValueError(f"{expected}; got a tuple of {len(parts)}")
-    if not isinstance(parts[0], (nnx.Module, nn.Module)):
-        raise ValueError(f"{expected}; got {type(parts[0]).__name__}")
+    try:
+        adapters.for_model(parts[0])
+    except TypeError:
+        raise ValueError(f"{expected}; got {type(parts[0]).__name__}") from None
     model = parts[0]
     shape = parts[1] if len(parts) > 1 else getattr(model, "input_shape", None)
     if shape is None:
@@ -278,16 +306,14 @@ def _check_classes(built: Built, spec: str, files=()) -> Built:
     return built._replace(num_classes=int(out[1]))
 
 
-def to_probe(built: Built, model: nnx.Module | None = None) -> probe_lib.Probe:
-    """A Probe over the (trained) model, carrying the factory's input spec: NNX as is,
-    Linen through its own variables."""
+def to_probe(built: Built, model=None) -> probe_lib.Probe:
+    """A Probe over the (trained) model, carrying the factory's input spec: the model as
+    is, or where it was trained in another form (Linen through nnx.bridge), the factory's
+    model with the trained weights (its adapter's `from_trained`)."""
     model = built.model if model is None else model
     spec = dict(input_shape=built.input_shape, input_range=built.input_range,
                 output=built.output)
     if built.linen is None:
         return probe_lib.from_model(model, **spec)
-    variables = {"params": nnx.to_pure_dict(nnx.state(model, nnx.Param))}
-    stats = nnx.to_pure_dict(nnx.state(model, nnx.BatchStat))
-    if stats:
-        variables["batch_stats"] = stats
-    return probe_lib.from_model(built.linen, variables, apply_kwargs={}, **spec)
+    original, variables = adapters.for_model(built.linen).from_trained(built.linen, model)
+    return probe_lib.from_model(original, variables, apply_kwargs={}, **spec)

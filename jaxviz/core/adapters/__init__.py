@@ -46,6 +46,10 @@ class Adapter:
       "scale", and batch-norm "mean" / "var").
     own_arrays(module) -> dict or None: a layer object's own arrays by standard name, None
       when the object is not this library's.
+    to_trainable(model, input_shape, seed) -> the nnx.Module `jaxviz train` fits (the model
+      itself for NNX), or None for a library whose models are trained with its own tools.
+    from_trained(model, trained) -> (model, variables) to analyse, where `to_trainable`
+      gave another object (a Linen module and the trained variables).
     """
 
     name: str
@@ -54,6 +58,8 @@ class Adapter:
     build: Callable[..., Any]
     param_tree: Callable[[Any], Mapping]
     own_arrays: Callable[[Any], dict | None] = lambda module: None
+    to_trainable: Callable[..., Any] | None = None
+    from_trained: Callable[..., Any] = lambda model, trained: (trained, None)
 
 
 _ADAPTERS: list[Adapter] = []
@@ -63,6 +69,11 @@ def register(adapter: Adapter) -> Adapter:
     """Add (or replace, by name) an adapter; `from_model` asks them in registration order."""
     _ADAPTERS[:] = [a for a in _ADAPTERS if a.name != adapter.name] + [adapter]
     return adapter
+
+
+def unregister(name: str) -> None:
+    """Remove the adapter called `name` (if any)."""
+    _ADAPTERS[:] = [a for a in _ADAPTERS if a.name != name]
 
 
 def adapters() -> tuple[Adapter, ...]:

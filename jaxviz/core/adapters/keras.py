@@ -98,7 +98,8 @@ def _put(tree: dict, collection: str, path: str, name: str, value) -> None:
     node[name] = value
 
 
-def _input_shape(model):
+def input_shape_of(model):
+    """One image's (H, W, C) from the model's first input, or None."""
     try:
         shape = tuple(model.inputs[0].shape[1:])
     except (AttributeError, IndexError, TypeError, ValueError):
@@ -179,7 +180,7 @@ def build(model, variables, options) -> probe_lib.Probe:
     structure = ("keras", probe_lib.freeze(type(model)), ("id", id(model)),
                  probe_lib.freeze(apply_kwargs))
     return probe_lib.Probe(run, params, kind="keras", structure=structure,
-                           **probe_lib.spec_of(model, options, _input_shape(model)))
+                           **probe_lib.spec_of(model, options, input_shape_of(model)))
 
 
 def _param_tree(params):

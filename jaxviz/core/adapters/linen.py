@@ -10,8 +10,10 @@ get their inference values; a module that still updates a collection is refused.
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 from flax import errors as flax_errors
 from flax import linen as nn
+from flax import nnx
 
 from jaxviz.core import adapters, modes
 from jaxviz.core import probe as probe_lib
@@ -66,7 +68,26 @@ def _own_arrays(module):
     return out
 
 
+def _to_trainable(module: nn.Module, input_shape, seed: int) -> nnx.Module:
+    """The module inside `nnx.bridge.ToNNX`, initialised on one (1, H, W, C) zero batch in
+    inference mode (a `train` argument without a default still gets one)."""
+    wrapped = nnx.bridge.ToNNX(module, rngs=nnx.Rngs(seed))
+    flags = modes.mode_kwargs(modes.call_target(module), training=False)
+    nnx.bridge.lazy_init(wrapped, jnp.zeros((1, *input_shape), jnp.float32), **flags)
+    return wrapped
+
+
+def _from_trained(module: nn.Module, trained: nnx.Module):
+    """(module, variables) with the weights and batch statistics of the trained wrapper."""
+    variables = {"params": nnx.to_pure_dict(nnx.state(trained, nnx.Param))}
+    stats = nnx.to_pure_dict(nnx.state(trained, nnx.BatchStat))
+    if stats:
+        variables["batch_stats"] = stats
+    return module, variables
+
+
 ADAPTER = adapters.register(adapters.Adapter(
     name="linen", accepts="a Flax linen.Module with its variables",
     claims=lambda model: isinstance(model, nn.Module),
-    build=build, param_tree=_param_tree, own_arrays=_own_arrays))
+    build=build, param_tree=_param_tree, own_arrays=_own_arrays,
+    to_trainable=_to_trainable, from_trained=_from_trained))

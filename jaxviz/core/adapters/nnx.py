@@ -99,4 +99,5 @@ def _own_arrays(module):
 ADAPTER = adapters.register(adapters.Adapter(
     name="nnx", accepts="a Flax nnx.Module",
     claims=lambda model: isinstance(model, nnx.Module),
-    build=build, param_tree=nnx.to_pure_dict, own_arrays=_own_arrays))
+    build=build, param_tree=nnx.to_pure_dict, own_arrays=_own_arrays,
+    to_trainable=lambda model, input_shape, seed: model))

@@ -1,0 +1,131 @@
+"""The Equinox adapter against Equinox's own forward: logits, activations, edits, layout,
+BatchNorm state, Grad-CAM by hand."""
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxviz import attribution, filters
+from jaxviz.core import probe as probe_lib
+
+N, SHAPE = 3, (8, 8, 2)
+
+
+class Net(eqx.Module):
+    """(C, H, W) = (2, 8, 8) -> (3,): conv -> relu -> BatchNorm -> conv -> relu -> mean ->
+    dropout -> linear. `trunk` and `rest` split it at conv2's output for hand computations."""
+
+    layers: list
+    bn: eqx.nn.BatchNorm
+    conv2: eqx.nn.Conv2d
+    drop: eqx.nn.Dropout
+    head: eqx.nn.Linear
+
+    def __init__(self, key):
+        k1, k2, k3 = jax.random.split(key, 3)
+        self.layers = [eqx.nn.Conv2d(2, 4, 3, key=k1), eqx.nn.Lambda(jax.nn.relu)]
+        self.bn = eqx.nn.BatchNorm(4, "batch", mode="ema")
+        self.conv2 = eqx.nn.Conv2d(4, 5, 3, padding=1, key=k2)
+        self.drop = eqx.nn.Dropout(0.5)
+        self.head = eqx.nn.Linear(5, 3, key=k3)
+
+    def trunk(self, x, state):
+        for layer in self.layers:
+            x = layer(x)
+        x, state = self.bn(x, state)
+        return self.conv2(x)
+
+    def rest(self, a):
+        return self.head(self.drop(jax.nn.relu(a).mean((1, 2)), key=None))
+
+    def __call__(self, x, state):
+        return self.rest(self.trunk(x, state)), state
+
+
+@pytest.fixture(scope="module")
+def net():
+    model, state = eqx.nn.make_with_state(Net)(jax.random.key(0))
+    # Running statistics away from 0 and 1, so inference mode is visible in the numbers.
+    stats = (jnp.linspace(-0.5, 0.5, 4), jnp.linspace(0.5, 2.0, 4))
+    state = state.set(model.bn.ema_state_index, stats)
+    model = eqx.nn.inference_mode(model)
+    x = jax.random.uniform(jax.random.key(1), (N, *SHAPE))
+    probe = probe_lib.from_model(model, state, input_shape=SHAPE)
+    return model, state, probe, x
+
+
+@eqx.filter_jit
+def _own(model, state, x):
+    """Equinox's own forward, batched over NCHW images, and conv2's output (NHWC)."""
+    xs = x.transpose(0, 3, 1, 2)
+    logits = jax.vmap(lambda xi: model(xi, state)[0])(xs)
+    a = jax.vmap(lambda xi: model.trunk(xi, state))(xs)
+    return logits, a.transpose(0, 2, 3, 1)
+
+
+def _run(probe, x, edits=None):
+    # Jitted: one compile instead of op-by-op dispatch (the suite's time budget).
+    return jax.jit(lambda p, x: probe.run(p, x, edits))(probe.params, x)
+
+
+def test_logits_and_activations_equal_equinox_own(net):
+    model, state, probe, x = net
+    logits, a = _own(model, state, x)
+    out, acts = _run(probe, x)
+    np.testing.assert_allclose(out, logits, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(acts["conv2"], a, rtol=1e-5, atol=1e-6)
+    first = jax.jit(jax.vmap(model.layers[0]))(x.transpose(0, 3, 1, 2)).transpose(0, 2, 3, 1)
+    np.testing.assert_allclose(acts["layers.0"], first, rtol=1e-5, atol=1e-6)
+    assert list(probe.layer_shapes(x.shape)) == ["layers.0", "layers.1", "bn", "conv2", "drop",
+                                                 "head"]
+    assert probe.num_classes == 3 and "channel-first" in repr(probe)
+
+
+def test_batchnorm_runs_on_its_running_statistics(net):
+    model, state, probe, x = net
+    one = _run(probe, x[:1])[0]
+    np.testing.assert_allclose(_run(probe, x)[0][:1], one, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(probe.params["batch_stats"]["bn"]["var"],
+                                  jnp.linspace(0.5, 2.0, 4))
+
+
+def test_params_in_the_standard_layout(net):
+    model, _, probe, _ = net
+    conv = probe_lib.layer_params(probe, probe.params, "layers.0")
+    np.testing.assert_array_equal(conv["kernel"], model.layers[0].weight.transpose(2, 3, 1, 0))
+    np.testing.assert_array_equal(conv["bias"], model.layers[0].bias.reshape(-1))
+    np.testing.assert_array_equal(probe.params["params"]["head"]["kernel"], model.head.weight.T)
+    tiles = filters.filter_grid(probe, probe.params, "conv2", in_channel=1)
+    np.testing.assert_array_equal(tiles, model.conv2.weight[:, 1])
+    assert filters.conv_layers(probe, probe.params, (1, *SHAPE)) == ["layers.0", "conv2"]
+
+
+def test_edit_at_a_layer_changes_the_output_as_by_hand(net):
+    model, state, probe, x = net
+    _, a = _own(model, state, x)
+    scale = jnp.arange(1.0, N + 1.0)[:, None, None, None]  # a batch-wise edit
+    out, acts = _run(probe, x, edits={"conv2": lambda v: v * scale + 0.5})
+    by_hand = jax.jit(jax.vmap(model.rest))((a * scale + 0.5).transpose(0, 3, 1, 2))
+    np.testing.assert_allclose(out, by_hand, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(acts["conv2"], a * scale + 0.5, rtol=1e-5, atol=1e-6)
+
+
+def test_grad_cam_equals_grad_cam_by_hand(net):
+    model, state, probe, x = net
+    _, a = _own(model, state, x)
+    t = jnp.array([0, 2, 1])
+    score = lambda a: jax.vmap(model.rest)(a.transpose(0, 3, 1, 2))[jnp.arange(N), t].sum()
+    g = jax.jit(jax.grad(score))(a)
+    by_hand = jnp.maximum(jnp.einsum("nhwk,nk->nhw", a, g.mean((1, 2))), 0)
+    cam = attribution.grad_cam(probe, probe.params, x, t, layer="conv2", upsample=False).map
+    np.testing.assert_allclose(cam, by_hand, rtol=1e-4, atol=1e-6)
+    assert float(jnp.abs(by_hand).sum()) > 0
+
+
+def test_a_stateful_model_needs_its_state(net):
+    model, state, _, _ = net
+    with pytest.raises(ValueError, match=r"variables: .*eqx.nn.State"):
+        probe_lib.from_model(model)
+    with pytest.raises(ValueError, match=r"variables: .*eqx.nn.State.*got dict"):
+        probe_lib.from_model(model, {"a": 1})
