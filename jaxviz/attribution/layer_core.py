@@ -1,0 +1,154 @@
+"""What the layer forms share: checked inputs, the target's score and the model cut at a layer.
+
+A layer form reads the layer's activation A = probe.run(params, x)[1][layer] and takes
+gradients there through the Probe's `edits`, never by editing the model:
+
+    grad_and_act(...)   A(x) and dS/dA at x: the edit a -> a + delta, differentiated at 0
+    grad_at(..., a)     dS/dA with the layer's output *replaced* by a (what comes after the
+                        layer, run on a; Captum's LayerIntegratedGradients path)
+
+S is the target's score per image: the class logit for class indices, obj(logits, acts)
+for an Objective (jaxviz.core.objectives). An objective reading a layer *before* `layer`
+does not depend on what replaces `layer`'s output (its gradient there is zero).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxviz.core import analysis, objectives
+from jaxviz.core import compile as compile_lib
+from jaxviz.core.probe import Probe
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassScore:
+    """The score of class-index targets: args (N,) int32 -> logits[i, args[i]]."""
+
+    def __call__(self, t, logits, acts):
+        return analysis.target_score(logits, t)
+
+
+CLASS_SCORE = ClassScore()
+
+
+class Checked(NamedTuple):
+    """A layer form's checked call: images x (N, H, W, C), the score's static node and
+    array args (score = node(args, logits, acts) -> (N,)), the layer and its shape."""
+    x: jax.Array
+    node: Any
+    args: Any
+    layer: str
+    shape: tuple
+
+
+def check_layer(fn, layer, x_shape, method: str) -> tuple:
+    """The activation shape (N, ...) of `layer`, or a ValueError naming what is wrong."""
+    if not isinstance(fn, Probe):
+        raise ValueError(f"{method} reads a layer's activations: pass a jaxviz.core.probe.Probe "
+                         f"(jaxviz.core.probe.from_model(model)) as fn; got {type(fn).__name__}")
+    if not isinstance(layer, str):
+        raise ValueError(f"{method}: layer must be a layer name (one of "
+                         f"{list(fn.layer_shapes(tuple(x_shape)))}); got {layer!r}")
+    shape = fn.check_layer(layer, tuple(x_shape))
+    if not (isinstance(shape, tuple) and all(isinstance(d, int) for d in shape)):
+        raise ValueError(f"{method}: layer {layer!r} returns a {type(shape).__name__} of "
+                         f"arrays, not one array; pick a layer with one output")
+    return shape
+
+
+def prepare(fn, params, images, target, layer, method: str) -> Checked:
+    """Checked images, target and layer. target: a class index, one per image, or an
+    Objective (its indices checked against the model's layers and classes)."""
+    objective = isinstance(target, objectives.Objective)
+    x, t = analysis.check_inputs(fn, params, images, 0 if objective else target)
+    shape = check_layer(fn, layer, x.shape, method)
+    if not objective:
+        return Checked(x, CLASS_SCORE, t, layer, shape)
+    check = getattr(target.node, "check", None)
+    if check is not None:
+        check(target.args, fn.output_shape(x.shape), fn.layer_shapes(x.shape))
+    return Checked(x, target.node, jax.tree.map(jnp.asarray, target.args), layer, shape)
+
+
+def score(node, args, logits, acts, copies: int = 1) -> jax.Array:
+    """The target's score per image, float32 (N,). copies: the batch holds that many
+    copies of the N images stacked along axis 0 (k * N rows, copy-major), each scored
+    with the same args (a per-image class lines up with its image) -> (k * N,)."""
+    if copies == 1:
+        return jnp.asarray(node(args, logits, acts), jnp.float32)
+
+    def split(v):
+        return v.reshape((copies, -1) + v.shape[1:])
+    per_copy = jax.vmap(lambda lg, ac: node(args, lg, ac))(split(logits),
+                                                          jax.tree.map(split, acts))
+    return jnp.asarray(per_copy, jnp.float32).reshape(-1)
+
+
+def run_scored(probe, params, x, layer, node, args, copies: int = 1):
+    """(S(x) (N,), A(x)) from one forward pass."""
+    logits, acts = probe.run(params, x)
+    return score(node, args, logits, acts, copies), acts[layer]
+
+
+def activation(probe, params, x, layer) -> jax.Array:
+    return probe.run(params, x)[1][layer]
+
+
+def grad_and_act(probe, params, x, layer, node, args, shape, copies: int = 1):
+    """(A(x), dS/dA at x), both shaped like the layer's activation `shape`."""
+    def run(params, x, delta):
+        return probe.run(params, x, edits={layer: lambda a: a + delta})
+
+    def total(delta):
+        logits, acts = compile_lib.fast_model(run)(params, x, delta)
+        return score(node, args, logits, acts, copies).sum(), acts[layer]
+    g, a = jax.grad(total, has_aux=True)(jnp.zeros(shape, x.dtype))
+    return a, g
+
+
+def tail_score(probe, params, x, layer, node, args, a):
+    """S with `layer`'s output replaced by a (N, ...): what comes after the layer, run on a."""
+    def run(params, x, a):
+        return probe.run(params, x, edits={layer: lambda _: a})
+    logits, acts = compile_lib.fast_model(run)(params, x, a)
+    return score(node, args, logits, acts)
+
+
+def grad_at(probe, params, x, layer, node, args, a):
+    """dS/dA at a replaced activation a (N, ...) -> same shape."""
+    return jax.grad(lambda a: tail_score(probe, params, x, layer, node, args, a).sum())(a)
+
+
+def path_sum(f, points, weights, chunk: int | None):
+    """sum_k weights[k] * f(points[k]), f vmapped over `chunk` points at a time (a scan over
+    chunks keeps memory at one chunk's worth; None: all at once).
+
+    points: pytree of numpy arrays with leading axis P; weights: (P,) numpy; f: one point
+    -> array."""
+    weights = np.asarray(weights, np.float32)
+    n = len(weights)
+
+    def block(pts, w):
+        return jnp.tensordot(w, jax.vmap(f)(pts), axes=1)
+    if chunk is None or chunk >= n:
+        return block(jax.tree.map(jnp.asarray, points), jnp.asarray(weights))
+    pad = -n % chunk  # padded points repeat the last one, with weight 0
+
+    def shaped(v):
+        v = np.concatenate([v, np.repeat(v[-1:], pad, 0)])
+        return jnp.asarray(v.reshape((-1, chunk) + v.shape[1:]))
+    pts = jax.tree.map(shaped, points)
+    ws = jnp.asarray(np.concatenate([weights, np.zeros(pad, np.float32)]).reshape(-1, chunk))
+    first = jax.tree.map(lambda v: v[0], pts)
+    init = jnp.zeros(jax.eval_shape(block, first, ws[0]).shape, jnp.float32)
+    return jax.lax.scan(lambda acc, pw: (acc + block(*pw), None), init, (pts, ws))[0]
+
+
+def flat_sum(a: jax.Array) -> jax.Array:
+    """Per-image sum of an (N, ...) map -> (N,)."""
+    return a.reshape(a.shape[0], -1).sum(axis=1)
