@@ -66,7 +66,7 @@ _ADAPTERS: list[Adapter] = []
 
 
 def register(adapter: Adapter) -> Adapter:
-    """Add (or replace, by name) an adapter; `from_model` asks them in registration order."""
+    """Add (or replace, by name) an adapter; `from_model` asks them in `adapters()` order."""
     _ADAPTERS[:] = [a for a in _ADAPTERS if a.name != adapter.name] + [adapter]
     return adapter
 
@@ -77,8 +77,11 @@ def unregister(name: str) -> None:
 
 
 def adapters() -> tuple[Adapter, ...]:
+    """Every adapter: the built-in ones in BUILTIN's order (whichever was imported first),
+    then the registered ones in registration order."""
     _load_builtin()
-    return tuple(_ADAPTERS)
+    rank = {name: i for i, name in enumerate(BUILTIN)}
+    return tuple(sorted(_ADAPTERS, key=lambda a: rank.get(a.name, len(rank))))
 
 
 def for_model(model) -> Adapter:
