@@ -40,6 +40,7 @@ FRAMEWORKS = ("nnx", "linen", "equinox", "keras")
 K = 4      # classes
 EPS = 1e-5  # BatchNorm epsilon (Keras' default is 1e-3: set explicitly everywhere)
 SHAPES = {"plain": (12, 12, 1), "bn_res": (8, 8, 3), "dw_gelu": (8, 8, 3)}
+CAM_LAYER = {"plain": "conv2", "bn_res": "conv2", "dw_gelu": "pw"}  # named alike in all four
 
 
 class Twin(NamedTuple):
@@ -358,7 +359,7 @@ def build(arch: str, framework: str) -> Twin:
         fwd = _eqx_apply(arch, model, state)
         params = eqx.filter(model, eqx.is_array)
         probe = (probe_lib.from_model(model, **spec) if state is None
-                 else probe_lib.from_model(model, state=state, **spec))
+                 else probe_lib.from_model(model, state, **spec))
         return Twin(probe, lambda x: fwd(params, x), shape, framework, arch)
     if framework == "keras":
         model = _keras(arch, w)
