@@ -90,8 +90,9 @@ $(LOCK_VENV)/bin/uv:
 	$(PYTHON) -m venv $(LOCK_VENV)
 	$(LOCK_VENV)/bin/python -m pip install --quiet uv==$(UV_VERSION)
 
+# requirements.lock holds the keras and equinox extras too: the Keras recipe is a demo.
 lock: $(LOCK_VENV)/bin/uv
-	$(UV_COMPILE) -o requirements.lock
+	$(UV_COMPILE) --extra keras --extra equinox -o requirements.lock
 	$(UV_COMPILE) --extra test -c requirements.lock -o requirements-test.lock
 
 # The newest releases pyproject.toml's ranges allow, in a venv of their own made afresh, then
