@@ -130,6 +130,20 @@ def _tapper(names, edits, acts, on_call, arrays):
     return tap_class
 
 
+def softmax_head(model):
+    """The layer whose softmax activation gives the model's one output (a Sequential's or
+    functional model's `Dense(..., activation="softmax")`), else None. jaxviz explains
+    logits, so the Probe runs that layer without its softmax: the seed recipe's "swap
+    softmax for linear", done on every call and undone after it, the model left as it is."""
+    keras = keras_module()
+    outputs = getattr(model, "outputs", None)
+    try:
+        layer = outputs[0]._keras_history.operation if len(outputs) == 1 else None
+    except (AttributeError, TypeError, IndexError):
+        return None
+    return layer if getattr(layer, "activation", None) is keras.activations.softmax else None
+
+
 def build(model, variables, options) -> probe_lib.Probe:
     keras_module()
     if variables is not None:
@@ -148,8 +162,11 @@ def build(model, variables, options) -> probe_lib.Probe:
     for (collection, path, name), v in zip(tv_slots + ntv_slots,
                                            model.trainable_variables +
                                            model.non_trainable_variables):
-        _put(params, collection, path, name, v.value)
+        # A copy: Keras' fit/predict/evaluate donate the variables' buffers to their jitted
+        # steps, which would delete the arrays of a Probe built before them.
+        _put(params, collection, path, name, jax.numpy.array(v.value, copy=True))
     layers = _layers(model)
+    keras, head = keras_module(), softmax_head(model)
     apply_kwargs = modes.inference_kwargs(type(model).call, options.get("apply_kwargs"))
 
     def run(params, x, edits, acts, on_call):
@@ -171,15 +188,20 @@ def build(model, variables, options) -> probe_lib.Probe:
         try:
             for layer, cls in original:
                 object.__setattr__(layer, "__class__", tap_class(cls))
+            if head is not None:
+                object.__setattr__(head, "activation", keras.activations.linear)
             out, _ = model.stateless_call(tv, ntv, x, **apply_kwargs)
         finally:
             for layer, cls in original:
                 object.__setattr__(layer, "__class__", cls)
+            if head is not None:
+                object.__setattr__(head, "activation", keras.activations.softmax)
         return out
 
     structure = ("keras", probe_lib.freeze(type(model)), ("id", id(model)),
-                 probe_lib.freeze(apply_kwargs))
-    return probe_lib.Probe(run, params, kind="keras", structure=structure,
+                 probe_lib.freeze(apply_kwargs), head is not None)
+    note = None if head is None else f"outputs the logits of {head.name!r} (its softmax left out)"
+    return probe_lib.Probe(run, params, kind="keras", structure=structure, note=note,
                            **probe_lib.spec_of(model, options, input_shape_of(model)))
 
 
