@@ -36,6 +36,19 @@ def make_model(config: TrainConfig) -> nnx.Module:
     return build(config.model, config.seed).model
 
 
+def _check_trainable(model) -> None:
+    """jaxviz trains what an adapter says it can (Flax); other libraries train their own."""
+    from jaxviz.core import adapters  # noqa: PLC0415
+    try:
+        adapter = adapters.for_model(model)
+    except TypeError as err:
+        raise ValueError(f"fit: {err}") from None
+    if adapter.to_trainable is None:
+        raise ValueError(f"fit: jaxviz trains Flax models; train this {type(model).__name__} "
+                         f"with {adapter.name}'s own tools (Keras: model.fit) and analyse the "
+                         f"trained model, e.g. `jaxviz report --model model.keras`")
+
+
 class FitResult(NamedTuple):
     model: nnx.Module  # trained, merged back with its state, in inference mode
     params: Any
@@ -65,6 +78,7 @@ def fit(config: TrainConfig, data, run_dir: str | os.PathLike | None = None, *,
     """
     config.validate()
     model = model if model is not None else make_model(config)
+    _check_trainable(model)
     trainable, params = split_model(model)
     steps = checks.steps_per_epoch(len(data.x_train), config.batch_size)
     optimizer = make_optimizer(config, steps)

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxviz import attribution, registry
+from jaxviz import attribution, registry, train
 from jaxviz.core import probe as probe_lib
 from jaxviz.core.adapters.keras import keras_module
 
@@ -137,9 +137,11 @@ def test_a_keras_file_loads_as_a_model_spec(seq, x, tmp_path):
                                rtol=1e-5, atol=1e-6)
 
 
-def test_refusals(monkeypatch):
+def test_refusals(seq, monkeypatch):
     with pytest.raises(ValueError, match="not built"):
         probe_lib.from_model(keras.Sequential([L.Dense(2)]))
+    with pytest.raises(ValueError, match=r"fit: jaxviz trains Flax models.*model\.fit"):
+        train.fit(train.TrainConfig(epochs=1), None, model=seq[0])
     monkeypatch.setattr(keras.backend, "backend", lambda: "torch")
     with pytest.raises(RuntimeError, match="'torch' backend.*KERAS_BACKEND=jax"):
         keras_module()
