@@ -37,7 +37,7 @@ def _activation(probe, params, x, layer):
 def layer_activation(fn, params, images, target=None, *, layer: str) -> Attribution:
     """The layer's activation (Captum's LayerActivation). images (N, H, W, C) -> map shaped
     like `layer`'s activation. target is not used (any value is accepted)."""
-    x, _ = analysis.check_inputs(fn, params, images, 0)
+    x = analysis.check_images(fn, params, images)
     core.check_layer(fn, layer, x.shape, "layer_activation")
     return Attribution(_activation(analysis.static_fn(fn), params, x, layer))
 
@@ -53,8 +53,8 @@ def layer_gradient_x_activation(fn, params, images, target, *, layer: str) -> At
     """A * dS/dA at the layer (Captum's LayerGradientXActivation). images (N, H, W, C) ->
     map shaped like `layer`'s activation. target: class indices or an Objective."""
     c = core.prepare(fn, params, images, target, layer, "layer_gradient_x_activation")
-    return Attribution(_gxa(analysis.static_fn(fn), params, c.x, c.args, layer, c.node,
-                            c.shape))
+    return core.finish(Attribution(_gxa(analysis.static_fn(fn), params, c.x, c.args, layer,
+                                         c.node, c.shape)), c)
 
 
 @functools.partial(compile_lib.jit, static_argnames=("probe", "layer", "node", "shape",
@@ -114,7 +114,7 @@ def layer_gradient_shap(fn, params, images, target, *, layer: str, key, baseline
     attr, delta = _layer_shap(analysis.static_fn(fn), params, c.x, c.args,
                               eg.baseline_set(baselines, c.x), keys, jnp.float32(stdevs),
                               layer, c.node, c.shape, n_samples, chunk, bool(stdevs > 0))
-    return Attribution(attr, {"delta": delta})
+    return core.finish(Attribution(attr, {"delta": delta}), c)
 
 
 def _layer_mask(layer_mask, shape, layer):
@@ -172,5 +172,5 @@ def layer_feature_ablation(fn, params, images, target, *, layer: str, layer_base
         raise ValueError(f"layer_baselines of shape {base.shape} does not broadcast to layer "
                          f"{layer!r}'s shape {c.shape}") from None
     chunk = analysis.check_chunk_size(chunk_size)
-    return Attribution(_ablation(analysis.static_fn(fn), params, c.x, c.args, mask, base,
-                                 layer, c.node, groups, chunk))
+    return core.finish(Attribution(_ablation(analysis.static_fn(fn), params, c.x, c.args,
+                                              mask, base, layer, c.node, groups, chunk)), c)

@@ -7,39 +7,31 @@ gradients there through the Probe's `edits`, never by editing the model:
     grad_at(..., a)     dS/dA with the layer's output *replaced* by a (what comes after the
                         layer, run on a; Captum's LayerIntegratedGradients path)
 
-S is the target's score per image: the class logit for class indices, obj(logits, acts)
-for an Objective (jaxviz.core.objectives). An objective reading a layer *before* `layer`
+S is the target's score per image (`core.targets`): the class logit for class indices or
+None (the predicted class, reported in extras["target"]), obj(logits, acts) for an
+Objective (jaxviz.core.objectives). An objective reading a layer *before* `layer`
 does not depend on what replaces `layer`'s output (its gradient there is zero).
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxviz.core import analysis, objectives
+from jaxviz.core import analysis, targets
 from jaxviz.core import compile as compile_lib
 from jaxviz.core.probe import Probe
-
-
-@dataclasses.dataclass(frozen=True)
-class ClassScore:
-    """The score of class-index targets: args (N,) int32 -> logits[i, args[i]]."""
-
-    def __call__(self, t, logits, acts):
-        return analysis.target_score(logits, t)
-
-
-CLASS_SCORE = ClassScore()
+from jaxviz.core.result import Attribution
 
 
 class Checked(NamedTuple):
-    """A layer form's checked call: images x (N, H, W, C), the score's static node and
-    array args (score = node(args, logits, acts) -> (N,)), the layer and its shape."""
+    """A layer form's checked call: images x (N, H, W, C), the resolved target, its
+    score's static node and array args (score = node(args, logits, acts) -> (N,)), the
+    layer and its activation shape (N, ...)."""
     x: jax.Array
+    target: targets.Target
     node: Any
     args: Any
     layer: str
@@ -62,17 +54,24 @@ def check_layer(fn, layer, x_shape, method: str) -> tuple:
 
 
 def prepare(fn, params, images, target, layer, method: str) -> Checked:
-    """Checked images, target and layer. target: a class index, one per image, or an
-    Objective (its indices checked against the model's layers and classes)."""
-    objective = isinstance(target, objectives.Objective)
-    x, t = analysis.check_inputs(fn, params, images, 0 if objective else target)
+    """Checked images, target and layer. target: as `core.targets.resolve` takes it (a
+    class index, one per image, None for the predicted class, an Objective), one at a
+    time."""
+    x = analysis.check_images(fn, params, images)
     shape = check_layer(fn, layer, x.shape, method)
-    if not objective:
-        return Checked(x, CLASS_SCORE, t, layer, shape)
-    check = getattr(target.node, "check", None)
-    if check is not None:
-        check(target.args, fn.output_shape(x.shape), fn.layer_shapes(x.shape))
-    return Checked(x, target.node, jax.tree.map(jnp.asarray, target.args), layer, shape)
+    t = targets.resolve(fn, params, x, target)
+    if t.many:
+        raise ValueError(f"{method} explains one target at a time; got {t.count} "
+                         f"({', '.join(t.names[:4])}{', ...' if t.count > 4 else ''}): call "
+                         f"it once per target")
+    return Checked(x, t, t.node, t.args, layer, shape)
+
+
+def finish(res: Attribution, c: Checked) -> Attribution:
+    """res, with the classes used in extras["target"] when they were predicted."""
+    if c.target.source != "predicted":
+        return res
+    return Attribution(res.map, {**res.extras, "target": c.target.classes})
 
 
 def score(node, args, logits, acts, copies: int = 1) -> jax.Array:

@@ -82,7 +82,7 @@ def layer_integrated_gradients(fn, params, images, target, *, layer: str, baseli
     b = _baselines(baselines, c.x, blur_sigma)
     attr, delta = _layer_ig(analysis.static_fn(fn), params, c.x, b, c.args, layer, c.node,
                             method, n_steps, chunk)
-    return Attribution(attr, {"delta": delta})
+    return core.finish(Attribution(attr, {"delta": delta}), c)
 
 
 def _input_path(probe, params, x, b, args, layer, node, shape, s):
@@ -117,7 +117,7 @@ def layer_conductance(fn, params, images, target, *, layer: str, baselines=None,
     b = _baselines(baselines, c.x, blur_sigma)
     attr, delta = _conductance(analysis.static_fn(fn), params, c.x, b, c.args, layer, c.node,
                                method, n_steps, chunk, c.shape)
-    return Attribution(attr, {"delta": delta})
+    return core.finish(Attribution(attr, {"delta": delta}), c)
 
 
 @functools.partial(compile_lib.jit, static_argnames=_STATIC + ("shape",))
@@ -138,8 +138,9 @@ def internal_influence(fn, params, images, target, *, layer: str, baselines=None
     c = core.prepare(fn, params, images, target, layer, "internal_influence")
     n_steps, chunk = _path_options(fn, params, c.x, n_steps, method, chunk_size, lambda n: n)
     b = _baselines(baselines, c.x, blur_sigma)
-    return Attribution(_influence(analysis.static_fn(fn), params, c.x, b, c.args, layer,
-                                  c.node, method, n_steps, chunk, c.shape))
+    return core.finish(Attribution(_influence(analysis.static_fn(fn), params, c.x, b, c.args,
+                                              layer, c.node, method, n_steps, chunk,
+                                              c.shape)), c)
 
 
 def unit_mask(neuron, shape, layer: str) -> np.ndarray:
@@ -191,5 +192,6 @@ def neuron_conductance(fn, params, images, target, *, layer: str, neuron, baseli
     mask = jnp.asarray(unit_mask(neuron, c.shape, layer))
     n_steps, chunk = _path_options(fn, params, c.x, n_steps, method, chunk_size, lambda n: n)
     b = _baselines(baselines, c.x, blur_sigma)
-    return Attribution(_neuron_conductance(analysis.static_fn(fn), params, c.x, b, c.args,
-                                           mask, layer, c.node, method, n_steps, chunk))
+    return core.finish(Attribution(_neuron_conductance(
+        analysis.static_fn(fn), params, c.x, b, c.args, mask, layer, c.node, method, n_steps,
+        chunk)), c)

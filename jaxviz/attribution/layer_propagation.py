@@ -34,7 +34,7 @@ from jaxviz.attribution import layer_core as core
 from jaxviz.propagation import deeplift_reveal, lrp_composites
 from jaxviz.propagation.deeplift_rules import DeepLiftFn
 from jaxviz.propagation.lrp_trace import LrpFn
-from jaxviz.core import analysis, checks, objectives
+from jaxviz.core import analysis, checks, targets
 from jaxviz.core import compile as compile_lib
 from jaxviz.core.result import Attribution, attribution_method
 
@@ -57,27 +57,16 @@ class Tail:
         return core.score(self.node, args, logits, acts)[:, None]
 
 
-_LINEAR = tuple(getattr(objectives, n) for n in ("_Channel", "_Neuron", "_Direction"))
-
-
-def _propagatable(node) -> bool:
-    """Whether the rules can start at this score: a linear read-out of one value."""
-    if isinstance(node, core.ClassScore) or isinstance(node, _LINEAR):
-        return True
-    if isinstance(node, objectives._Logit):
-        return not node.prob
-    if isinstance(node, objectives._Sum):
-        return _propagatable(node.a) and _propagatable(node.b)
-    return isinstance(node, objectives._Scale) and _propagatable(node.inner)
+PROPAGATED = ("class_logit", "channel", "neuron", "direction")
+WHY_NOT = {"class_prob": "a softmax mixes every logit; its rules start at one value",
+           "margin": "a max over the other logits has no propagation rule",
+           "region": "a dense output's region is not one unit",
+           "custom": "an arbitrary function has no defined relevance"}
 
 
 def _prepare(fn, params, images, target, layer, method):
     c = core.prepare(fn, params, images, target, layer, method)
-    if not _propagatable(c.node):
-        raise ValueError(f"{method}: target {target!r} has no defined relevance for "
-                         f"{method.removeprefix('layer_')}'s rules; pass class indices, "
-                         f"class_logit, neuron, channel, direction, or sums and scales "
-                         f"of these")
+    targets.check_kinds(c.target, PROPAGATED, method, WHY_NOT)
     return c
 
 
@@ -111,7 +100,7 @@ def layer_deeplift(fn, params, images, target, *, layer: str, baselines=None,
     checks.warn_outside_range(b, c.x, "baselines")
     attr, delta = _layer_deeplift(analysis.static_fn(fn), params, c.x, b, c.args, layer,
                                   c.node, rule)
-    return Attribution(attr, {"delta": delta})
+    return core.finish(Attribution(attr, {"delta": delta}), c)
 
 
 @functools.partial(compile_lib.jit, static_argnames=("model",))
@@ -144,4 +133,4 @@ def layer_lrp(fn, params, images, target, *, layer: str, composite="epsilon_plus
     model = LrpFn(Tail(view, layer, c.node), comp, canonize=canonize,
                   input_range=tuple(fn.input_range))
     R, delta = _layer_lrp(model, params, c.x, c.args, _activation(view, params, c.x, layer))
-    return Attribution(R, {"delta": delta})
+    return core.finish(Attribution(R, {"delta": delta}), c)

@@ -56,25 +56,31 @@ def test_activation_and_gradient_x_activation_equal_the_hand_product(tiny):
     res = L.layer_gradient_x_activation(p, p.params, x, y, layer="conv2")
     np.testing.assert_allclose(res.map, a * g, rtol=1e-4, atol=1e-6)
     assert np.abs(res.map).max() > 1e-3
+    # target=None: the predicted classes, said in extras["target"]
+    pred = jnp.argmax(m(x), axis=-1)
+    res = L.layer_gradient_x_activation(p, p.params, x, None, layer="conv2")
+    np.testing.assert_array_equal(res.extras["target"], pred)
+    g = jax.grad(lambda a: _pick(m.after_conv2(a), pred).sum())(a)
+    np.testing.assert_allclose(res.map, a * g, rtol=1e-4, atol=1e-6)
     # a channel objective read at the same layer: its gradient there is 1 / (h w) on channel 2
     res = L.layer_gradient_x_activation(p, p.params, x, O.channel("conv2", 2), layer="conv2")
     np.testing.assert_allclose(res.map, a * (jnp.arange(4) == 2) / 36.0, rtol=1e-5, atol=1e-7)
 
 
+COND = dict(layer="conv2", n_steps=32)
+
+
 def test_layer_ig_and_conductance_are_complete_at_the_layer(tiny):
     m, p, x, y = tiny
     gap = np.asarray(_pick(m(x), y) - _pick(m(jnp.zeros_like(x)), y))
-    ig = L.layer_integrated_gradients(p, p.params, x, y, layer="conv2", n_steps=32)
+    ig = L.layer_integrated_gradients(p, p.params, x, y, layer="conv2", n_steps=8)
     np.testing.assert_allclose(ig.map.sum(axis=(1, 2, 3)), gap, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(ig.extras["delta"], ig.map.sum(axis=(1, 2, 3)) - gap, atol=1e-5)
-    deltas = []
-    for n in (16, 64):  # a left Riemann sum along A(x_a): the gap shrinks as 1 / n
-        cd = L.layer_conductance(p, p.params, x, y, layer="conv2", n_steps=n,
-                                 method="riemann_trapezoid")
-        np.testing.assert_allclose(cd.extras["delta"], cd.map.sum(axis=(1, 2, 3)) - gap,
-                                   atol=1e-5)
-        deltas.append(np.abs(np.asarray(cd.extras["delta"])))
-    assert np.all(deltas[1] < 0.02 * np.abs(gap)) and np.all(deltas[1] < 0.3 * deltas[0])
+    # a left Riemann sum along the curve A(x_a): the gap shrinks as 1 / n_steps
+    cd = L.layer_conductance(p, p.params, x, y, **COND)
+    np.testing.assert_allclose(cd.extras["delta"], cd.map.sum(axis=(1, 2, 3)) - gap, atol=1e-5)
+    assert np.all(np.abs(np.asarray(cd.extras["delta"])) < 0.01 * np.abs(gap))
+    assert np.abs(cd.map).max() > 1e-3
 
 
 def test_at_a_layer_affine_in_the_input_the_paths_coincide(tiny):
@@ -98,6 +104,7 @@ def test_at_a_layer_affine_in_the_input_the_paths_coincide(tiny):
     np.testing.assert_allclose(lgs.extras["delta"], gs.extras["delta"], atol=1e-5)
 
 
+@pytest.mark.filterwarnings("ignore::jaxviz.core.result.BlankMapWarning")  # dead units: 0
 def test_neuron_conductance_over_a_layers_units_is_the_pixels_ig(tiny):
     _, p, x, y = tiny
     total = sum(L.neuron_conductance(p, p.params, x, y, layer="dense1", neuron=u,
@@ -129,29 +136,21 @@ def test_layer_feature_ablation_by_hand(tiny):
     z = m.dense1(nnx.max_pool(nnx.relu(m.conv2(nnx.relu(m.conv1(x)))), (2, 2),
                               (2, 2)).reshape(3, -1))
     s = _pick(m(x), y)
-    want = np.stack([s - _pick(m.after_dense1(z.at[:, j].set(0.0)), y) for j in range(8)], 1)
-    res = L.layer_feature_ablation(p, p.params, x, y, layer="dense1", chunk_size=3)
-    np.testing.assert_allclose(res.map, want, rtol=1e-4, atol=1e-6)
-    a = m.conv2(nnx.relu(m.conv1(x)))  # one group per channel, baseline 0.5
-    per_channel = [s - _pick(m.after_conv2(a.at[..., c].set(0.5)), y) for c in range(4)]
-    res = L.layer_feature_ablation(p, p.params, x, y, layer="conv2", layer_baselines=0.5,
-                                   layer_mask=np.arange(4).reshape(1, 1, 1, 4))
-    np.testing.assert_allclose(res.map, jnp.broadcast_to(jnp.stack(per_channel, 1)[:, None,
-                                                                                   None],
-                                                         a.shape), rtol=1e-4, atol=1e-6)
+    groups = np.array([[0, 0, 1, 1, 2, 2, 3, 3]])  # four groups of two units, baseline 0.5
+    per_group = [s - _pick(m.after_dense1(jnp.where(groups == g, 0.5, z)), y) for g in range(4)]
+    res = L.layer_feature_ablation(p, p.params, x, y, layer="dense1", layer_baselines=0.5,
+                                   layer_mask=groups, chunk_size=3)
+    np.testing.assert_allclose(res.map, jnp.stack(per_group, 1)[:, groups[0]], rtol=1e-4,
+                               atol=1e-6)
 
 
 def test_batched_equals_one_by_one(tiny):
     _, p, x, y = tiny
-    for f, kw in ((L.layer_integrated_gradients, dict(n_steps=8)),
-                  (L.layer_conductance, dict(n_steps=8)),
-                  (L.layer_deeplift, {})):
-        batch = f(p, p.params, x, y, layer="conv2", **kw)
-        for i in range(3):
-            one = f(p, p.params, x[i:i + 1], y[i:i + 1], layer="conv2", **kw)
-            np.testing.assert_allclose(one.map[0], batch.map[i], rtol=1e-5, atol=1e-6)
-            np.testing.assert_allclose(one.extras["delta"][0], batch.extras["delta"][i],
-                                       atol=1e-6)
+    batch = L.layer_conductance(p, p.params, x, y, **COND)
+    for i in range(3):
+        one = L.layer_conductance(p, p.params, x[i:i + 1], y[i:i + 1], **COND)
+        np.testing.assert_allclose(one.map[0], batch.map[i], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(one.extras["delta"][0], batch.extras["delta"][i], atol=1e-6)
 
 
 def test_a_neuron_is_a_target_of_the_pixel_methods(tiny):
@@ -174,7 +173,7 @@ def test_layer_forms_and_errors(tiny):
         L.layer_integrated_gradients(lambda pr, v: p(pr, v), p.params, x, y, layer="conv2")
     with pytest.raises(ValueError, match="neuron x 6 is out of range"):
         L.neuron_conductance(p, p.params, x, y, layer="conv2", neuron=(0, 1, 6))
-    with pytest.raises(ValueError, match="layer_deeplift: target .*prob 1"):
+    with pytest.raises(ValueError, match="layer_deeplift cannot explain the target prob 1"):
         L.layer_deeplift(p, p.params, x, O.class_prob(1), layer="conv2")
     with pytest.raises(ValueError, match="layer_mask of shape"):
         L.layer_feature_ablation(p, p.params, x, y, layer="conv2",
