@@ -24,19 +24,23 @@ SECTIONS = {
 # Run only when asked: peers (Captum on the seed's methods), peers_methods (Captum on
 # DeepLIFT/LRP/SHAP/samplers), peers_gradcam (pytorch-grad-cam on the CAM family),
 # peers_layer (Captum's layer and neuron families) and
-# quantus (the metric suite) need the peers extra (`--peers` runs all five);
+# quantus (the metric suite) need the peers extra (`--peers` runs all five); peers_lucent
+# (Lucent on feature visualization) needs it too (`--only peers_lucent`);
 # occlusion_memory spends a few minutes on a 224x224 model's peak memory
 # (`--only occlusion_memory`); evaluate times every metric and the method x metric table
 # on 256 digits (`--only evaluate`, minutes);
-# realistic runs every analysis on a 224x224 ResNet-18 at batch 8, each in a fresh process
+# targets times the 10 class maps of saliency and IG at once against 10 calls
+# (`--only targets`, a few minutes); realistic runs every analysis on a 224x224 ResNet-18 at batch 8, each in a fresh process
 # (`--only realistic`, the better part of an hour).
 OPT_IN = {"peers": "peers:rows", "peers_methods": "peers_methods:rows",
           "peers_gradcam": "peers_gradcam:rows", "peers_layer": "peers_layer:rows",
           "quantus": "peers_quantus:rows",
+          "peers_tcav": "peers_tcav:rows",
+          "peers_lucent": "peers_lucent:rows", "targets": "targets:rows",
           "occlusion_memory": "occlusion:memory_rows",
           "evaluate": "evaluate:rows", "realistic": "realistic:rows"}
 
-PEER_SECTIONS = ("peers", "peers_methods", "peers_gradcam", "peers_layer", "quantus")
+PEER_SECTIONS = ("peers", "peers_methods", "peers_gradcam", "peers_layer", "quantus", "peers_tcav")
 
 
 def section_rows(name: str, quick: bool) -> list[dict]:

@@ -102,3 +102,20 @@ def test_bad_targets_name_the_layer(tiny_rgb):
     with pytest.raises(ValueError, match="channel 9 is out of range"):
         mx.maximize(tiny_rgb, tiny_rgb.params, mx.channel_interpolate("conv1", 0, "conv2", 9),
                     key=KEY, steps=1)
+
+
+def test_neuron_groups_are_nmf_directions(tiny_rgb):
+    from jaxviz.concepts import factorize
+    from jaxviz.maximize import groups
+
+    x = jax.random.uniform(jax.random.key(7), (8, 8, 3))
+    g = groups.neuron_groups(tiny_rgb, tiny_rgb.params, x, "conv2", n_groups=2, key=KEY,
+                             nmf_steps=50, steps=5, param="lucid")
+    a = np.asarray(tiny_rgb.run(tiny_rgb.params, x[None])[1]["conv2"][0]).reshape(16, 6)
+    assert np.all(g.directions >= 0) and np.all(g.maps >= 0)
+    recon = g.maps.reshape(2, 16).T @ g.directions
+    np.testing.assert_allclose(np.linalg.norm(a - recon) / np.linalg.norm(a), g.error,
+                               rtol=1e-4)
+    same = factorize.nmf(a, 2, key=jax.random.split(KEY)[0], steps=50)
+    np.testing.assert_allclose(g.directions, same.h, rtol=1e-5)
+    assert np.all(np.asarray(g.result.trace[:, -1]) > np.asarray(g.result.trace[:, 0]))
