@@ -33,6 +33,7 @@ from jaxviz import data as data_lib
 from jaxviz import io, sharding
 from jaxviz.core import probe as probe_lib
 from jaxviz.models import MnistCNN
+from jaxviz.plot.core import STYLE, new_figure
 from jaxviz.train import TrainConfig, many
 
 METHODS = ("saliency", "integrated_gradients", "guided_backprop", "smoothgrad",
@@ -43,20 +44,21 @@ BASELINES = ("random", "sobel")  # rankings that know nothing of the model
 
 @dataclasses.dataclass(frozen=True)
 class RoarConfig:
-    """One ROAR run. Defaults: the bundled digits, a small CNN, 3 seeds, minutes on 2 cores."""
+    """One ROAR run. Defaults: 2,000 of the bundled digits, a small CNN, 3 epochs, 3 seeds:
+    sized for a 2-core CPU shared with other work (docs/roar.md)."""
 
     methods: tuple[str, ...] = METHODS
     fractions: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7, 0.9)
     seeds: tuple[int, ...] = (0, 1, 2)
     data: str = "bundled"  # or "mnist" / "fashion_mnist" (IDX files: data_dir)
     data_dir: str | None = None
-    n_train: int | None = None  # first n of the training / test images (None: all)
+    n_train: int | None = 2000  # a seeded choice of n training / test images (None: all)
     n_test: int | None = None
     model: str = "small"  # "small" (SmallCNN) or "mnist_cnn" (the seed recipe's CNN)
-    width: int = 16
-    epochs: int = 4
+    width: int = 8
+    epochs: int = 3
     batch_size: int = 128
-    learning_rate: float = 3e-3
+    learning_rate: float = 1e-2
     base_seed: int = 100  # the base model's seed (its maps rank the pixels)
     methods_per_program: int = 1  # methods trained in one program (memory permitting)
     chunk: int = 250  # images per attribution call
@@ -86,8 +88,8 @@ class RoarConfig:
 
 
 # The paper's scale on MNIST: all 60,000 digits, the seed recipe's CNN, 5 retrainings.
-FULL = dict(data="mnist", model="mnist_cnn", seeds=(0, 1, 2, 3, 4), epochs=10, ig_steps=64,
-            noise_samples=50)
+FULL = dict(data="mnist", model="mnist_cnn", n_train=None, seeds=(0, 1, 2, 3, 4), epochs=10,
+            learning_rate=3e-3, ig_steps=64, noise_samples=50)
 
 
 class SmallCNN(nnx.Module):
@@ -196,23 +198,32 @@ def scores_of(name: str, cfg: RoarConfig, probe, params, x, y, keys) -> jax.Arra
 
 
 def pixel_ranks(name: str, cfg: RoarConfig, probe, x, y, key, mesh) -> np.ndarray:
-    """(N, H, W) int16 ranks of every image, cfg.chunk images per call, each chunk split
-    over the mesh (padded to it); per-image keys, so the device count changes nothing."""
-    params = probe.params if mesh is None else sharding.place(probe.params, mesh, None)
-    n_dev = 1 if mesh is None else mesh.devices.size
+    """(N, H, W) int16 ranks of every image, cfg.chunk images per call; per-image keys, so
+    neither the device count nor the process count changes a number."""
+    local = None if mesh is None else sharding.local_mesh(mesh)
+    params = probe.params if local is None else sharding.replicate(probe.params, local)
     out, (score_key, tie_key) = [], jax.random.split(key)
     for start in range(0, len(x), cfg.chunk):
         xc, yc = jnp.asarray(x[start:start + cfg.chunk]), jnp.asarray(y[start:start + cfg.chunk])
-        n = len(xc)
-        keys = jax.random.split(jax.random.fold_in(score_key, start), n)
-        args = (xc, yc, keys)
-        if mesh is not None:
-            pad = -(-n // n_dev) * n_dev - n
-            args = [jnp.concatenate([a, jnp.repeat(a[-1:], pad, 0)]) for a in args]
-            args = [sharding.shard_batch(a, mesh, mesh.axis_names[0]) for a in args]
-        s = sharding.to_host(scores_of(name, cfg, probe, params, *args))[:n]
+        keys = jax.random.split(jax.random.fold_in(score_key, start), len(xc))
+        s = _chunk_scores(name, cfg, probe, params, (xc, yc, keys), mesh, local)
         out.append(np.asarray(rank_pixels(jnp.asarray(s), jax.random.fold_in(tie_key, start))))
     return np.concatenate(out).astype(np.int16)
+
+
+def _chunk_scores(name, cfg, probe, params, args, mesh, local) -> np.ndarray:
+    """scores_of on one chunk: split over this process's devices (padded to them); on a
+    mesh across processes each process scores its share and all are gathered."""
+    n = len(args[0])
+    across = sharding.spans_processes(mesh)
+    mine, n_mine = sharding.process_share(args, n) if across else (args, n)
+    if local is not None:
+        n_dev = local.devices.size
+        pad = -(-n_mine // n_dev) * n_dev - n_mine
+        mine = [jnp.concatenate([a, jnp.repeat(a[-1:], pad, 0)]) for a in mine]
+        mine = [sharding.shard_batch(a, local, local.axis_names[0]) for a in mine]
+    s = np.asarray(scores_of(name, cfg, probe, params, *mine))[:n_mine]
+    return sharding.gather_shares(s, n) if across else s
 
 
 # ---- the retraining grid ------------------------------------------------------------
@@ -229,7 +240,8 @@ def grid(cfg: RoarConfig, n_methods: int, pixels: int):
 
 def retrain(cfg, names, ranks_train, ranks_test, sets, mesh, *, sequential=False):
     """Train every (method, fraction, seed) model of `names` in one program (or one after
-    another) and test each -> (accuracy (G, F, S), seconds)."""
+    another) and test each -> {"accuracy": (G, F, S), "train_loss": (G, F, S, steps),
+    "seconds": of the training}."""
     x_tr, y_tr, x_te, y_te = sets
     mean = jnp.asarray(x_tr.mean((0, 1, 2)))
     seeds, variants = grid(cfg, len(names), x_tr.shape[1] * x_tr.shape[2])
@@ -248,7 +260,9 @@ def retrain(cfg, names, ranks_train, ranks_test, sets, mesh, *, sequential=False
     seconds = time.perf_counter() - t0
     _, acc = many.evaluate_many(trained.stack, test_data, variants=variants, view=roar_view,
                                 mesh=mesh)
-    return acc.reshape(len(names), len(cfg.fractions), len(cfg.seeds)), seconds
+    shape = (len(names), len(cfg.fractions), len(cfg.seeds))
+    return dict(accuracy=acc.reshape(shape), train_loss=trained.losses.reshape(*shape, -1),
+                seconds=seconds)
 
 
 def train_base(cfg: RoarConfig, sets):
@@ -311,50 +325,52 @@ def _write(path: Path, obj) -> None:
         io.write_json(path, obj)
 
 
-def run_group(cfg, names, probe, sets, key, mesh, out: Path, log) -> dict:
-    """Rank, retrain and test one group of methods; each method's JSON written atomically."""
+def _last_epoch(losses: np.ndarray, cfg: RoarConfig) -> np.ndarray:
+    """(F, S, steps) per-step training losses -> (F, S) means over the last epoch's steps."""
+    per_epoch = losses.shape[-1] // cfg.epochs
+    return losses[..., -per_epoch:].mean(-1)
+
+
+def group_ranks(cfg, names, probe, sets, key, mesh):
+    """(train ranks (G, N, H, W), test ranks (G, N_test, H, W), seconds) for the group."""
     t0 = time.perf_counter()
-    ranks = {}
-    for name in names:
-        k = A.method_key(key, name)
-        ranks[name] = (pixel_ranks(name, cfg, probe, sets[0], sets[1], jax.random.fold_in(k, 0), mesh),
-                       pixel_ranks(name, cfg, probe, sets[2], sets[3], jax.random.fold_in(k, 1), mesh))
-    rank_seconds = time.perf_counter() - t0
-    acc, seconds = retrain(cfg, names, np.stack([ranks[n][0] for n in names]),
-                           np.stack([ranks[n][1] for n in names]), sets, mesh)
+    parts = [[pixel_ranks(n, cfg, probe, x, y, jax.random.fold_in(A.method_key(key, n), i), mesh)
+              for n in names] for i, (x, y) in enumerate((sets[:2], sets[2:]))]
+    return np.stack(parts[0]), np.stack(parts[1]), time.perf_counter() - t0
+
+
+def run_group(cfg, names, ranks, sets, mesh, out: Path, log) -> tuple[dict, dict]:
+    """Retrain and test one group of methods on its ranks; each method's JSON written
+    atomically as the group finishes. -> ({method: result}, retrain's dict)."""
+    r_train, r_test, rank_seconds = ranks
+    res = retrain(cfg, names, r_train, r_test, sets, mesh)
+    acc, seconds = res["accuracy"], res["seconds"]
     results = {}
     for g, name in enumerate(names):
         results[name] = dict(method=name, fractions=list(cfg.fractions), seeds=list(cfg.seeds),
                              accuracy=acc[g].tolist(), models_in_program=int(acc.size),
+                             last_epoch_train_loss=_last_epoch(res["train_loss"][g], cfg).tolist(),
                              program_seconds=seconds, ranking_seconds=rank_seconds)
         _write(out / "methods" / f"{name}.json", results[name])
         log(f"[{name}] accuracy by fraction (mean over seeds): "
             + ", ".join(f"{f:.0%} {a:.4f}" for f, a in zip(cfg.fractions, acc[g].mean(-1)))
             + f"  ({acc.size} models in one program, {seconds:.1f}s; ranking {rank_seconds:.1f}s)")
-    return results
+    return results, res
 
 
-def time_sequential(cfg, names, probe, sets, key, mesh, log) -> dict:
-    """The first group's models trained in one program and one after another, each twice
-    (the second time compiled): wall seconds of each, and their accuracies agree."""
-    ranks = [[pixel_ranks(n, cfg, probe, x, y, jax.random.fold_in(A.method_key(key, n), i), mesh)
-              for n in names] for i, (x, y) in enumerate((sets[:2], sets[2:]))]
-    r_tr, r_te = np.stack(ranks[0]), np.stack(ranks[1])
-    times = {}
-    for label, seq in (("vmapped", False), ("sequential", True)):
-        for attempt in ("first", "second"):
-            acc, s = retrain(cfg, names, r_tr, r_te, sets, None if seq else mesh, sequential=seq)
-            times[f"{label}_{attempt}_seconds"] = s
-            times[f"{label}_accuracy"] = acc.tolist()
-            log(f"[timing] {label} ({attempt} call, {acc.size} models): {s:.1f}s")
-    times["models"] = int(np.size(times["vmapped_accuracy"]))
-    times["max_accuracy_difference"] = float(np.max(np.abs(
-        np.asarray(times["vmapped_accuracy"]) - np.asarray(times["sequential_accuracy"]))))
-    for attempt in ("first", "second"):
-        times[f"ratio_{attempt}"] = (times[f"sequential_{attempt}_seconds"]
-                                     / times[f"vmapped_{attempt}_seconds"])
-    log(f"[timing] sequential / vmapped: {times['ratio_first']:.2f}x with compilation, "
-        f"{times['ratio_second']:.2f}x compiled")
+def time_sequential(cfg, names, ranks, sets, vmapped: dict, log) -> dict:
+    """The group's models trained again one after another (one device), against the one
+    program's run `vmapped` (retrain's dict); each time includes its one compilation."""
+    seq = retrain(cfg, names, ranks[0], ranks[1], sets, None, sequential=True)
+    times = dict(models=int(seq["accuracy"].size), vmapped_seconds=vmapped["seconds"],
+                 sequential_seconds=seq["seconds"],
+                 ratio=seq["seconds"] / vmapped["seconds"],
+                 max_accuracy_difference=float(np.max(np.abs(seq["accuracy"] - vmapped["accuracy"]))),
+                 max_train_loss_difference=float(np.max(np.abs(seq["train_loss"]
+                                                               - vmapped["train_loss"]))))
+    log(f"[timing] {times['models']} models: one vmapped program {times['vmapped_seconds']:.1f}s, "
+        f"one after another {times['sequential_seconds']:.1f}s: {times['ratio']:.2f}x; "
+        f"accuracies differ by at most {times['max_accuracy_difference']:.4f}")
     return times
 
 
@@ -377,17 +393,20 @@ def run(cfg: RoarConfig, out, *, mesh=None, overwrite: bool = False, sequential_
         log(f"[resume] already finished: {', '.join(done)}")
     todo = [n for n in cfg.methods if n not in done]
     timing = None
-    if sequential_timing and todo:
-        timing = time_sequential(cfg, todo[:cfg.methods_per_program], probe, sets, key, mesh, log)
-    for names in _groups(todo, cfg.methods_per_program):
-        done.update(run_group(cfg, names, probe, sets, key, mesh, out, log))
+    for i, names in enumerate(_groups(todo, cfg.methods_per_program)):
+        ranks = group_ranks(cfg, names, probe, sets, key, mesh)
+        results, res = run_group(cfg, names, ranks, sets, mesh, out, log)
+        done.update(results)
+        if sequential_timing and i == 0:
+            timing = time_sequential(cfg, names, ranks, sets, res, log)
+            _write(out / "timing.json", timing)
     results = dict(config=_jsonable(cfg), base_accuracy=base_acc,
                    methods={n: done[n] for n in cfg.methods}, timing=timing,
                    processes=jax.process_count(), devices=jax.device_count(),
                    seconds=time.perf_counter() - t0)
     if jax.process_index() == 0:
         _write(out / "results.json", results)
-        io.save_figure(figure(results), out / "roar.png")
+        io.save_figure(figure(results), out / "roar.png", rc=STYLE)
     return results
 
 
@@ -396,12 +415,11 @@ def run(cfg: RoarConfig, out, *, mesh=None, overwrite: bool = False, sequential_
 def figure(results: dict):
     """Test accuracy against the fraction removed: one line per method (mean over seeds,
     the seeds' min-max shaded), every line starting at the base model's accuracy."""
-    from jaxviz.plot.core import new_figure  # noqa: PLC0415
 
     fig = new_figure(6.4, 4.2)
     ax = fig.add_subplot(1, 1, 1)
-    colours = [matplotlib_colour(i) for i in range(len(results["methods"]))]
-    for colour, (name, r) in zip(colours, results["methods"].items()):
+    for i, (name, r) in enumerate(results["methods"].items()):
+        colour = _colour(name, i)
         acc = np.asarray(r["accuracy"])
         f = [0.0, *r["fractions"]]
         mean = [results["base_accuracy"], *acc.mean(-1)]
@@ -413,18 +431,20 @@ def figure(results: dict):
     ax.set_xlabel("% of pixels removed (top-ranked by the method, replaced by the mean)")
     ax.set_ylabel("test accuracy after retraining")
     n_seeds = len(results["config"]["seeds"])
-    ax.set_title(f"ROAR on {results['config']['data']} digits: mean of {n_seeds} retrainings, "
-                 "range shaded (lower = better ranking)")
+    ax.set_title(f"ROAR, {results['config']['data']} digits: mean of {n_seeds} retrainings "
+                 f"per point, their range shaded\n(lower = the method found more of what the "
+                 f"model needs; dashed: baselines)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6, ncol=2, loc="lower left")
     fig.tight_layout()
     return fig
 
 
-def matplotlib_colour(i: int):
+def _colour(name: str, i: int):
+    """The baselines in black and grey, every other method its own tab10 colour."""
     import matplotlib  # noqa: PLC0415
 
-    return matplotlib.colormaps["tab20"](i % 20)
+    return {"random": "black", "sobel": "0.55"}.get(name) or matplotlib.colormaps["tab10"](i % 10)
 
 
 def table(results: dict) -> str:
@@ -468,7 +488,7 @@ def main(argv=None) -> None:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--overwrite", action="store_true", help="start the run in --out again")
     p.add_argument("--time-sequential", action="store_true", help="also train the first "
-                   "group's models one after another and report both times")
+                   "group's models again one after another and report both times")
     p.add_argument("--coordinator", default=None, help="HOST:PORT of process 0 (with "
                    "--num-processes and --process-id): jax.distributed.initialize")
     p.add_argument("--num-processes", type=int, default=None)

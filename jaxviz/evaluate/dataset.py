@@ -46,10 +46,21 @@ def _pad(tree, n_to: int):
 def batch_scores(fn, params, x, t, masks, key, p: table_lib.Plan, *, mesh=None,
                  chunk_size=None) -> Scores:
     """Per-image scores of every cell on one checked batch (n images): sharded over `mesh`
-    (padded to a multiple of its size) when given. key: this batch's key."""
+    (padded to a multiple of its size) when given. key: this batch's key. A mesh across
+    processes: each process scores its share of the images on its own devices, and every
+    process gets all the scores (the methods' checks read local arrays)."""
     n = x.shape[0]
     keys = jax.random.split(key, n)
     arrays = (x, t, keys, masks)
+    if sharding.spans_processes(mesh):
+        share, per = sharding.process_share(arrays, n)
+        local = _local_scores(fn, params, share, per, p, sharding.local_mesh(mesh), chunk_size)
+        return sharding.gather_shares(local, n)
+    return _local_scores(fn, params, arrays, n, p, mesh, chunk_size)
+
+
+def _local_scores(fn, params, arrays, n: int, p: table_lib.Plan, mesh, chunk_size) -> Scores:
+    """batch_scores on arrays = (x, t, per-image keys, masks) of n images, this process."""
     if mesh is not None:
         n_dev = mesh.devices.size
         arrays = _pad(arrays, -(-n // n_dev) * n_dev)
@@ -84,8 +95,8 @@ def evaluate_batches(fn, params, batches: Iterable, *, methods, metrics, key,
     done = dict(done or {})
     p = None
     table_lib.check_confidence(n_boot, confidence)
-    if mesh is not None:
-        params = sharding.replicate(params, mesh)
+    if mesh is not None:  # on this process's devices: see batch_scores
+        params = sharding.replicate(params, sharding.local_mesh(mesh))
     parts: list[Scores] = []
     with table_lib.progress_bar(None, progress) as bar:
         for i, batch in enumerate(batches):
