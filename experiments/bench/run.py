@@ -30,8 +30,9 @@ SECTIONS = {
 # (`--only occlusion_memory`); evaluate times every metric and the method x metric table
 # on 256 digits (`--only evaluate`, minutes);
 # targets times the 10 class maps of saliency and IG at once against 10 calls
-# (`--only targets`, a few minutes); realistic runs every analysis on a 224x224 ResNet-18 at batch 8, each in a fresh process
-# (`--only realistic`, the better part of an hour).
+# (`--only targets`, a few minutes); realistic runs every analysis on a 224x224
+# ResNet-18 at batch 8, each in a fresh process (`--only realistic`, the better part of
+# an hour).
 OPT_IN = {"peers": "peers:rows", "peers_methods": "peers_methods:rows",
           "peers_gradcam": "peers_gradcam:rows", "peers_layer": "peers_layer:rows",
           "quantus": "peers_quantus:rows",
