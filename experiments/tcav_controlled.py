@@ -16,8 +16,10 @@ The model's actual reliance on the cue, the ground truth TCAV should follow, is 
 without TCAV: validation accuracy on images whose colour agrees with the class cue minus
 that on images whose colour conflicts with it (cue_gap; 0: the cue is not used), and the
 square logit's mean drop when a red square is recoloured green or blue (cue_logit_gap).
-Each q also tests `n_null_sets` more fixed random sets, counting how many each
-significance test (the paper's t-test, and the prediction test) calls significant.
+Significance two ways: the paper's t-test (concept runs vs random-concept runs) and the
+"random_sets" test (the concept's mean vs the means of n_random_sets fixed random sets,
+each run like a concept). Each q also tests `n_null_sets` more fixed random sets, counting
+how many each test calls significant (both should call none).
 
     python -m experiments.tcav_controlled --out runs/tcav_controlled   # ~5 min on 2 cores
     python -m experiments.tcav_controlled --quick --out /tmp/tcav_q    # the test's scale
@@ -56,18 +58,19 @@ class Settings:
     channels: tuple = (16, 32, 32)
     layers: tuple = ("conv2", "conv3")
     n_concept: int = 60        # images per concept set
-    n_pool: int = 400          # random pool
+    n_pool: int = 1000         # random pool
     n_class_images: int = 100  # class images whose gradients are scored
     n_runs: int = 20
     cav_steps: int = 300
     qs: tuple = (CHANCE, 0.5, 0.9, 1.0)
+    n_random_sets: int = 10    # the "random_sets" test's reference sets
     n_null_sets: int = 10      # extra random sets: how often each test calls one significant
     seed: int = 0
 
 
 QUICK = Settings(size=12, per_class=150, epochs=8, channels=(8, 16, 16), n_concept=24,
-                 n_pool=96, n_class_images=40, n_runs=10, cav_steps=100, qs=(CHANCE, 1.0),
-                 layers=("conv2",), n_null_sets=0)
+                 n_pool=160, n_class_images=40, n_runs=10, cav_steps=100, qs=(CHANCE, 1.0),
+                 layers=("conv2",), n_random_sets=5, n_null_sets=0)
 
 
 def draw(rng: np.random.Generator, shape: int, colour: int | None, size: int) -> np.ndarray:
@@ -102,9 +105,12 @@ def make_data(q: float, n: int, size: int, seed: int):
 
 
 def random_images(n: int, size: int, seed: int) -> np.ndarray:
-    """(n, size, size, 3): any shape in any RGB colour (the random pool, the random set)."""
+    """(n, size, size, 3): any shape in any of the three colours, uniformly (the random
+    pool and the random sets: the data at chance, so a concept set differs from them only
+    in what it is about, not in contrast or palette)."""
     rng = np.random.default_rng(seed)
-    return np.stack([draw(rng, int(rng.integers(0, 3)), None, size) for _ in range(n)])
+    return np.stack([draw(rng, *(int(v) for v in rng.integers(0, 3, 2)), size)
+                     for _ in range(n)])
 
 
 def concept_sets(n: int, size: int, seed: int) -> dict[str, np.ndarray]:
@@ -112,7 +118,7 @@ def concept_sets(n: int, size: int, seed: int) -> dict[str, np.ndarray]:
     random set drawn like the pool."""
     rng = np.random.default_rng(seed)
     return {"red": np.stack([draw(rng, i % 3, 0, size) for i in range(n)]),
-            "square": np.stack([draw(rng, 0, None, size) for i in range(n)]),
+            "square": np.stack([draw(rng, 0, i % 3, size) for i in range(n)]),
             "random": random_images(n, size, seed + 1)}
 
 
@@ -184,13 +190,17 @@ def run_q(q: float, s: Settings) -> dict:
     sets = concept_sets(s.n_concept, s.size, s.seed + 6)
     results = {layer: concepts.tcav(probe, probe.params, x_class, TARGET, sets, pool,
                                     layer=layer, key=jax.random.key(s.seed), n_runs=s.n_runs,
-                                    steps=s.cav_steps) for layer in s.layers}
+                                    steps=s.cav_steps, n_random_sets=s.n_random_sets)
+               for layer in s.layers}
     tables = {}
     for layer, r in results.items():
         tables[layer] = r.to_json()
-        p, adj, sig = concepts.significance(r.scores, r.random_scores, r.alpha, "prediction")
+        if not r.random_set_scores.size:
+            continue
+        p, adj, sig = concepts.significance(r.scores, r.random_set_scores.mean(1), r.alpha,
+                                            "random_sets")
         for row, pa, si in zip(tables[layer]["table"], adj, sig):
-            row.update(p_prediction_bonferroni=float(pa), significant_prediction=bool(si))
+            row.update(p_sets_bonferroni=float(pa), significant_sets=bool(si))
     null = {layer: null_rate(probe, x_class, pool, layer, s) for layer in s.layers}
     return {"q": q, **accs, "tcav": tables, "null_sets": null,
             "seconds": time.perf_counter() - t0, "_results": results}
@@ -206,10 +216,12 @@ def null_rate(probe, x_class, pool, layer: str, s: Settings) -> dict | None:
     sets = {f"random{i}": random_images(s.n_concept, s.size, 1000 + i)
             for i in range(s.n_null_sets)}
     r = concepts.tcav(probe, probe.params, x_class, TARGET, sets, pool, layer=layer,
-                      key=jax.random.key(s.seed + 1), n_runs=s.n_runs, steps=s.cav_steps)
+                      key=jax.random.key(s.seed + 1), n_runs=s.n_runs, steps=s.cav_steps,
+                      n_random_sets=s.n_random_sets)
     out = {"sets": s.n_null_sets, "score_means": r.scores.mean(1).round(3).tolist()}
-    for test in ("ttest", "prediction"):
-        p, _, sig = concepts.significance(r.scores, r.random_scores, r.alpha, test)
+    refs = {"ttest": r.random_scores, "random_sets": r.random_set_scores.mean(1)}
+    for test, ref in refs.items():
+        p, _, sig = concepts.significance(r.scores, ref, r.alpha, test)
         out[test] = {"p_below_alpha": int((p < r.alpha).sum()),
                      "significant_bonferroni": int(sig.sum())}
     return out
@@ -230,8 +242,8 @@ def summary(rows: list[dict]) -> list[dict]:
                      "std": round(t["score_std"], 3),
                      "magnitude": round(t["magnitude_mean"], 5),
                      "p_bonferroni": t["p_bonferroni"], "significant": t["significant"],
-                     "p_prediction_bonferroni": t.get("p_prediction_bonferroni"),
-                     "significant_prediction": t.get("significant_prediction")}
+                     "p_sets_bonferroni": t.get("p_sets_bonferroni"),
+                     "significant_sets": t.get("significant_sets")}
                     for t in table["table"]]
     return out
 

@@ -7,7 +7,7 @@
     patches = top_patches(x, d, n=6)          # (k, n, p, p, C)
 
 The layer's (N, h, w, C) activations are one (N·h·w, C) matrix A of positions x channels;
-NMF (`nmf.py`) writes A ≈ W H, W >= 0 (positions x concepts: the heat maps) and H >= 0
+NMF (`factorize.py`) writes A ≈ W H, W >= 0 (positions x concepts: the heat maps) and H >= 0
 (concepts x channels: the directions), as DeepFeatureFactorization and CRAFT do. A dense
 layer's (N, C) activations are positions of one. NMF needs A >= 0: a layer read before
 its ReLU is clipped at 0 (`clip_negative`).
@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxviz.concepts import nmf as nmf_lib
+from jaxviz.concepts import factorize as nmf_lib
 from jaxviz.concepts import scores as tcav_lib
 from jaxviz.core import checks
 from jaxviz.core import objectives as objectives_lib

@@ -56,6 +56,8 @@ class TCAVResult:
     alpha: float
     settings: dict
     test: str = "ttest"
+    random_set_scores: np.ndarray = dataclasses.field(
+        default_factory=lambda: np.zeros((0, 0)))  # (M, R): M fixed random sets, R runs each
 
     def rows(self) -> list[dict]:
         """One dict per concept (and a last one for the random concepts)."""
@@ -80,7 +82,9 @@ class TCAVResult:
                 "test": TEST_NAMES[self.test],
                 "settings": self.settings, "table": self.rows(),
                 "scores": {c: self.scores[i].tolist() for i, c in enumerate(self.concepts)},
-                "random_scores": self.random_scores.tolist()}
+                "random_scores": self.random_scores.tolist(),
+                "random_set_means": self.random_set_scores.mean(1).tolist()
+                if self.random_set_scores.size else []}
 
     def __str__(self):
         lines = [f"TCAV at {self.layer!r} for {self.target} (alpha {self.alpha}, "
@@ -95,7 +99,9 @@ class TCAVResult:
 
 
 TEST_NAMES = {"ttest": "two-sided Student t-test, concept runs vs random-concept runs",
-              "prediction": "two-sided prediction test, concept mean vs random-concept runs"}
+              "prediction": "two-sided prediction test, concept mean vs random-concept runs",
+              "random_sets": "two-sided prediction test, concept mean vs the means of "
+                             "fixed random sets (as many runs each)"}
 
 
 def _nanmean(a) -> float | None:
@@ -185,16 +191,18 @@ def prediction_test(concept_scores, random_scores) -> float:
     return float(2 * stats.t.sf(abs(a.mean() - b.mean()) / sd, len(b) - 1))
 
 
-TESTS = {"ttest": t_test, "prediction": prediction_test}
+TESTS = {"ttest": t_test, "prediction": prediction_test, "random_sets": prediction_test}
 
 
-def significance(scores, random_scores, alpha: float = 0.05, test: str = "ttest"):
-    """scores (C, R), random_scores (R0,) -> (p (C,), Bonferroni p (C,), significant (C,)).
+def significance(scores, reference, alpha: float = 0.05, test: str = "ttest"):
+    """scores (C, R) -> (p (C,), Bonferroni p (C,), significant (C,)).
 
-    test: "ttest" (the paper's: `t_test`) or "prediction" (`prediction_test`)."""
+    test: "ttest" (the paper's: `t_test` against the random-concept runs' scores,
+    reference (R0,)), "prediction" (`prediction_test` against the same) or "random_sets"
+    (`prediction_test` against reference (M,): the mean scores of M fixed random sets)."""
     if test not in TESTS:
         raise ValueError(f"test must be one of {sorted(TESTS)}; got {test!r}")
-    p = np.array([TESTS[test](s, random_scores) for s in np.asarray(scores)])
+    p = np.array([TESTS[test](s, reference) for s in np.asarray(scores)])
     adjusted = np.minimum(1.0, p * len(p))
     return p, adjusted, adjusted < alpha
 
@@ -211,6 +219,19 @@ def _bank(probe, params, concept_sets: dict, pool, layer, chunk_size):
     return bank, rows, np.arange(start, start + len(pool))
 
 
+def _random_sets(key, pool_rows, m: int, n_pos: int, n_neg: int):
+    """m disjoint fixed random sets of n_pos pool rows, and the pool rows left for their
+    counterexamples -> (list of (n_pos,) rows, (P - m n_pos,) rows)."""
+    if m == 0:
+        return [], pool_rows
+    if m * n_pos + n_neg > len(pool_rows):
+        raise ValueError(f"the random pool holds {len(pool_rows)} images; n_random_sets={m} "
+                         f"sets of {n_pos} and {n_neg} counterexamples need {m * n_pos + n_neg}")
+    rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
+    perm = rng.permutation(pool_rows)
+    return [perm[i * n_pos:(i + 1) * n_pos] for i in range(m)], np.sort(perm[m * n_pos:])
+
+
 def _stack(runs: list) -> cav_lib.Runs:
     return cav_lib.Runs(*(jnp.concatenate([getattr(r, f) for r in runs])
                           for f in cav_lib.Runs._fields))
@@ -220,7 +241,8 @@ def tcav(probe, params, images, target, concepts, random, *, layer: str, key,
          n_runs: int = 20, n_random_runs: int | None = None, n_negative: int | None = None,
          alpha: float = 0.05, l2: float = cav_lib.DEFAULT_L2,
          steps: int = cav_lib.DEFAULT_STEPS, test_fraction: float = 0.33,
-         test: str = "ttest", concept_fraction: float = 1.0, n_generated: int = 50,
+         test: str = "ttest", n_random_sets: int = 0, concept_fraction: float = 1.0,
+         n_generated: int = 50,
          chunk_size: int | None = None) -> TCAVResult:
     """TCAV scores and their significance for each concept (module docstring).
 
@@ -239,8 +261,13 @@ def tcav(probe, params, images, target, concepts, random, *, layer: str, key,
         the paper).
       n_negative: counterexamples per run (default: the largest concept set's size).
       alpha: the significance level after Bonferroni over the concepts.
-      test: "ttest" (the paper's two-sided t-test of the runs) or "prediction" (the
-        concept's mean as one draw of the random runs' distribution; `prediction_test`).
+      test: "ttest" (the paper's two-sided t-test of the runs), "prediction" (the
+        concept's mean as one draw of the random runs' distribution; `prediction_test`) or
+        "random_sets" (the concept's mean against the means of n_random_sets fixed random
+        sets, each run like a concept; docs/tcav.md says why).
+      n_random_sets: M fixed random sets (of the median concept size) drawn from the pool
+        and scored like concepts, n_runs each against the rest of the pool (needed by
+        test="random_sets", >= 5; their scores are in the result either way).
       l2, steps, test_fraction: the CAV classifier's (`cav.fit_cavs`); test_fraction of each
         run's rows is held out to report CAV accuracy.
       concept_fraction: each concept run uses a fresh random share of the concept's images
@@ -258,6 +285,8 @@ def tcav(probe, params, images, target, concepts, random, *, layer: str, key,
         raise ValueError(f"alpha must lie in (0, 1); got {alpha!r}")
     if test not in TESTS:
         raise ValueError(f"test must be one of {sorted(TESTS)}; got {test!r}")
+    if test == "random_sets" and n_random_sets < 5:
+        raise ValueError(f"test='random_sets' needs n_random_sets >= 5; got {n_random_sets}")
     analysis.check_chunk_size(chunk_size)
     shape = probe.input_shape
     rng = probe.input_range if probe.range_declared else None
@@ -272,22 +301,28 @@ def tcav(probe, params, images, target, concepts, random, *, layer: str, key,
     bank, rows, pool_rows = _bank(probe, params, concept_sets, pool, layer, chunk_size)
     sizes = [len(r) for r in rows.values()]
     n_neg = max(sizes) if n_negative is None else int(n_negative)
-    keys = jax.random.split(k_runs, len(rows))
-    runs = [cav_lib.concept_runs(k, r, pool_rows, n_runs=n_runs, n_negative=n_neg,
-                                 size=len(bank), test_fraction=test_fraction,
-                                 concept_fraction=concept_fraction)
-            for k, r in zip(keys, rows.values())]
     n_pos = max(2, round(concept_fraction * int(np.median(sizes))))
-    runs.append(cav_lib.random_runs(k_rand, pool_rows, n_runs=n_random_runs,
-                                    n_positive=n_pos, n_negative=n_neg,
+    sets_rows, pool_rest = _random_sets(k_rand, pool_rows, n_random_sets,
+                                        int(np.median(sizes)), n_neg)
+    targets = [*rows.values(), *sets_rows]
+    keys = jax.random.split(k_runs, len(targets))
+    runs = [cav_lib.concept_runs(k, r, pool_rows if i < len(rows) else pool_rest,
+                                 n_runs=n_runs, n_negative=n_neg, size=len(bank),
+                                 test_fraction=test_fraction, concept_fraction=concept_fraction)
+            for i, (k, r) in enumerate(zip(keys, targets))]
+    runs.append(cav_lib.random_runs(jax.random.fold_in(k_rand, 1), pool_rows,
+                                    n_runs=n_random_runs, n_positive=n_pos, n_negative=n_neg,
                                     size=len(bank), test_fraction=test_fraction))
     cavs = cav_lib.fit_cavs(bank, _stack(runs), l2=l2, steps=steps)
-    dd = directional_derivatives(grads, cavs.vectors)  # (N, C * n_runs + n_random_runs)
+    dd = directional_derivatives(grads, cavs.vectors)  # (N, all runs)
     score = np.asarray((dd > 0).mean(0), np.float64)
     mag = np.asarray(dd.mean(0), np.float64)
     acc = np.asarray(cavs.accuracy, np.float64)
-    c, cut = len(rows), len(rows) * n_runs
-    p, adj, sig = significance(score[:cut].reshape(c, n_runs), score[cut:], alpha, test)
+    c, cut, cut2 = len(rows), len(rows) * n_runs, len(targets) * n_runs
+    set_scores = score[cut:cut2].reshape(n_random_sets, n_runs)
+    ref = set_scores.mean(1) if test == "random_sets" else score[cut2:]
+    p, adj, sig = significance(score[:cut].reshape(c, n_runs), ref, alpha, test)
+    score, mag, acc = (np.concatenate([v[:cut], v[cut2:]]) for v in (score, mag, acc))
     return TCAVResult(
         tuple(rows), layer, obj.name, score[:cut].reshape(c, n_runs),
         mag[:cut].reshape(c, n_runs), acc[:cut].reshape(c, n_runs), score[cut:], mag[cut:],
@@ -295,4 +330,5 @@ def tcav(probe, params, images, target, concepts, random, *, layer: str, key,
         {"images": int(len(x)), "n_runs": int(n_runs), "n_random_runs": int(n_random_runs),
          "n_negative": n_neg, "concept_sizes": dict(zip(rows, sizes)), "pool": int(len(pool)),
          "classifier": f"logistic regression, l2={l2}, {steps} Nesterov steps",
-         "test_fraction": test_fraction, "concept_fraction": concept_fraction}, test)
+         "test_fraction": test_fraction, "concept_fraction": concept_fraction,
+         "n_random_sets": int(n_random_sets)}, test, set_scores)

@@ -70,3 +70,45 @@ def tcav_against_q(qs: Sequence[float], results: Sequence, *, chance: float | No
     ax.set_title(f"{results[0].target} at {results[0].layer}: filled = significant", fontsize=7)
     ax.legend(fontsize=6, loc="best")
     return fig
+
+
+def discovered_concepts(images, heat, patches, *, importance=None, visualizations=None,
+                        n_images: int = 3, title: str | None = None, vrange=(0.0, 1.0)):
+    """One row per discovered concept: its feature visualization (if given), its top
+    patches, then its heat map (upsampled, nearest) over the first n_images images.
+
+    images: (N, H, W, C); heat: (N, h, w, k) (jaxviz.concepts.Discovery.heat or
+    concept_heat); patches: (k, n, p, p, C) (top_patches); importance: (k,) per concept
+    for the row label; visualizations: (k, H, W, C) or None. -> the figure."""
+    images, heat, patches = np.asarray(images), np.asarray(heat), np.asarray(patches)
+    k, n_p = patches.shape[:2]
+    has_vis = visualizations is not None
+    cols = int(has_vis) + n_p + n_images
+    fig = new_figure(0.75 * cols, 0.8 * k + 0.4)
+    axes = fig.subplots(k, cols, squeeze=False)
+    lo, hi = vrange
+    show = lambda a: np.clip((np.asarray(a, np.float32) - lo) / (hi - lo), 0, 1).squeeze()  # noqa: E731
+    big_h, big_w = images.shape[1:3]
+    for j in range(k):
+        col = 0
+        if has_vis:
+            axes[j, 0].imshow(show(visualizations[j]), cmap="gray")
+            col = 1
+        for i in range(n_p):
+            axes[j, col + i].imshow(show(patches[j, i]), cmap="gray")
+        top = max(float(heat[:n_images, ..., j].max()), 1e-12)
+        for i in range(n_images):
+            up = np.kron(heat[i, ..., j], np.ones((big_h // heat.shape[1],
+                                                   big_w // heat.shape[2])))
+            ax = axes[j, col + n_p + i]
+            heatmap_overlay(ax, show(images[i]), up, vmin=0, vmax=top, alpha=0.55)
+        label = f"concept {j}" + ("" if importance is None else f"\nimp {importance[j]:+.3g}")
+        axes[j, 0].set_ylabel(label, fontsize=6, rotation=0, ha="right", va="center")
+    names = (["feature vis."] if has_vis else []) + ["top patches"] + [""] * (n_p - 1) + \
+        [f"image {i}" for i in range(n_images)]
+    finish_grid(fig, axes, names, title)
+    for j in range(k):  # finish_grid hides frames; keep the row labels visible
+        axes[j, 0].axis("on")
+        axes[j, 0].set_xticks([])
+        axes[j, 0].set_yticks([])
+    return fig

@@ -48,11 +48,11 @@ def setup():
     probe = probe_lib.from_model(RedNet(), input_shape=(S, S, 3), input_range=(0.0, 1.0))
     data = {"images": coloured(rng, 24, (0.9, 0.5, 0.5)),   # reddish: relu(conv1) active
             "red": coloured(rng, 20, (0.95, 0.1, 0.1)),
-            "random_set": coloured(rng, 20), "pool": coloured(rng, 80)}
+            "random_set": coloured(rng, 20), "pool": coloured(rng, 100)}
     result = concepts.tcav(probe, probe.params, data["images"], 0,
                            {"red": data["red"], "random_set": data["random_set"]},
                            data["pool"], layer="conv1", key=jax.random.key(0), n_runs=10,
-                           steps=100)
+                           steps=100, n_random_sets=3)
     return probe, data, result
 
 
@@ -78,16 +78,24 @@ def test_red_concept_passes_for_red_logit_and_random_does_not(setup):
     assert np.mean(r.accuracy[red]) > 0.9  # red patches vs random colours: mostly separable
 
 
+def test_random_sets_are_scored_like_concepts(setup):
+    _, _, r = setup
+    assert r.random_set_scores.shape == (3, 10)
+    # a fixed random set's runs share its images: its spread over runs is below the
+    # random-concept runs' (which draw fresh positives), the reason for test="random_sets"
+    assert r.random_set_scores.std(axis=1).mean() < r.random_scores.std()
+
+
 def test_objective_target_equals_class_index_and_opposite_logit_flips(setup):
     probe, data, r = setup
-    kw = dict(layer="conv1", key=jax.random.key(0), n_runs=10, steps=100)
+    kw = dict(layer="conv1", key=jax.random.key(0), n_runs=10, steps=100, n_random_sets=3)
     sets_ = {"red": data["red"], "random_set": data["random_set"]}
     by_obj = concepts.tcav(probe, probe.params, data["images"], objectives.class_logit(0),
                            sets_, data["pool"], **kw)
     np.testing.assert_array_equal(by_obj.scores, r.scores)
     flipped = concepts.tcav(probe, probe.params, data["images"],
                             -1.0 * objectives.class_logit(0), sets_, data["pool"], **kw)
-    np.testing.assert_allclose(flipped.scores, 1.0 - r.scores)  # no derivative is exactly 0 here
+    np.testing.assert_allclose(flipped.scores, 1.0 - r.scores, atol=1e-6)  # no derivative is 0
 
 
 def test_significance_is_bonferroni_over_concepts():
@@ -137,6 +145,9 @@ def test_bad_inputs_are_named(setup):
         sets.load_concepts({"red": np.zeros((4, 5, 5, 3))}, (S, S, 3))
     with pytest.raises(ValueError, match="target must be a class index"):
         concepts.layer_gradients(probe, probe.params, data["images"], "conv1", "cat")
+    with pytest.raises(ValueError, match="test='random_sets' needs n_random_sets >= 5"):
+        concepts.tcav(probe, probe.params, data["images"], 0, {"red": data["red"]},
+                      data["pool"], layer="conv1", key=jax.random.key(0), test="random_sets")
     with pytest.raises(ValueError, match="n_runs must be >= 2"):
         concepts.tcav(probe, probe.params, data["images"], 0, {"red": data["red"]},
                       data["pool"], layer="conv1", key=jax.random.key(0), n_runs=1)
