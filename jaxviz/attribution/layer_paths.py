@@ -16,8 +16,8 @@ input path and (a_k, w_k) the quadrature's points and weights (`integrated.path_
 Conductance is a left Riemann sum along the curve A(x_a): its delta shrinks as 1/n for
 every method. Its differences telescope to A(x) - A(b) when the points include 0 and 1
 ("riemann_trapezoid"); Gauss-Legendre points (Captum's default) leave out the two end
-pieces [0, a_0] and [a_n, 1], which shrink as n grows. Points run `chunk_size` at a time (None: all that fit,
-core.analysis.default_chunk).
+pieces [0, a_0] and [a_n, 1], which shrink as n grows. Points run `chunk_size` at a time
+(None: all that fit, core.analysis.default_chunk).
 """
 from __future__ import annotations
 

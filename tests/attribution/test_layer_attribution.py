@@ -16,7 +16,8 @@ from jaxviz.core import probe as probe_lib
 
 
 class Tiny(nnx.Module):
-    """conv1 (3, SAME) -> relu -> conv2 (4, VALID) -> relu -> pool -> dense1 (8) -> relu -> head (3)."""
+    """conv1 (3, SAME) -> relu -> conv2 (4, VALID) -> relu -> pool -> dense1 (8) -> relu ->
+    head (3), on 8x8x1; after_* are the model after a layer, written out by hand."""
 
     def __init__(self, rngs):
         self.conv1 = nnx.Conv(1, 3, (3, 3), rngs=rngs)
@@ -167,6 +168,10 @@ def test_layer_forms_and_errors(tiny):
     _, p, x, y = tiny
     for name, form in L.LAYER_FORMS.items():
         assert registry.get(name).name == name and form.method_name in L.LAYER_METHODS
+    # layer= on a pixel method runs its layer form
+    np.testing.assert_array_equal(
+        A.integrated_gradients(p, p.params, x, y, layer="conv2", n_steps=8).map,
+        L.layer_integrated_gradients(p, p.params, x, y, layer="conv2", n_steps=8).map)
     with pytest.raises(ValueError, match="unknown layer 'conv9'"):
         L.layer_gradient_x_activation(p, p.params, x, y, layer="conv9")
     with pytest.raises(ValueError, match="Probe"):
