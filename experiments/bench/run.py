@@ -34,6 +34,7 @@ SECTIONS = {
 # ResNet-18 at batch 8, each in a fresh process (`--only realistic`, the better part of
 # an hour).
 OPT_IN = {"peers": "peers:rows", "peers_methods": "peers_methods:rows",
+          "frameworks": "frameworks:rows",  # NNX vs Equinox vs Keras twins: docs/frameworks.md
           "peers_gradcam": "peers_gradcam:rows", "peers_layer": "peers_layer:rows",
           "quantus": "peers_quantus:rows",
           "peers_tcav": "peers_tcav:rows",
