@@ -61,6 +61,15 @@ def seq():
     return model, probe_lib.from_model(model)
 
 
+def _logits(model, a, start):
+    """Keras' own layers from `start` on applied to `a`, the last Dense without its softmax
+    (what the Probe explains: logits)."""
+    for layer in model.layers[start:-1]:
+        a = layer(a, training=False)
+    head = model.layers[-1]
+    return a @ head.kernel.value + head.bias.value
+
+
 def _upto(model, name):
     """Keras' own intermediate output: a model from the input to layer `name`."""
     return keras.Model(model.inputs, model.get_layer(name).output)
@@ -69,10 +78,14 @@ def _upto(model, name):
 def test_sequential_logits_and_activations_equal_keras_own(seq, x):
     model, probe = seq
     out, acts = probe.run(probe.params, x)
-    np.testing.assert_allclose(out, model(x, training=False), rtol=1e-5, atol=1e-6)
+    # The softmax head's logits: softmax of them is Keras' own output.
+    np.testing.assert_allclose(jax.nn.softmax(out), model(x, training=False), rtol=1e-5,
+                               atol=1e-6)
+    np.testing.assert_allclose(out, _logits(model, x, 0), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(jax.jit(probe)(probe.params, x), out, rtol=1e-5, atol=1e-6)
-    for name in ("conv1", "conv2", "flatten", "preds"):
+    for name in ("conv1", "conv2", "flatten"):
         np.testing.assert_allclose(acts[name], _upto(model, name)(x), rtol=1e-5, atol=1e-6)
+    assert "softmax left out" in repr(probe)
     assert list(probe.layer_shapes(x.shape))[:3] == ["conv1", "conv2", "max_pooling2d"]
     assert probe.input_shape == SHAPE and probe.num_classes == 3
     k = probe_lib.layer_params(probe, probe.params, "conv2")["kernel"]
@@ -105,20 +118,16 @@ def test_edit_at_a_layer_changes_the_output_as_by_hand(seq, x):
     a = _upto(model, "conv2")(x)
     scale = jnp.arange(1.0, N + 1.0)[:, None, None, None]
     out, _ = probe.run(probe.params, x, edits={"conv2": lambda v: v * scale - 0.1})
-    tail = keras.Sequential(model.layers[2:])
-    np.testing.assert_allclose(out, tail(a * scale - 0.1, training=False), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out, _logits(model, a * scale - 0.1, 2), rtol=1e-5, atol=1e-6)
 
 
 def test_grad_cam_equals_grad_cam_by_hand(seq, x):
     model, probe = seq
     a = jnp.asarray(_upto(model, "conv2")(x))
-    tail = model.layers[2:]
     t = jnp.array([2, 0, 1])
 
     def score(a):
-        for layer in tail:
-            a = layer(a, training=False)
-        return a[jnp.arange(N), t].sum()
+        return _logits(model, a, 2)[jnp.arange(N), t].sum()
     g = jax.jit(jax.grad(score))(a)  # jitted: one compile, not op-by-op dispatch
     by_hand = jnp.maximum(jnp.einsum("nhwk,nk->nhw", a, g.mean((1, 2))), 0)
     cam = attribution.grad_cam(probe, probe.params, x, t, layer="conv2", upsample=False).map
@@ -133,7 +142,7 @@ def test_a_keras_file_loads_as_a_model_spec(seq, x, tmp_path):
     built = registry.build(str(path))
     probe = registry.to_probe(built)
     assert built.input_shape == SHAPE and built.num_classes == 3
-    np.testing.assert_allclose(probe(probe.params, x), model(x, training=False),
+    np.testing.assert_allclose(probe(probe.params, x), _logits(model, x, 0),
                                rtol=1e-5, atol=1e-6)
 
 
