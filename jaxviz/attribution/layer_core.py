@@ -110,30 +110,50 @@ def grad_and_act(probe, params, x, layer, node, args, shape, copies: int = 1):
     return a, g
 
 
-def tail_score(probe, params, x, layer, node, args, a):
-    """S with `layer`'s output replaced by a (N, ...): what comes after the layer, run on a."""
+def tail_score(probe, params, x, layer, node, args, a, copies: int = 1):
+    """S with `layer`'s output replaced by a (N, ...): what comes after the layer, run on a.
+    x: images with as many rows as a (what runs before the layer is dropped by XLA)."""
     def run(params, x, a):
         return probe.run(params, x, edits={layer: lambda _: a})
     logits, acts = compile_lib.fast_model(run)(params, x, a)
-    return score(node, args, logits, acts)
+    return score(node, args, logits, acts, copies)
 
 
-def grad_at(probe, params, x, layer, node, args, a):
+def grad_at(probe, params, x, layer, node, args, a, copies: int = 1):
     """dS/dA at a replaced activation a (N, ...) -> same shape."""
-    return jax.grad(lambda a: tail_score(probe, params, x, layer, node, args, a).sum())(a)
+    return jax.grad(lambda a: tail_score(probe, params, x, layer, node, args, a,
+                                         copies).sum())(a)
+
+
+def rows(v: jax.Array, c: int) -> jax.Array:
+    """c copies of an (N, ...) batch stacked into one (c * N, ...) batch, copy-major."""
+    return jnp.tile(v, (c,) + (1,) * (v.ndim - 1))
+
+
+def along(s: jax.Array, start: jax.Array, stop: jax.Array) -> jax.Array:
+    """start + s_k (stop - start) for c path points s (c,), as one (c * N, ...) batch."""
+    s = s.reshape((-1,) + (1,) * start.ndim)
+    return (start[None] + s * (stop - start)[None]).reshape((-1,) + start.shape[1:])
+
+
+def per_point(v: jax.Array, c: int) -> jax.Array:
+    """A (c * N, ...) batch back as (c, N, ...)."""
+    return v.reshape((c, -1) + v.shape[1:])
 
 
 def path_sum(f, points, weights, chunk: int | None):
-    """sum_k weights[k] * f(points[k]), f vmapped over `chunk` points at a time (a scan over
-    chunks keeps memory at one chunk's worth; None: all at once).
+    """sum_k weights[k] * f(points)[k], `chunk` points at a time (a scan over chunks keeps
+    memory at one chunk's worth; None: all at once).
 
-    points: pytree of numpy arrays with leading axis P; weights: (P,) numpy; f: one point
-    -> array."""
+    points: pytree of numpy arrays with leading axis P; weights: (P,) numpy; f: a chunk of
+    c points (leading axis c) -> (c, ...), run as one batch of c * N rows (`along`,
+    `per_point`): on XLA CPU a model vmapped over points runs several times slower than
+    the same rows as one batch (a vmapped max pool does not fuse)."""
     weights = np.asarray(weights, np.float32)
     n = len(weights)
 
     def block(pts, w):
-        return jnp.tensordot(w, jax.vmap(f)(pts), axes=1)
+        return jnp.tensordot(w, f(pts), axes=1)
     if chunk is None or chunk >= n:
         return block(jax.tree.map(jnp.asarray, points), jnp.asarray(weights))
     pad = -n % chunk  # padded points repeat the last one, with weight 0

@@ -58,9 +58,12 @@ def _layer_ig(probe, params, x, b, args, layer, node, method, n_steps, chunk):
     fx, a1 = core.run_scored(probe, params, x, layer, node, args)
     fb, a0 = core.run_scored(probe, params, b, layer, node, args)
     alphas, w = integrated.path_weights(method, n_steps)
-    grads = core.path_sum(lambda s: core.grad_at(probe, params, x, layer, node, args,
-                                                 a0 + s * (a1 - a0)), alphas, w, chunk)
-    attr = grads * (a1 - a0)
+
+    def grads(s):  # (c,) points -> (c, N, ...)
+        c = s.shape[0]
+        return core.per_point(core.grad_at(probe, params, core.rows(x, c), layer, node, args,
+                                           core.along(s, a0, a1), c), c)
+    attr = core.path_sum(grads, alphas, w, chunk) * (a1 - a0)
     return attr, core.flat_sum(attr) - (fx - fb)
 
 
@@ -86,17 +89,20 @@ def layer_integrated_gradients(fn, params, images, target, *, layer: str, baseli
 
 
 def _input_path(probe, params, x, b, args, layer, node, shape, s):
-    """(A, dS/dA) at the input path point b + s (x - b)."""
-    return core.grad_and_act(probe, params, b + s * (x - b), layer, node, args, shape)
+    """(A, dS/dA) at the input path points b + s_k (x - b), s (c,): each (c * N, ...)."""
+    c = s.shape[0]
+    return core.grad_and_act(probe, params, core.along(s, b, x), layer, node, args,
+                             (c * shape[0],) + shape[1:], c)
 
 
 @functools.partial(compile_lib.jit, static_argnames=_STATIC + ("shape",))
 def _conductance(probe, params, x, b, args, layer, node, method, n_steps, chunk, shape):
     alphas, _ = integrated.path_weights(method, n_steps + 1)
 
-    def step(pair):
+    def step(pair):  # (c,) points and the next ones -> (c, N, ...)
         a, g = _input_path(probe, params, x, b, args, layer, node, shape, pair[0])
-        return g * (core.activation(probe, params, b + pair[1] * (x - b), layer) - a)
+        a_next = core.activation(probe, params, core.along(pair[1], b, x), layer)
+        return core.per_point(g * (a_next - a), pair[0].shape[0])
     attr = core.path_sum(step, (alphas[:-1], alphas[1:]), np.ones(n_steps), chunk)
     fx = core.run_scored(probe, params, x, layer, node, args)[0]
     fb = core.run_scored(probe, params, b, layer, node, args)[0]
@@ -123,8 +129,8 @@ def layer_conductance(fn, params, images, target, *, layer: str, baselines=None,
 @functools.partial(compile_lib.jit, static_argnames=_STATIC + ("shape",))
 def _influence(probe, params, x, b, args, layer, node, method, n_steps, chunk, shape):
     alphas, w = integrated.path_weights(method, n_steps)
-    return core.path_sum(lambda s: _input_path(probe, params, x, b, args, layer, node, shape,
-                                               s)[1], alphas, w, chunk)
+    return core.path_sum(lambda s: core.per_point(_input_path(
+        probe, params, x, b, args, layer, node, shape, s)[1], s.shape[0]), alphas, w, chunk)
 
 
 @attribution_method("internal_influence")
@@ -168,11 +174,11 @@ def unit_mask(neuron, shape, layer: str) -> np.ndarray:
 def _neuron_conductance(probe, params, x, b, args, mask, layer, node, method, n_steps, chunk):
     alphas, w = integrated.path_weights(method, n_steps)
 
-    def step(s):  # one head forward, one tail gradient, one head backward
-        a, head_vjp = jax.vjp(lambda xs: core.activation(probe, params, xs, layer),
-                              b + s * (x - b))
-        g = core.grad_at(probe, params, x, layer, node, args, a)
-        return head_vjp(mask * g)[0]  # dS/dA_u * dA_u/dx
+    def step(s):  # one head forward, one tail gradient, one head backward: (c, N, H, W, C)
+        c, xs = s.shape[0], core.along(s, b, x)
+        a, head_vjp = jax.vjp(lambda xs: core.activation(probe, params, xs, layer), xs)
+        g = core.grad_at(probe, params, xs, layer, node, args, a, c)
+        return core.per_point(head_vjp(mask * g)[0], c)  # dS/dA_u * dA_u/dx
     return (x - b) * core.path_sum(step, alphas, w, chunk)
 
 
