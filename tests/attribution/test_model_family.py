@@ -56,14 +56,25 @@ def _run(name, probe, x, t, **extra):
 # uses and says so, instead of returning something that is not that method.
 REFUSALS: dict = {}  # none today: LRP has a LayerNorm rule (the std held constant)
 
+# A dict output is picked by the Probe's output selector, which every method reaches through
+# the same probe(params, x) / probe.run: one method per way of reaching the model (a
+# gradient, a path, noise, a CAM's activations, a CAM's forward passes, occlusion, a
+# surrogate's samples, and the two jaxpr-tracing rule rewrites) is enough to catch a method
+# that bypasses it, at a third of the compile time of all 26.
+SUBSET = {"dict_output": ("saliency", "integrated_gradients", "smoothgrad", "grad_cam",
+                          "score_cam", "full_grad", "occlusion", "lime", "guided_backprop",
+                          "deeplift", "lrp")}
+
 
 def test_every_method(member):
-    """Shape, float32, finite and not all zero, for each registered method (or its
-    documented refusal, REFUSALS); the methods that rewrite ReLUs say so on the ReLU-free
+    """Shape, float32, finite and not all zero, for each registered method (SUBSET on the
+    dict output; or its documented refusal, REFUSALS); the methods that rewrite ReLUs say so on the ReLU-free
     ConvNeXt block."""
     label, m, x, t = member
     h, w, c = m.shape
     for name, method in A.METHODS.items():
+        if label in SUBSET and name not in SUBSET[label]:
+            continue
         if (label, name) in REFUSALS:
             error, match = REFUSALS[label, name]
             with pytest.raises(error, match=match):
