@@ -123,3 +123,19 @@ def test_a_stateful_model_needs_its_state(net):
         probe_lib.from_model(model)
     with pytest.raises(ValueError, match=r"variables: .*eqx.nn.State.*got dict"):
         probe_lib.from_model(model, {"a": 1})
+
+
+class Keyed(eqx.Module):
+    conv: eqx.nn.Conv2d
+    drop: eqx.nn.Dropout
+
+    def __call__(self, x, *, key):  # Equinox's convention: a key without a default
+        return self.drop(self.conv(x), key=key).mean((1, 2))
+
+
+def test_a_call_requiring_a_key_runs_in_inference_mode():
+    model = Keyed(eqx.nn.Conv2d(2, 3, 3, key=jax.random.key(4)), eqx.nn.Dropout(0.9))
+    x = jax.random.uniform(jax.random.key(5), (2, 5, 5, 2))
+    probe = probe_lib.from_model(model, input_shape=(5, 5, 2))
+    no_dropout = jax.vmap(lambda xi: model.conv(xi).mean((1, 2)))(x.transpose(0, 3, 1, 2))
+    np.testing.assert_allclose(probe(probe.params, x), no_dropout, rtol=1e-5, atol=1e-6)

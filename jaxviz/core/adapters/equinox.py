@@ -10,8 +10,8 @@ read channels last. The Probe's repr says so.
 
 Layers are the submodules, named by attribute path ("conv1", "layers.3", "blocks.0.conv").
 The model runs in `eqx.nn.inference_mode` (dropout off, BatchNorm on its running
-statistics from the State), and a `__call__` taking `inference`, `train`, `training` or
-`deterministic` gets its inference value. Each layer's ops run under `layer_scope(name)`
+statistics from the State), a `__call__` taking `inference`, `train`, `training` or
+`deterministic` gets its inference value, and one that requires a `key` gets key=None. Each layer's ops run under `layer_scope(name)`
 (a per-class subclass swapped in on a private copy of the model); an edit at a layer sees
 the whole batch (the per-image values gathered across the vmapped axis).
 
@@ -26,6 +26,7 @@ scope), so weights copied from a Flax model of the same layout give the same log
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import sys
 
 import jax
@@ -243,6 +244,15 @@ def _tapper(names, edits, record, eqx):
     return tap_class
 
 
+def _needs_key(fn) -> bool:
+    """Whether `fn` takes a `key` argument without a default (Equinox's PRNG convention)."""
+    try:
+        p = inspect.signature(fn).parameters.get("key")
+    except (TypeError, ValueError):
+        return False
+    return p is not None and p.default is inspect.Parameter.empty
+
+
 def build(model, variables, options) -> probe_lib.Probe:
     eqx = _eqx()
     if options.get("method") is not None:
@@ -254,6 +264,8 @@ def build(model, variables, options) -> probe_lib.Probe:
     layout = _Layout(model, variables)
     apply_kwargs = modes.inference_kwargs(type(model).__call__, options.get("apply_kwargs"),
                                           _FLAGS)
+    if _needs_key(type(model).__call__) and "key" not in apply_kwargs:
+        apply_kwargs["key"] = None  # inference draws nothing (Dropout is off)
     state0 = _clone(variables)
 
     def run(params, x, edits, acts, on_call):
