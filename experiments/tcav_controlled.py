@@ -248,13 +248,40 @@ def summary(rows: list[dict]) -> list[dict]:
     return out
 
 
+def markdown(result: dict) -> str:
+    """The docs table of a result.json: per q and layer, the cue concept (red), the class's
+    shape (square) and the random concept, with both tests' verdicts."""
+    lines = ["| q | cue logit gap | acc. cue agrees / conflicts | layer | concept | TCAV score "
+             "(mean ± std) | p, t-test (Bonf.) | signif. t-test | signif. random_sets | "
+             "null sets passing t-test / random_sets |", "|" + "---|" * 10]
+    for r in result["runs"]:
+        for layer, table in r["tcav"].items():
+            null = r["null_sets"][layer]
+            nulls = "" if not null else (f"{null['ttest']['significant_bonferroni']} / "
+                                         f"{null['random_sets']['significant_bonferroni']} "
+                                         f"of {null['sets']}")
+            for t in table["table"][:-1]:
+                yes = lambda v: "**yes**" if v else "no"  # noqa: E731
+                lines.append(
+                    f"| {r['q']:.2f} | {r['cue_logit_gap']:+.2f} | {r['acc_cue_agrees']:.2f} / "
+                    f"{r['acc_cue_conflicts']:.2f} | {layer} | {t['concept']} | "
+                    f"{t['score_mean']:.3f} ± {t['score_std']:.3f} | {t['p_bonferroni']:.2g} | "
+                    f"{yes(t['significant'])} | {yes(t.get('significant_sets'))} | {nulls} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.tcav_controlled",
                                      description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("runs/tcav_controlled"))
     parser.add_argument("--quick", action="store_true", help="the test's scale (12x12, 2 q)")
+    parser.add_argument("--table", type=Path, default=None, metavar="RESULT_JSON",
+                        help="print the docs table of a result.json and exit")
     args = parser.parse_args(argv)
+    if args.table is not None:
+        print(markdown(json.loads(args.table.read_text())))
+        return 0
     from jaxviz import io  # noqa: PLC0415
     from jaxviz.plot import concepts as plot_concepts  # noqa: PLC0415
 
