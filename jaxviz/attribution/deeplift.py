@@ -8,9 +8,12 @@ DeepLIFT-SHAP averages DeepLIFT over a set of baselines (Captum's DeepLiftShap; 
 DeepExplainer with a background set): attr = mean_b (x - b) * m_b, and its delta is
 sum(attr) - (f(x) - mean_b f(b)) (the mean of Captum's per-baseline deltas).
 
-Every rule works on the traced program (no layer list): any Flax model or apply_fn whose
-input-dependent operations have a rule (see `deeplift_rules`); others raise an error
-naming the primitive and the layer.
+Every rule works on the traced program (no layer list): any model or apply_fn whose
+input-dependent operations have a rule (`jaxviz.propagation.deeplift_rules`; the list is
+docs/propagation_primitives.md); others raise an error naming the primitive and the layer.
+An objective target (`neuron("conv2", 3)`, `channel`, `direction`, `class_logit`, sums
+and scales) is explained instead of a logit: the multipliers start at its unit and
+delta = sum(attr) - (s(x) - s(x0)) for its score s (`jaxviz.propagation.start`).
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ from jaxviz.attribution import integrated
 from jaxviz.core import analysis, checks
 from jaxviz.core import compile as compile_lib
 from jaxviz.core.result import Attribution, attribution_method
-from jaxviz.propagation import deeplift_reveal, deeplift_rules
+from jaxviz.propagation import deeplift_reveal, deeplift_rules, start
 
 
 def multipliers(fn, params, x, b, t, rule="rescale"):
@@ -48,6 +51,26 @@ def _deeplift(fn, params, x, b, t, rule):
     return multipliers(fn, params, x, b, t, rule)[:2]
 
 
+def objective_multipliers(fn, node, params, x, b, args, rule="rescale"):
+    """(attr, delta) of the objective (node, args) on fn's (logits, {layer: activation})
+    (a `start.Readout`); x, b as in `multipliers`."""
+    model = compile_lib.fast_model(deeplift_rules.DeepLiftFn(fn, rule))
+
+    def total(x):
+        out, out0 = model(params, x, b)
+        fx, fb = start.score(node, args, out), start.score(node, args, out0)
+        return fx.sum(), (fx, fb)
+
+    m, (fx, fb) = jax.grad(total, has_aux=True)(x)
+    attr = (x - b) * m
+    return attr, attr.sum(axis=(1, 2, 3)) - (fx - fb)
+
+
+@functools.partial(compile_lib.jit, static_argnames=("fn", "node", "rule"))
+def _deeplift_objective(fn, node, params, x, b, args, rule):
+    return objective_multipliers(fn, node, params, x, b, args, rule)
+
+
 def _baseline(baselines, x, blur_sigma):
     """(1, H, W, C) when one baseline serves every image (its reference pass then runs
     on a batch of 1), else (N, H, W, C)."""
@@ -67,12 +90,24 @@ def deeplift(fn, params, images, target, *, baselines=None, blur_sigma: float = 
     """DeepLIFT. images: (N, H, W, C) -> Attribution: map (N, H, W, C), extras["delta"]
     (N,) = sum(map) - (f(x) - f(baseline)).
 
+    target: class indices (int or one per image), or an objective whose unit the
+      multipliers start at: class_logit, neuron, channel, direction, sums and scales of
+      these (others are refused, naming the objective).
+
     baselines: None or "zeros", "blur" (Gaussian blur of each image, std `blur_sigma` px),
       a number, or an array shaped like images (or (1, H, W, C)).
     rule: "rescale" (default) or "reveal_cancel" for the nonlinearities after conv/dense
       layers (Shrikumar et al. 2017, section 3.5.3; see `deeplift_reveal`).
     """
     _check_rule(rule)
+    if start.is_objective(target):
+        x = analysis.check_images(fn, params, images)
+        s = start.resolve("deeplift", fn, params, x.shape, target)
+        b = _baseline(baselines, x, blur_sigma)
+        checks.warn_outside_range(b, x, "baselines")
+        attr, delta = _deeplift_objective(start.Readout(analysis.static_fn(fn), s.layers),
+                                          s.node, params, x, b, s.args, rule)
+        return Attribution(attr, {"delta": delta})
     x, t = analysis.check_inputs(fn, params, images, target)
     b = _baseline(baselines, x, blur_sigma)
     checks.warn_outside_range(b, x, "baselines")

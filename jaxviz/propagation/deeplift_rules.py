@@ -39,11 +39,9 @@ from jax import lax
 
 from jaxviz.core import compile as compile_lib
 from jaxviz.core import interpret
-from jaxviz.propagation import deeplift_pool, deeplift_reveal, program
+from jaxviz.propagation import deeplift_pool, deeplift_reveal, program, shared
 
 EPS = 1e-10  # |x - x0| below which the plain gradient is used (Captum's default)
-_ONE_LIVE_LINEAR = ("mul", "conv_general_dilated", "dot_general")
-_ADDITIVE = ("add", "sub", "neg", "add_any", "reduce_sum", "reduce_window_sum", "cumsum")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,6 +128,26 @@ def _product(f, u: Pair, v: Pair, y0) -> Pair:
     return Pair(prod(u.a, v.a, u.a0, v.a0), y0)
 
 
+def _quotient(u: Pair, v: Pair, y0) -> Pair:
+    """u / v with the exact (Shapley) split of its change between u and v:
+    d(u/v) = du (1/v + 1/v0)/2 - dv (u + u0) / (2 v v0). VJPs of the products take the
+    multipliers back to each operand's shape (a division may broadcast size-1 axes)."""
+    @jax.custom_vjp
+    def quot(ua, va, ua0, va0):
+        return ua / va
+
+    def bwd(res, g):
+        ua, va, ua0, va0 = res
+        wu = (1 / va + 1 / va0) / 2
+        wv = -(ua + ua0) / (2 * va * va0)
+        mu = _vjp(lambda a: a * wu, ua, g)
+        mv = _vjp(lambda b: b * wv, va, g)
+        return mu, mv, jnp.zeros_like(ua0), jnp.zeros_like(va0)
+
+    quot.defvjp(lambda *args: (args[0] / args[1], args), bwd)
+    return Pair(quot(u.a, v.a, u.a0, v.a0), y0)
+
+
 def _one_operand(eqn, invals, i):
     """eqn as a function of its operand i, the others fixed."""
     def f(x):
@@ -182,7 +200,9 @@ class _Evaluation:
 
     def __init__(self, refs, rule: str = "rescale"):
         self.refs, self.reveal = refs, rule == "reveal_cancel"
-        self.rules = {name: self.call for name in program.CALL_NAMES}
+        self.rules = {name: self.call for name in interpret.CALLS}
+        self.last_layer = None  # the last layer an input-dependent op was seen in
+        self.call_line = ""  # the user's line of the last call inlined (jnp.sort, ...)
 
     def linear(self, eqn, invals):
         outs = program.bind(eqn, _unpack(invals, "a"))
@@ -203,6 +223,7 @@ class _Evaluation:
 
     def call(self, eqn, invals):
         """Claims a call that is one elementwise activation; other calls are inlined."""
+        self.call_line = program.source_line(eqn) or self.call_line
         live = [isinstance(v, Pair) for v in invals]
         if not any(live) or not program.elementwise_call(eqn, live):
             return None
@@ -214,36 +235,127 @@ class _Evaluation:
         live = [isinstance(v, Pair) for v in invals]
         if not any(live):
             return program.bind(eqn, invals)
-        name, n_live = eqn.primitive.name, sum(live)
-        if name in program.STRUCTURAL:
-            if not program.structural_ok(eqn, live):
-                raise program.no_rule("DeepLIFT", eqn,
-                                      "an index or predicate depends on the input")
-            return self.linear(eqn, invals)
-        if (name in _ADDITIVE or (name == "div" and live == [True, False])
-                or (name in _ONE_LIVE_LINEAR and n_live == 1)):
-            return self.linear(eqn, invals)
-        if name in _ONE_LIVE_LINEAR:
-            f = lambda u, v: program.bind(eqn, [u, v])[0]  # noqa: E731
-            return [_product(f, *invals, self.refs(eqn, invals)[0])]
+        layer = program.layer_of(eqn)
+        self.last_layer = layer if layer is not None else self.last_layer
+        rule = (REVEAL_CANCEL if self.reveal else RULES).get(eqn.primitive.name)
+        if rule is None:
+            raise self.no_rule(eqn)
+        return rule(self, eqn, invals, live)
+
+    def no_rule(self, eqn, why: str = "") -> program.NoRuleError:
+        return program.no_rule("DeepLIFT", eqn, why, after=self.last_layer, line=self.call_line)
+
+    def elementwise(self, eqn, invals, live) -> list:
+        """A nonlinearity of one input-dependent operand: rescale (or reveal-cancel)."""
         i = live.index(True)
-        if name in program.MAX_LIKE and n_live == 1:
-            f = _one_operand(eqn, invals, i)
-            return [_max_pool(eqn, f, invals[i], self.refs(eqn, invals)[0])]
-        if (name in program.ELEMENTWISE and n_live == 1 and len(eqn.outvars) == 1
+        if not (sum(live) == 1 and len(eqn.outvars) == 1
                 and eqn.outvars[0].aval.shape == eqn.invars[i].aval.shape
                 and jnp.issubdtype(eqn.outvars[0].aval.dtype, jnp.floating)):
-            f = _one_operand(eqn, invals, i)
-            return [self.nonlinear(f, invals[i], self.refs(eqn, invals)[0])]
-        raise program.no_rule("DeepLIFT", eqn)
+            raise self.no_rule(eqn)
+        f = _one_operand(eqn, invals, i)
+        return [self.nonlinear(f, invals[i], self.refs(eqn, invals)[0])]
+
+
+# ---- the rule table: {primitive name: rule(evaluation, eqn, invals, live) -> outvals} ----
+
+def rule(name: str, summary: str):
+    """Marks a table entry with its short name and the line `table` writes for it."""
+    def mark(f):
+        f.rule_name, f.summary = name, summary
+        return f
+    return mark
+
+
+@rule("linear",
+      "linear: its gradient (as Captum)")
+def _linear(ev, eqn, invals, live):
+    return ev.linear(eqn, invals)
+
+
+@rule("move",
+      "moves multipliers as its gradient does (indices and predicates constant)")
+def _structural(ev, eqn, invals, live):
+    if not program.structural_ok(eqn, live):
+        raise ev.no_rule(eqn, "an index or predicate depends on the input")
+    return ev.linear(eqn, invals)
+
+
+@rule("linear / product split",
+      "constant weights: linear; two input-dependent operands (a product, attention's "
+      "q.k): the exact split d(uv) = du (v + v0)/2 + (u + u0)/2 dv")
+def _bilinear(ev, eqn, invals, live):
+    if sum(live) == 1:
+        return ev.linear(eqn, invals)
+    f = lambda u, v: program.bind(eqn, [u, v])[0]  # noqa: E731
+    return [_product(f, *invals, ev.refs(eqn, invals)[0])]
+
+
+@rule("linear / quotient split",
+      "by a constant: linear; c / x: rescale; u / v (softmax's normalisation): the "
+      "exact split, m_u = (1/v + 1/v0)/2, m_v = -(u + u0) / (2 v v0)")
+def _div(ev, eqn, invals, live):
+    if live == [True, False]:
+        return ev.linear(eqn, invals)
+    if live == [False, True]:
+        return ev.elementwise(eqn, invals, live)
+    return [_quotient(*invals, ev.refs(eqn, invals)[0])]
+
+
+@rule("identity",
+      "identity: multipliers pass (softmax's and log_softmax's max shift; summation-to-"
+      "delta needs the shift's change)")
+def _identity(ev, eqn, invals, live):
+    x = invals[0]
+    return [Pair(x.a, ev.refs(eqn, invals)[0])]
+
+
+@rule("max-pool rule",
+      "Captum's max-pool rule: the change goes to the argmax of input and reference")
+def _max_like(ev, eqn, invals, live):
+    if sum(live) != 1:
+        raise ev.no_rule(eqn)
+    i = live.index(True)
+    f = _one_operand(eqn, invals, i)
+    return [_max_pool(eqn, f, invals[i], ev.refs(eqn, invals)[0])]
+
+
+@rule("rescale",
+      "rescale: m = (f(x) - f(x0)) / (x - x0) (the gradient where |x - x0| < 1e-10)")
+def _nonlinear(ev, eqn, invals, live):
+    return ev.elementwise(eqn, invals, live)
+
+
+_ADDITIVE = ("add", "sub", "neg", "add_any", "reduce_sum", "reduce_window_sum", "cumsum")
+RULES = {
+    **{name: _structural for name in shared.STRUCTURAL},
+    **{name: _linear for name in _ADDITIVE},
+    **{name: _bilinear for name in ("mul", *shared.WEIGHTED)},
+    **{name: _max_like for name in shared.MAX_LIKE},
+    **{name: _nonlinear for name in shared.NONLINEAR},
+    "div": _div, "stop_gradient": _identity,
+}
+
+
+@rule("reveal-cancel",
+      "reveal-cancel where a conv/dense layer (and affine ops by constants) feeds it: "
+      "positive and negative contributions followed apart; else rescale")
+def _reveal_cancel(ev, eqn, invals, live):
+    return ev.elementwise(eqn, invals, live)
+
+
+REVEAL_CANCEL = {**RULES, **{name: _reveal_cancel for name in shared.NONLINEAR}}
 
 
 def _evaluate(fn, params, x, x0, refs, rule="rescale"):
-    closed, leaves = program.trace(fn, params, x)
+    """(outputs at x, outputs at x0): fn's output pytree (logits, or logits and layer
+    activations) evaluated on Pairs."""
+    closed, leaves, tree = program.trace(fn, params, x, tree=True)
     ev = _Evaluation(refs, rule)
-    out, = interpret.evaluate(closed, [*leaves, Pair(x, x0)], ev.rules, default=ev.default,
+    outs = interpret.evaluate(closed, [*leaves, Pair(x, x0)], ev.rules, default=ev.default,
                               custom="inline", remat="inline")
-    return (out.a, out.a0) if isinstance(out, Pair) else (out, out)
+    at = [o.a if isinstance(o, Pair) else o for o in outs]
+    ref = [o.a0 if isinstance(o, Pair) else o for o in outs]
+    return jax.tree.unflatten(tree, at), jax.tree.unflatten(tree, ref)
 
 
 class DeepLiftFn:
@@ -286,4 +398,4 @@ class DeepLiftFn:
         if out is None:
             out = _evaluate(self.fn, params, x, jnp.broadcast_to(x0, x.shape), _paired,
                             self.rule)
-        return out[0], jnp.broadcast_to(out[1], out[0].shape)
+        return out[0], jax.tree.map(lambda r, a: jnp.broadcast_to(r, a.shape), out[1], out[0])

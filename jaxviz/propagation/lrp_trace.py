@@ -46,13 +46,15 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxviz.core import interpret
-from jaxviz.propagation import program
+from jaxviz.propagation import program, shared
 from jaxviz.propagation.lrp_composites import Composite
 from jaxviz.propagation.lrp_rules import Layer, Rule, ZBox, stabilize
 
-_UNARY_DATA = tuple(k for k, v in program.STRUCTURAL.items() if v == (0,))
-_AFFINE = ("add", "sub", "mul", "div", "neg")
-_ROOTS = ("sqrt", "rsqrt")  # a statistic through one of these is a normaliser
+_UNARY_DATA = tuple(k for k, v in shared.STRUCTURAL.items() if v == (0,))
+# A statistic through one of these is a normaliser: "norm" (a factor: LayerNorm's 1/std,
+# softmax's weights) or "lognorm" (a shift: log_softmax's log-sum-exp).
+_ROOTS = {"sqrt": "norm", "rsqrt": "norm", "log": "lognorm"}
+_NORMS = ("norm", "lognorm")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -207,6 +209,8 @@ class _Evaluation:
         self.composite, self.canonize = composite, canonize
         self.canonical = canonical_forward  # forward through s * op(x, w) + t (a check)
         self.first_seen = False
+        self.last_layer = None  # the last layer an input-dependent op was seen in
+        self.call_line = ""  # the user's line of the last call inlined (jnp.sort, ...)
 
     def emit(self, fold: Fold, raw, stat: str | None = None, parent=None) -> Live:
         if self.canonical:
@@ -218,9 +222,9 @@ class _Evaluation:
         return Live(a, fold=fold if self.canonize else None, stat=stat, parent=parent)
 
     def linear(self, eqn, invals, live) -> Live:
-        kind = program.LINEAR_KINDS[eqn.primitive.name]
+        kind = shared.LINEAR_KINDS[eqn.primitive.name]
         if sum(live) != 1:
-            raise program.no_rule("LRP", eqn, "both operands depend on the input")
+            raise self.no_rule(eqn, "both operands depend on the input")
         i = live.index(True)
         x, w = invals[i], None if kind == "pool" else invals[1 - i]
         # Zennit's first-layer maps: the first layer of a kind the composite names
@@ -249,7 +253,7 @@ class _Evaluation:
         i = live.index(True)
         x = invals[i]
         if eqn.outvars[0].aval.shape != eqn.invars[i].aval.shape:
-            raise program.no_rule("LRP", eqn, "a constant broadcasts the input-dependent value")
+            raise self.no_rule(eqn, "a constant broadcasts the input-dependent value")
         c = invals[1 - i] if len(invals) == 2 else None
         if x.fold is not None:
             fold = _refold(x.fold, eqn.primitive.name, c, i == 0)
@@ -271,16 +275,21 @@ class _Evaluation:
 
     def normalized(self, eqn, invals, live, norms) -> list:
         """An equation with a normaliser among its operands (see the module docstring)."""
+        name = eqn.primitive.name
         if norms == live:  # normalisers only (1/std times LayerNorm's scale): no relevance
-            return [Live(o, stat="norm") for o in program.bind(eqn, _sg(invals))]
+            stats = {v.stat for v in invals if isinstance(v, Live)}
+            stat = "lognorm" if stats == {"lognorm"} else "norm"
+            return [Live(o, stat=stat) for o in program.bind(eqn, _sg(invals))]
         k = norms.index(True)
-        if eqn.primitive.name in ("mul", "div") and sum(live) == 2 and (
-                eqn.primitive.name == "mul" or k == 1):
+        factor = name == "mul" or (name == "div" and k == 1)
+        shift = name in ("add", "sub")
+        if sum(live) == 2 and ((factor and invals[k].stat == "norm")
+                               or (shift and invals[k].stat == "lognorm")):
             consts = [lax.stop_gradient(v.a) if j == k else v for j, v in enumerate(invals)]
             return [self.affine(eqn, consts, [j != k and v for j, v in enumerate(live)])]
-        raise program.no_rule("LRP", eqn, "it uses a normaliser (a square root of a "
-                                          "statistic, as LayerNorm's std) other than as a "
-                                          "constant factor")
+        raise self.no_rule(eqn, "it uses a normaliser (a square root of a statistic, as "
+                                "LayerNorm's std, or softmax's weights) other than as a "
+                                "constant factor")
 
     def residual(self, eqn, invals) -> Live:
         """a + b (or a - b), both input-dependent: relevance split by the addends."""
@@ -321,6 +330,7 @@ class _Evaluation:
 
     def call(self, eqn, invals):
         """Claims a call that is one elementwise activation; other calls are inlined."""
+        self.call_line = program.source_line(eqn) or self.call_line
         live = [isinstance(v, Live) for v in invals]
         if not any(live) or not program.elementwise_call(eqn, live):
             return None
@@ -333,40 +343,137 @@ class _Evaluation:
         live = [isinstance(v, Live) for v in invals]
         if not any(live):
             return program.bind(eqn, invals)
-        name, n_live = eqn.primitive.name, sum(live)
-        norms = [isinstance(v, Live) and v.stat == "norm" for v in invals]
+        layer = program.layer_of(eqn)
+        self.last_layer = layer if layer is not None else self.last_layer
+        norms = [isinstance(v, Live) and v.stat in _NORMS for v in invals]
         if any(norms):
             return self.normalized(eqn, invals, live, norms)
-        if name in program.LINEAR_KINDS:
-            return [self.linear(eqn, invals, live)]
-        if name in ("add", "sub") and n_live == 2:
-            return [self.residual(eqn, invals)]
-        if name in _AFFINE and n_live == 1 and (name != "div" or live[0]):
-            return [self.affine(eqn, invals, live)]
-        if name in program.STRUCTURAL:
-            if not program.structural_ok(eqn, live):
-                raise program.no_rule("LRP", eqn, "an index or predicate depends on the input")
-            return self.structural(eqn, invals, live)
-        x = invals[live.index(True)]
-        if n_live > 1 and name in program.ELEMENTWISE:  # an inline activation, or no rule
-            x = _ancestor([v for v in invals if isinstance(v, Live)])
-            if x is None:
-                raise program.no_rule("LRP", eqn)
-            n_live = 1
-        if name in program.MAX_LIKE and n_live == 1:
-            out = program.bind(eqn, _arrays(invals))[0]
-            return [Live(out, x.nonneg and name.endswith("max"))]
-        if (name in program.ELEMENTWISE and n_live == 1 and len(eqn.outvars) == 1
-                and eqn.outvars[0].aval.shape == x.a.shape
+        rule = RULES.get(eqn.primitive.name)
+        if rule is None:
+            raise self.no_rule(eqn)
+        return rule(self, eqn, invals, live)
+
+    def no_rule(self, eqn, why: str = "") -> program.NoRuleError:
+        return program.no_rule("LRP", eqn, why, after=self.last_layer, line=self.call_line)
+
+    def ancestor_or_fail(self, eqn, invals) -> list:
+        """An elementwise op of several input-dependent values that are all elementwise
+        functions of one (an activation written inline): its relevance goes to that one."""
+        x = _ancestor([v for v in invals if isinstance(v, Live)])
+        if x is None:
+            raise self.no_rule(eqn)
+        return self.elementwise(eqn, invals, x)
+
+    def elementwise(self, eqn, invals, x: Live) -> list:
+        if not (len(eqn.outvars) == 1 and eqn.outvars[0].aval.shape == x.a.shape
                 and jnp.issubdtype(eqn.outvars[0].aval.dtype, jnp.floating)):
-            if x.stat == "stat" and name in _ROOTS:  # a normaliser: no relevance flows in
-                return [Live(program.bind(eqn, _sg(invals))[0], stat="norm")]
-            return [self.passed(eqn, invals, x, program.nonneg_output(eqn), x.stat)]
-        raise program.no_rule("LRP", eqn)
+            raise self.no_rule(eqn)
+        name = eqn.primitive.name
+        if x.stat == "stat" and name in _ROOTS:  # a normaliser: no relevance flows in
+            return [Live(program.bind(eqn, _sg(invals))[0], stat=_ROOTS[name])]
+        return [self.passed(eqn, invals, x, program.nonneg_output(eqn), x.stat)]
+
+
+# ---- the rule table: {primitive name: rule(evaluation, eqn, invals, live) -> outvals} ----
+
+def rule(name: str, summary: str):
+    """Marks a table entry with its short name and the line `table` writes for it."""
+    def mark(f):
+        f.rule_name, f.summary = name, summary
+        return f
+    return mark
+
+
+@rule("layer rule",
+      "a layer: the composite's rule for its kind (conv, dense, pool) and name; the "
+      "affine ops by constants after it (bias, BatchNorm) folded in")
+def _layer(ev, eqn, invals, live):
+    return [ev.linear(eqn, invals, live)]
+
+
+@rule("affine / residual split",
+      "one operand input-dependent: affine by a constant (folded into the layer before "
+      "it, else relevance passes); two: split in proportion to the addends (residual)")
+def _add_sub(ev, eqn, invals, live):
+    if sum(live) == 2:
+        return [ev.residual(eqn, invals)]
+    return [ev.affine(eqn, invals, live)]
+
+
+@rule("affine / gate / inline activation",
+      "by a constant: affine (folded or passed); by a normaliser (softmax weights, "
+      "1/std): a constant factor; two other values: an inline activation of their common "
+      "elementwise ancestor, else no rule")
+def _mul(ev, eqn, invals, live):
+    if sum(live) == 1:
+        return [ev.affine(eqn, invals, live)]
+    return ev.ancestor_or_fail(eqn, invals)
+
+
+@rule("affine", "by the constant -1: folded into the layer before it, else relevance passes")
+def _neg(ev, eqn, invals, live):
+    return [ev.affine(eqn, invals, live)]
+
+
+@rule("affine / softmax weights",
+      "by a constant: affine; x / sum (softmax's normalisation): weights that take no "
+      "relevance (a constant factor where they multiply data, as Ali et al. 2022); "
+      "c / x: elementwise, relevance passes")
+def _div(ev, eqn, invals, live):
+    if live == [True, False]:
+        return [ev.affine(eqn, invals, live)]
+    if live == [False, True]:
+        return ev.elementwise(eqn, invals, invals[1])
+    if invals[1].stat == "stat":
+        return [Live(program.bind(eqn, _sg(invals))[0], stat="norm")]
+    return ev.ancestor_or_fail(eqn, invals)
+
+
+@rule("move",
+      "moves relevance as its gradient does (indices and predicates constant)")
+def _structural(ev, eqn, invals, live):
+    if not program.structural_ok(eqn, live):
+        raise ev.no_rule(eqn, "an index or predicate depends on the input")
+    return ev.structural(eqn, invals, live)
+
+
+@rule("constant",
+      "a constant: no relevance flows into it (softmax's and log_softmax's max shift)")
+def _stop_gradient(ev, eqn, invals, live):
+    return [lax.stop_gradient(invals[0].a)]
+
+
+@rule("winner takes all",
+      "winner takes all (its gradient), as Captum and Zennit")
+def _max_like(ev, eqn, invals, live):
+    x = invals[0]
+    out = program.bind(eqn, _arrays(invals))[0]
+    return [Live(out, x.nonneg and eqn.primitive.name.endswith("max"))]
+
+
+@rule("pass",
+      "an activation: relevance passes unchanged (several operands: to their common "
+      "elementwise ancestor); sqrt/rsqrt of a statistic: a normaliser (constant), log of "
+      "one: a log-normaliser (a constant shift, log_softmax)")
+def _nonlinear(ev, eqn, invals, live):
+    if sum(live) > 1:
+        return ev.ancestor_or_fail(eqn, invals)
+    return ev.elementwise(eqn, invals, invals[live.index(True)])
+
+
+RULES = {
+    **{name: _layer for name in shared.LINEAR_KINDS},
+    **{name: _structural for name in shared.STRUCTURAL},
+    **{name: _max_like for name in shared.MAX_LIKE},
+    **{name: _nonlinear for name in shared.NONLINEAR},
+    "add": _add_sub, "sub": _add_sub, "mul": _mul, "div": _div, "neg": _neg,
+    "stop_gradient": _stop_gradient,
+}
 
 
 class LrpFn:
-    """fn(params, x) -> logits whose VJP carries relevance under `composite`. Equal (and
+    """fn(params, x) -> logits (or a pytree: logits and layer activations) whose VJP
+    carries relevance under `composite`. Equal (and
     hash-equal) for equal options, so it can be a static jit argument.
 
     input_range: (lo, hi) of the input, the bounds ZBox uses; canonical_forward: compute
@@ -390,11 +497,11 @@ class LrpFn:
         return hash((LrpFn,) + self._key())
 
     def __call__(self, params, x):
-        closed, leaves = program.trace(self.fn, params, x)
+        closed, leaves, tree = program.trace(self.fn, params, x, tree=True)
         lo, hi = self.input_range
         ev = _Evaluation(self.composite, self.canonize, self.canonical_forward)
         xin = Live(x, bounds=(jnp.full_like(x, lo), jnp.full_like(x, hi)))
-        out, = interpret.evaluate(closed, [*leaves, xin],
-                                  {name: ev.call for name in program.CALL_NAMES},
+        outs = interpret.evaluate(closed, [*leaves, xin],
+                                  {name: ev.call for name in interpret.CALLS},
                                   default=ev.default, custom="inline", remat="inline")
-        return out.a if isinstance(out, Live) else out
+        return jax.tree.unflatten(tree, [o.a if isinstance(o, Live) else o for o in outs])

@@ -1,5 +1,6 @@
 """What DeepLIFT's and LRP's rule tables share: the traced program of `fn(params, x)`,
-which primitives are structural, linear or elementwise, and which layer an equation is in.
+which layer an equation is in, and the error for a primitive without a rule (the
+primitives themselves are sorted in `shared`).
 
 Both methods trace `fn` to a jaxpr and evaluate it on `jaxviz.core.interpret` with values
 that know whether they depend on the input ("live") and a `default` that refuses, with the
@@ -18,31 +19,7 @@ import jax.numpy as jnp
 from jax.extend import core as jcore
 
 from jaxviz.core import interpret
-
-# Primitives that only move, copy or select values: their own VJP moves DeepLIFT's
-# multipliers and LRP's relevance correctly. Value: the operands that may depend on the
-# input (None: any); the others (indices, predicates) must be constants.
-STRUCTURAL = {
-    "reshape": (0,), "transpose": (0,), "broadcast_in_dim": (0,), "squeeze": (0,),
-    "expand_dims": (0,), "slice": (0,), "dynamic_slice": (0,), "gather": (0,), "pad": (0,),
-    "rev": (0,), "convert_element_type": (0,), "copy": (0,), "copy_p": (0,),
-    "reduce_precision": (0,), "split": (0,), "concatenate": None, "stack": None,
-    "select_n": "data",
-    "dynamic_update_slice": (0, 1),
-}
-# Max-like reductions: DeepLIFT's max-pool rule; LRP's winner-takes-all (their gradient).
-MAX_LIKE = ("reduce_window_max", "reduce_max", "reduce_window_min", "reduce_min")
-# Linear maps without weights (LRP "pool" layers): sums, sum pooling (avg pool before its div).
-SUMS = ("reduce_sum", "reduce_window_sum")
-LINEAR_KINDS = {"conv_general_dilated": "conv", "dot_general": "dense",
-                "reduce_sum": "pool", "reduce_window_sum": "pool"}
-ELEMENTWISE = frozenset("""
-    neg sign floor ceil round is_finite exp exp2 log log1p expm1 tanh logistic sin cos tan
-    asin acos atan sinh cosh asinh acosh atanh sqrt rsqrt cbrt erf erfc erf_inv lgamma
-    digamma abs integer_pow square pow add sub mul div rem max min atan2 nextafter eq ne lt
-    le gt ge and or not xor select_n convert_element_type copy copy_p clamp
-    reduce_precision""".split())
-CALL_NAMES = tuple(interpret.CALLS)  # rules see calls first: an activation is claimed whole
+from jaxviz.propagation import shared
 
 _LAYER = re.compile(r"jaxviz\[([^\]]*)\]")
 
@@ -57,23 +34,43 @@ def layer_of(eqn) -> str | None:
     return found[-1] if found else None
 
 
-def describe(eqn) -> str:
-    """'primitive 'cumsum' in layer 'conv1'' (or 'outside any layer (name stack ...)')."""
+def describe(eqn, after: str | None = None, line: str = "") -> str:
+    """"primitive 'cumsum' in layer 'conv1'", or for an op of the model's own code between
+    layers "... after layer 'conv2' ... at model.py:42:8 (__call__)" (after: the last
+    layer seen before it; the source line when JAX knows it)."""
     layer = layer_of(eqn)
-    where = (f"in layer {layer!r}" if layer is not None else
-             f"outside any layer (name stack {str(eqn.source_info.name_stack)!r})")
-    return f"primitive {eqn.primitive.name!r} {where}"
+    if layer is not None:  # (its source line would be the library's, not the user's)
+        return f"primitive {eqn.primitive.name!r} in layer {layer!r}"
+    if after is not None:
+        where = f"after layer {after!r} (in the model's own code, outside its layers)"
+    else:
+        where = "before any named layer (in the model's own code)"
+    line = source_line(eqn) or line
+    return f"primitive {eqn.primitive.name!r} {where}" + (f" at {line}" if line else "")
 
 
-def no_rule(method: str, eqn, why: str = "") -> NoRuleError:
-    return NoRuleError(f"{method} has no rule for {describe(eqn)}{': ' + why if why else ''}. "
-                       f"Its input-dependent operands would otherwise get a plain gradient, "
-                       f"which is not {method}.")
+def source_line(eqn) -> str:
+    """'model.py:42:8 (__call__)': the user's line that traced eqn, or '' if unknown."""
+    try:
+        from jax._src import source_info_util  # noqa: PLC0415  (no public spelling)
+        return str(source_info_util.summarize(eqn.source_info))
+    except Exception:  # noqa: BLE001  (a location is a courtesy, never an error)
+        return ""
+
+
+def no_rule(method: str, eqn, why: str = "", after: str | None = None,
+            line: str = "") -> NoRuleError:
+    """The error for eqn; after, line: see `describe`."""
+    return NoRuleError(f"{method} has no rule for {describe(eqn, after, line)}"
+                       f"{': ' + why if why else ''}. Its input-dependent operands would "
+                       f"otherwise get a plain gradient, which is not {method}; the "
+                       f"primitives each method supports are listed in "
+                       f"docs/propagation_primitives.md.")
 
 
 def structural_ok(eqn, live: list[bool]) -> bool:
     """A structural primitive whose live operands are all data operands."""
-    allowed = STRUCTURAL.get(eqn.primitive.name, ())
+    allowed = shared.STRUCTURAL.get(eqn.primitive.name, ())
     if allowed is None:
         return True
     if allowed == "data":  # select_n: the predicate (operand 0) must be constant
@@ -99,7 +96,7 @@ def elementwise_call(eqn, live: list[bool]) -> bool:
     ok = [True]
 
     def visit(e, invals):
-        if any(invals) and (e.primitive.name not in ELEMENTWISE
+        if any(invals) and (e.primitive.name not in shared.ELEMENTWISE
                             or any(v.aval.shape != shape for v in e.outvars)):
             ok[0] = False
         return [any(invals)] * len(e.outvars)
@@ -124,13 +121,15 @@ def nonneg_output(eqn) -> bool:
     return name in ("abs", "exp", "exp2", "logistic", "square", "sqrt", "rsqrt")
 
 
-def trace(fn, params, x):
-    """fn(params, x)'s jaxpr with params' leaves then x as inputs -> (closed, leaves).
-
-    The output must be one array (a Probe selects the logits)."""
-    leaves, tree = jax.tree.flatten(params)
+def trace(fn, params, x, *, tree: bool = False):
+    """fn(params, x)'s jaxpr with params' leaves then x as inputs -> (closed, leaves), or
+    (closed, leaves, output treedef) with tree=True (fn may then return a pytree of
+    arrays: logits and layer activations); otherwise the output must be one array."""
+    leaves, treedef = jax.tree.flatten(params)
     closed, out = jax.make_jaxpr(
-        lambda ps, x: fn(jax.tree.unflatten(tree, ps), x), return_shape=True)(leaves, x)
+        lambda ps, x: fn(jax.tree.unflatten(treedef, ps), x), return_shape=True)(leaves, x)
+    if tree:
+        return closed, leaves, jax.tree.structure(out)
     if not isinstance(out, jax.ShapeDtypeStruct):
         raise ValueError(f"fn must return one (N, K) array of logits; got "
                          f"{jax.tree.structure(out)}")

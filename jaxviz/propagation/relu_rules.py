@@ -141,6 +141,13 @@ def rules(rule: str) -> dict:
 
 _TABLES = {name: {"custom_jvp_call": functools.partial(_custom_relu, relu),
                   "max": functools.partial(_bare_relu, relu)} for name, relu in _RELUS.items()}
+# What each entry of the tables does, for the generated primitive list (`table`).
+SUMMARY = {
+    "custom_jvp_call": "a call whose body is max(x, 0) (jax.nn.relu, nnx.relu, linen.relu, "
+                       "keras relu): the rule's backward; other calls keep theirs",
+    "max": "max(x, 0) written bare (jnp.maximum(x, 0)): the rule's backward, unless it is a "
+           "normalisation's variance clamp (it feeds a square root)",
+}
 
 
 def with_relu_rule(fn, rule: str):
