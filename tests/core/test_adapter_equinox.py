@@ -111,8 +111,9 @@ def test_grad_cam_equals_grad_cam_by_hand(net):
     t = jnp.array([0, 2, 1])
     score = lambda a: jax.vmap(model.rest)(a.transpose(0, 3, 1, 2))[jnp.arange(N), t].sum()
     g = jax.jit(jax.grad(score))(a)
-    by_hand = jnp.maximum(jnp.einsum("nhwk,nk->nhw", a, g.mean((1, 2))), 0)
-    cam = attribution.grad_cam(probe, probe.params, x, t, layer="conv2", upsample=False).map
+    by_hand = jnp.einsum("nhwk,nk->nhw", a, g.mean((1, 2)))  # signed: relu=False
+    cam = attribution.grad_cam(probe, probe.params, x, t, layer="conv2", upsample=False,
+                               relu=False).map
     np.testing.assert_allclose(cam, by_hand, rtol=1e-4, atol=1e-6)
     assert float(jnp.abs(by_hand).sum()) > 0
 
