@@ -16,6 +16,8 @@ is batched, jittable and cached: a second call with the same shapes does not ret
 Every method is registered below, one line each; the CLI, the report, the randomization
 check, the tests and the benchmark iterate over `METHODS` (see `registry`).
 """
+import dataclasses as _dc
+
 from jaxviz import occlusion as _occlusion
 from jaxviz.attribution.cam import (  # noqa: F401
     grad_cam, grad_cam_plus_plus, guided_grad_cam, score_cam, spatial_layers)
@@ -38,11 +40,43 @@ from jaxviz.attribution.registry import (  # noqa: F401
     method_key, register, unregister)
 from jaxviz.propagation.relu_rules import with_relu_rule  # noqa: F401
 from jaxviz.attribution.sanity import cascading_randomization, rank_correlation  # noqa: F401
+from jaxviz.core import method as _method_lib
 
 smoothgrad = noise_tunnel(saliency, name="smoothgrad")
 smoothgrad.__doc__ = ("SmoothGrad (Smilkov et al. 2017): noise_tunnel(saliency). "
                       "-> Attribution, map (N, H, W, C).")
 
+
+# Why a method has no layer= (docs/targets.md): neither a CAM layer nor a layer form.
+_INPUT_ONLY = "its features are groups of input pixels; Captum defines no layer form of it"
+_NO_LAYER = {
+    "saliency": "Captum has no layer saliency; the gradient at a layer is internal_influence "
+                "or layer_gradient_x_activation (jaxviz.attribution.layer)",
+    "guided_backprop": "its ReLU rule shapes the gradient down to the input; Captum defines no "
+                       "layer form (NeuronGuidedBackprop is a neuron target here)",
+    "deconvnet": "its ReLU rule shapes the gradient down to the input; Captum defines no "
+                 "layer form",
+    "smoothgrad": "the noise is added to the input pixels; Captum's NoiseTunnel has no layer "
+                  "form",
+    "occlusion": "it occludes windows of input pixels; layer_feature_ablation ablates a "
+                 "layer's units",
+    "shapley_sampling": _INPUT_ONLY, "kernel_shap": _INPUT_ONLY, "lime": _INPUT_ONLY,
+    "rise": _INPUT_ONLY,
+    "deeplift_shap": "layer_deeplift is the layer form of DeepLIFT; the SHAP average over "
+                     "baselines has none",
+}
+# DeepLIFT and LRP check their own targets: relevance starts at one unit's value.
+_NO_UNIT = ("relevance starts at a unit's value (a logit, a neuron, a channel, a direction); "
+            "{} is not one")
+_PROPAGATION = _method_lib.Support(
+    kinds={"class_logit", "channel", "neuron", "direction"},
+    refused={"class_prob": _NO_UNIT.format("a probability (a softmax over all logits)"),
+             "margin": _NO_UNIT.format("a margin (a difference against the runner-up)"),
+             "region": _NO_UNIT.format("a region of a dense output"),
+             "custom": _NO_UNIT.format("an arbitrary function")},
+    many="one relevance pass per target: call it once per target",
+    predicted="target is required: the classes to explain, as given")
+_TARGETS = {"deeplift": _PROPAGATION, "deeplift_shap": _PROPAGATION, "lrp": _PROPAGATION}
 
 _PROBE = dict(needs_probe=True)
 _CHUNK = dict(chunk_option="chunk_size")
@@ -98,4 +132,5 @@ for _m in (
     Method("lrp", lrp, paper="Bach et al. 2015; Montavon et al. 2019", label="LRP", captum="LRP",
            defaults=dict(composite="epsilon_plus")),
 ):
-    register(_m)
+    register(_dc.replace(_m, no_layer=_NO_LAYER.get(_m.name, ""),
+                         targets=_TARGETS.get(_m.name, _m.targets)))

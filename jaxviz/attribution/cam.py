@@ -19,14 +19,15 @@ by ~1e-7 / r, which unit_range does not add).
 """
 from __future__ import annotations
 
-import functools
+import dataclasses
 
 import jax
 import jax.numpy as jnp
 
 from jaxviz.attribution.gradients import gradient_map
-from jaxviz.core import analysis, paths
+from jaxviz.core import analysis, paths, targets
 from jaxviz.core import compile as compile_lib
+from jaxviz.core import method
 from jaxviz.core.probe import Probe
 from jaxviz.core.result import Attribution, attribution_method, cam_cause
 
@@ -50,9 +51,17 @@ def suggest_layers(probe: Probe, x_shape) -> list[tuple[str, tuple, bool]]:
     return [(name, shapes[name], name in main) for name in spatial_layers(probe, x_shape)]
 
 
-def resolve_layer(fn, layer: str | None, x_shape, method: str = "Grad-CAM") -> str:
+def resolve_layer(fn, layer: str | None, x_shape, method: str = "Grad-CAM", target=None) -> str:
     """Check `fn` is a Probe and `layer` a spatial layer of it. None -> the last spatial
-    layer that every path from the input to the logits goes through (`suggest_layers`)."""
+    layer that every path from the input to the logits goes through (`suggest_layers`).
+    target: a resolved Target, checked to be computed at or after the layer."""
+    layer = _resolve_layer(fn, layer, x_shape, method)
+    if target is not None:
+        targets.check_above(target, fn, x_shape, layer, method)
+    return layer
+
+
+def _resolve_layer(fn, layer, x_shape, method):
     if not isinstance(fn, Probe):
         raise ValueError(f"{method} needs a layer's activations: pass a jaxviz.core.probe.Probe "
                          f"(jaxviz.core.probe.from_model(model)) as fn; got {type(fn).__name__}")
@@ -74,13 +83,14 @@ def resolve_layer(fn, layer: str | None, x_shape, method: str = "Grad-CAM") -> s
 
 
 def layer_grad(probe, params, x, t, layer):
-    """(A, dscore/dA): the layer's activation and the target score's gradient there."""
+    """(A, dscore/dA): the layer's activation and the target's score's gradient there, for
+    ONE target t (a `targets.Target`)."""
     def run(params, x, delta):
         return probe.run(params, x, edits={layer: lambda a: a + delta})
 
     def score(delta):
         logits, acts = compile_lib.fast_model(run)(params, x, delta)  # same gradients, faster on CPU
-        return analysis.target_score(logits, t).sum(), acts[layer]
+        return t.score(logits, acts).sum(), acts[layer]
     shape = probe.check_layer(layer, x.shape)
     g, a = jax.grad(score, has_aux=True)(jnp.zeros(shape, x.dtype))
     return a, g
@@ -108,29 +118,32 @@ def _grad_cam_maps(probe, params, x, t, layer, plus_plus):
 
 
 # Compiled as a backward program (materialized convolutions); see docs/xla_cpu_backward.md.
-@functools.partial(compile_lib.jit, static_argnames=("probe", "layer", "kind", "relu", "upsample"))
-def _cam(probe, params, x, t, layer, kind, relu, upsample):
-    cam = _finish(_grad_cam_maps(probe, params, x, t, layer, kind == "gradcam++"), x,
+def _cam(probe, params, x, t, *, layer, variant, relu, upsample):
+    cam = _finish(_grad_cam_maps(probe, params, x, t, layer, variant == "gradcam++"), x,
                   relu, upsample)
-    if kind == "guided":
-        return cam[..., None] * gradient_map("guided_backprop", probe, params, x, t)
-    return cam
+    if variant == "guided":
+        return Attribution(cam[..., None] * gradient_map("guided_backprop", probe, params, x, t))
+    return Attribution(cam)
 
 
-@attribution_method("grad_cam", cam_cause)
+def _run_cam(variant, label, fn, params, x, t, layer, relu, upsample):
+    layer = resolve_layer(fn, layer, x.shape, label, t)
+    return method.run(_cam, fn, params, x, t, layer=layer, variant=variant, relu=bool(relu),
+                      upsample=bool(upsample))
+
+
+@attribution_method("grad_cam", cam_cause, targets=method.CAM)
 def grad_cam(fn, params, images, target, *, layer: str | None = None, relu: bool = True,
              upsample: bool = True) -> Attribution:
     """Grad-CAM (Selvaraju et al. 2017): relu(sum_k mean_hw(dS/dA_k) A_k). -> map (N, H, W).
 
     The same definition as pytorch-grad-cam's GradCAM: unit_range of this map is its output
-    (max rel. diff 4e-6 on the benchmark's digits; the module docstring says why)."""
-    x, t = analysis.check_inputs(fn, params, images, target)
-    layer = resolve_layer(fn, layer, x.shape)
-    return Attribution(_cam(analysis.static_fn(fn), params, x, t, layer, "gradcam", bool(relu),
-                            bool(upsample)))
+    (max rel. diff 4e-6 on the benchmark's digits; the module docstring says why).
+    S is any target computed at or after the layer (`jaxviz.core.targets`)."""
+    return _run_cam("gradcam", "Grad-CAM", fn, params, images, target, layer, relu, upsample)
 
 
-@attribution_method("grad_cam_plus_plus", cam_cause)
+@attribution_method("grad_cam_plus_plus", cam_cause, targets=method.CAM)
 def grad_cam_plus_plus(fn, params, images, target, *, layer: str | None = None,
                        relu: bool = True, upsample: bool = True) -> Attribution:
     """Grad-CAM++: channel weights sum_hw alpha_hw relu(dS/dA_hw). -> map (N, H, W).
@@ -141,42 +154,37 @@ def grad_cam_plus_plus(fn, params, images, target, *, layer: str | None = None,
     alpha becomes ~G^2 / 1e-6 and the maps differ completely (max rel. diff 1.0); with its
     constant set to 0 they agree to 2e-4, float32 rounding amplified where 2 + sum(A) G
     nearly cancels."""
-    x, t = analysis.check_inputs(fn, params, images, target)
-    return Attribution(_cam(analysis.static_fn(fn), params, x, t,
-                            resolve_layer(fn, layer, x.shape, "Grad-CAM++"),
-                            "gradcam++", bool(relu), bool(upsample)))
+    return _run_cam("gradcam++", "Grad-CAM++", fn, params, images, target, layer, relu,
+                    upsample)
 
 
-@attribution_method("guided_grad_cam", cam_cause)
+@attribution_method("guided_grad_cam", cam_cause, targets=method.CAM)
 def guided_grad_cam(fn, params, images, target, *, layer: str | None = None) -> Attribution:
     """Upsampled Grad-CAM times guided backprop. -> map (N, H, W, C), signed."""
-    x, t = analysis.check_inputs(fn, params, images, target)
-    return Attribution(_cam(analysis.static_fn(fn), params, x, t,
-                            resolve_layer(fn, layer, x.shape, "Guided Grad-CAM"),
-                            "guided", True, True))
+    return _run_cam("guided", "Guided Grad-CAM", fn, params, images, target, layer, True, True)
 
 
-@functools.partial(compile_lib.jit, kind="forward",
-                   static_argnames=("probe", "layer", "relu", "upsample", "chunk_size"))
-def _score_cam(probe, params, x, t, layer, relu, upsample, chunk_size):
+def _score_cam(probe, params, x, t, *, layer, relu, upsample, chunk_size):
     a = probe.run(params, x)[1][layer]
     n, h, w, _ = x.shape
     up = jax.image.resize(a, (n, h, w, a.shape[-1]), "bilinear")
     lo, hi = up.min(axis=(1, 2), keepdims=True), up.max(axis=(1, 2), keepdims=True)
     masks = jnp.where(hi > lo, (up - lo) / jnp.where(hi > lo, hi - lo, 1), 0)
     masks = jnp.moveaxis(masks, -1, 0)[..., None]  # (K, N, H, W, 1)
-    probs = analysis.chunked(lambda m: analysis.target_score(probe(params, x * m), t, "prob"),
-                             masks, chunk_size)  # (K, N)
-    return _finish(jnp.einsum("nhwk,kn->nhw", a, probs), x, relu, upsample)
+    probs = analysis.chunked(lambda m: method.scores(probe, params, x * m, t), masks,
+                             chunk_size)  # (K, N)
+    return Attribution(_finish(jnp.einsum("nhwk,kn->nhw", a, probs), x, relu, upsample))
 
 
-@attribution_method("score_cam", cam_cause)
+@attribution_method("score_cam", cam_cause,
+                    targets=dataclasses.replace(method.CAM, score="prob"))
 def score_cam(fn, params, images, target, *, layer: str | None = None, relu: bool = True,
               upsample: bool = True, chunk_size: int | None = 16) -> Attribution:
     """Score-CAM (Wang et al. 2020), gradient-free. -> map (N, H, W).
 
     Channel k's weight is the target's softmax probability for the input masked by channel
-    k's activation, upsampled and min-max scaled to [0, 1] (a constant channel masks all).
+    k's activation, upsampled and min-max scaled to [0, 1] (a constant channel masks all);
+    for an objective target, the objective's value on that input.
     chunk_size: channels (masked copies of the whole batch) run at once; None = all.
 
     pytorch-grad-cam's ScoreCAM differs in two choices: its masks are upsampled with
@@ -186,8 +194,8 @@ def score_cam(fn, params, images, target, *, layer: str | None = None, relu: boo
     forward). Max rel. diff 0.10 on the benchmark's digits; 6e-7 with both choices made
     jaxviz's way on the peer side (docs/peers_gradcam.md).
     """
-    x, t = analysis.check_inputs(fn, params, images, target)
-    layer = resolve_layer(fn, layer, x.shape, "Score-CAM")
+    x = images
+    layer = resolve_layer(fn, layer, x.shape, "Score-CAM", target)
     chunk_size = analysis.check_chunk_size(chunk_size)
-    return Attribution(_score_cam(analysis.static_fn(fn), params, x, t, layer, bool(relu),
-                                  bool(upsample), chunk_size))
+    return method.run(_score_cam, fn, params, x, target, kind="forward", layer=layer,
+                      relu=bool(relu), upsample=bool(upsample), chunk_size=chunk_size)

@@ -51,14 +51,13 @@ mode, so its implicit bias is b - mean * scale / sqrt(var + epsilon), as in the 
 """
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 
 from jaxviz.attribution.cam import _finish, _is_spatial, layer_grad, resolve_layer
 from jaxviz.core import adapters, analysis
 from jaxviz.core import compile as compile_lib
+from jaxviz.core import method
 from jaxviz.core.result import Attribution, attribution_method, cam_cause
 
 GRAD_VARIANTS = ("hires", "xgrad", "layercam")
@@ -78,21 +77,18 @@ def _variant_map(a, g, variant):
 
 
 # Compiled as a backward program (materialized convolutions), like Grad-CAM.
-@functools.partial(compile_lib.jit,
-                   static_argnames=("probe", "layer", "variant", "relu", "upsample"))
-def _grad_variant(probe, params, x, t, layer, variant, relu, upsample):
+def _grad_variant(probe, params, x, t, *, layer, variant, relu, upsample):
     a, g = layer_grad(probe, params, x, t, layer)
-    return _finish(_variant_map(a, g, variant), x, relu, upsample)
+    return Attribution(_finish(_variant_map(a, g, variant), x, relu, upsample))
 
 
-def _run_variant(variant, label, fn, params, images, target, layer, relu, upsample):
-    x, t = analysis.check_inputs(fn, params, images, target)
-    layer = resolve_layer(fn, layer, x.shape, label)
-    return Attribution(_grad_variant(analysis.static_fn(fn), params, x, t, layer, variant,
-                                     bool(relu), bool(upsample)))
+def _run_variant(variant, label, fn, params, x, t, layer, relu, upsample):
+    layer = resolve_layer(fn, layer, x.shape, label, t)
+    return method.run(_grad_variant, fn, params, x, t, layer=layer, variant=variant,
+                      relu=bool(relu), upsample=bool(upsample))
 
 
-@attribution_method("hires_cam", cam_cause)
+@attribution_method("hires_cam", cam_cause, targets=method.CAM)
 def hires_cam(fn, params, images, target, *, layer: str | None = None, relu: bool = True,
               upsample: bool = True) -> Attribution:
     """HiResCAM: relu(sum_k dS/dA_k * A_k), element-wise (no spatial averaging of the
@@ -100,7 +96,7 @@ def hires_cam(fn, params, images, target, *, layer: str | None = None, relu: boo
     return _run_variant("hires", "HiResCAM", fn, params, images, target, layer, relu, upsample)
 
 
-@attribution_method("xgrad_cam", cam_cause)
+@attribution_method("xgrad_cam", cam_cause, targets=method.CAM)
 def xgrad_cam(fn, params, images, target, *, layer: str | None = None, relu: bool = True,
               upsample: bool = True) -> Attribution:
     """XGrad-CAM: channel weights sum_hw(dS/dA_k * A_k) / (sum_hw A_k + 1e-7). -> (N, H, W).
@@ -109,7 +105,7 @@ def xgrad_cam(fn, params, images, target, *, layer: str | None = None, relu: boo
     return _run_variant("xgrad", "XGrad-CAM", fn, params, images, target, layer, relu, upsample)
 
 
-@attribution_method("layer_cam", cam_cause)
+@attribution_method("layer_cam", cam_cause, targets=method.CAM)
 def layer_cam(fn, params, images, target, *, layer: str | None = None, relu: bool = True,
               upsample: bool = True) -> Attribution:
     """LayerCAM: relu(sum_k relu(dS/dA_k) * A_k), positive gradients weight each position.
@@ -133,46 +129,43 @@ def first_component(a: jax.Array) -> jax.Array:
     return jnp.einsum("npk,nk->np", m, v).reshape(n, h, w)
 
 
-@functools.partial(compile_lib.jit, kind="forward",
-                   static_argnames=("probe", "layer", "relu", "upsample"))
-def _eigen_cam(probe, params, x, layer, relu, upsample):
-    return _finish(first_component(probe.run(params, x)[1][layer]), x, relu, upsample)
+def _eigen_cam(probe, params, x, t, *, layer, relu, upsample):
+    return Attribution(_finish(first_component(probe.run(params, x)[1][layer]), x, relu,
+                               upsample))
 
 
-@attribution_method("eigen_cam", cam_cause)
+@attribution_method("eigen_cam", cam_cause, targets=method.CAM)
 def eigen_cam(fn, params, images, target, *, layer: str | None = None, relu: bool = True,
               upsample: bool = True) -> Attribution:
     """EigenCAM: the layer's activations projected on their first principal component,
-    gradient-free and class-agnostic (`target` is checked, not used). -> (N, H, W).
+    gradient-free and class-agnostic (`target` is checked, not used: T targets give T
+    equal maps). -> (N, H, W).
 
     The sign is fixed (`first_component`); pytorch-grad-cam's EigenCAM keeps the SVD's
     arbitrary sign, so on an image where they differ its map is relu of the negated
     projection (relu=False here gives the projection to compare)."""
-    x, _ = analysis.check_inputs(fn, params, images, target)
-    layer = resolve_layer(fn, layer, x.shape, "EigenCAM")
-    return Attribution(_eigen_cam(analysis.static_fn(fn), params, x, layer, bool(relu),
-                                  bool(upsample)))
+    layer = resolve_layer(fn, layer, images.shape, "EigenCAM")
+    return method.run(_eigen_cam, fn, params, images, target, kind="forward", layer=layer,
+                      relu=bool(relu), upsample=bool(upsample))
 
 
-@functools.partial(compile_lib.jit, kind="forward", static_argnames=(
-    "probe", "layer", "relu", "upsample", "chunk_size"))
-def _ablation_cam(probe, params, x, t, value, layer, relu, upsample, chunk_size):
+def _ablation_cam(probe, params, x, t, value, *, layer, relu, upsample, chunk_size):
     logits, acts = probe.run(params, x)
     a = acts[layer]
-    score = analysis.target_score(logits, t)  # (N,)
+    score = t.score(logits, acts)  # (N,)
     channels = jnp.arange(a.shape[-1])
 
     def ablated(c):  # the layer's cached output with channel c replaced: earlier layers
         keep = channels != c  # are dead code in this pass and never recomputed
         edited = jnp.where(keep, a, value)
-        return analysis.target_score(probe.run(params, x, edits={layer: lambda _: edited})[0], t)
+        return t.score(*probe.run(params, x, edits={layer: lambda _: edited}))
 
     drops = score[None] - analysis.chunked(ablated, channels, chunk_size)  # (K, N)
     weights = jnp.where(score != 0, drops / jnp.where(score != 0, score, 1), 0)
-    return _finish(jnp.einsum("nhwk,kn->nhw", a, weights), x, relu, upsample)
+    return Attribution(_finish(jnp.einsum("nhwk,kn->nhw", a, weights), x, relu, upsample))
 
 
-@attribution_method("ablation_cam", cam_cause)
+@attribution_method("ablation_cam", cam_cause, targets=method.CAM)
 def ablation_cam(fn, params, images, target, *, layer: str | None = None, relu: bool = True,
                  upsample: bool = True, ablation_value: float = 0.0,
                  chunk_size: int | None = 16) -> Attribution:
@@ -185,15 +178,15 @@ def ablation_cam(fn, params, images, target, *, layer: str | None = None, relu: 
 
     chunk_size: channels (ablated copies of the whole batch) run at once; None = all.
     """
-    x, t = analysis.check_inputs(fn, params, images, target)
-    layer = resolve_layer(fn, layer, x.shape, "Ablation-CAM")
+    x, t = images, target
+    layer = resolve_layer(fn, layer, x.shape, "Ablation-CAM", t)
     chunk_size = analysis.check_chunk_size(chunk_size)
     if isinstance(ablation_value, bool) or not isinstance(ablation_value, (int, float)):
         raise ValueError(f"ablation_value must be a number (the value an ablated channel "
                          f"takes, e.g. 0.0); got {ablation_value!r}")
-    return Attribution(_ablation_cam(analysis.static_fn(fn), params, x, t,
-                                     jnp.float32(ablation_value), layer, bool(relu),
-                                     bool(upsample), chunk_size))
+    return method.run(_ablation_cam, fn, params, x, t, kind="forward",
+                      value=jnp.float32(ablation_value), layer=layer, relu=bool(relu),
+                      upsample=bool(upsample), chunk_size=chunk_size)
 
 
 # ---- FullGrad ---------------------------------------------------------------------------
@@ -256,33 +249,31 @@ def full_gradients(probe, params, x, t):
         return probe.run(params, x, edits={k: (lambda a, d=d: a + d) for k, d in deltas.items()})
 
     def score(x, deltas):
-        return analysis.target_score(compile_lib.fast_model(run)(params, x, deltas)[0], t).sum()
+        return t.score(*compile_lib.fast_model(run)(params, x, deltas)).sum()
 
     zeros = {k: jnp.zeros(probe.check_layer(k, x.shape), x.dtype) for k in biases}
     gx, gl = jax.grad(score, argnums=(0, 1))(x, zeros)
     return gx * x, {k: gl[k] * b for k, b in biases.items()}
 
 
-@functools.partial(compile_lib.jit, static_argnames=("probe",))
 def _full_grad(probe, params, x, t):
     inputs, layers = full_gradients(probe, params, x, t)
     size = x.shape[1:3]
     total = unit_scaled(jnp.abs(inputs), size).sum(-1)
     for part in layers.values():
         total = total + unit_scaled(jnp.abs(part), size).sum(-1)
-    return total
+    return Attribution(total)
 
 
-@attribution_method("full_grad")
+@attribution_method("full_grad", targets=method.CAM)
 def full_grad(fn, params, images, target) -> Attribution:
     """FullGrad: input-gradient x input plus every spatial layer's bias-gradient, each
     min-max scaled per channel and upsampled (see the module docstring). -> (N, H, W) >= 0.
 
     pytorch-grad-cam's FullGrad is unit_range of this map where every bias layer is a conv
     or BatchNorm (the peer skips other biased layers, e.g. LayerNorm)."""
-    x, t = analysis.check_inputs(fn, params, images, target)
-    resolve_layer(fn, None, x.shape, "FullGrad")  # a Probe, with spatial layers
-    return Attribution(_full_grad(analysis.static_fn(fn), params, x, t))
+    resolve_layer(fn, None, images.shape, "FullGrad")  # a Probe, with spatial layers
+    return method.run(_full_grad, fn, params, images, target)
 
 
 __all__ = ["hires_cam", "xgrad_cam", "layer_cam", "eigen_cam", "ablation_cam", "full_grad",

@@ -13,15 +13,13 @@ image i's draws come from its own key.
 """
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxviz.attribution.perturbation import chunked_sum, image_draws
 from jaxviz.core import analysis, checks
-from jaxviz.core import compile as compile_lib
+from jaxviz.core import method as method_lib
 from jaxviz.core.result import Attribution, attribution_method
 
 
@@ -42,15 +40,12 @@ def baseline_set(baselines, x) -> jax.Array:
     return b
 
 
-@functools.partial(compile_lib.jit, static_argnames=("fn", "n_samples", "chunk_size", "noisy"))
-def _gradient_shap(fn, params, x, t, bases, keys, stdevs, n_samples, chunk_size, noisy):
-    model = compile_lib.fast_model(fn)
+def _gradient_shap(fn, params, x, t, bases, keys, stdevs, *, n_samples, chunk_size, noisy):
     # Per image: the baseline picks and path points up front (one flat draw), the noise per
     # draw (a key folded with the draw's index); image i's numbers come from its key alone.
     u = image_draws(keys, 2 * n_samples).reshape(x.shape[0], n_samples, 2)
     picks = jnp.minimum((u[..., 0] * bases.shape[0]).astype(jnp.int32), bases.shape[0] - 1)
     size = int(np.prod(x.shape[1:]))
-    flat = (-1,) + x.shape[1:]  # one backward pass of batch c * N, as in perturbation
 
     def chunk(ids):  # draws ids (c,) of every image: attributions (c, N, H, W, C), f(x + e) (c, N)
         noise = jax.vmap(lambda s: jax.vmap(lambda k: jax.random.normal(
@@ -58,26 +53,22 @@ def _gradient_shap(fn, params, x, t, bases, keys, stdevs, n_samples, chunk_size,
         noisy_x = x + stdevs * noise.reshape((-1,) + x.shape)
         b = bases[picks[:, ids].T]
         point = b + u[:, ids, 1].T[..., None, None, None] * (noisy_x - b)
-        tt = jnp.tile(t, len(ids))
-        attr = (noisy_x - b) * analysis.input_grad(model, params, point.reshape(flat), tt
-                                                   ).reshape(noisy_x.shape)
+        # one backward pass of batch c * N, as in perturbation
+        attr = (noisy_x - b) * method_lib.copy_grad(fn, params, point, t)
         if not noisy:  # f(x + e) = f(x) for every draw: computed once, below
             return attr, jnp.zeros(attr.shape[:2])
-        return attr, analysis.target_score(fn(params, noisy_x.reshape(flat)), tt
-                                           ).reshape(len(ids), -1)
+        return attr, method_lib.copy_scores(fn, params, noisy_x, t)
 
     attr, f_noisy = chunked_sum(chunk, n_samples, chunk_size)
     # delta's ends without a forward pass per draw for the baselines: f of each of the M
     # baselines once, gathered by the draws' picks (and f(x) once when there is no noise).
-    n = x.shape[0]
-    per_base = fn(params, bases)[picks.reshape(-1)]  # (N * S, K)
-    f_base = analysis.target_score(per_base, jnp.repeat(t, n_samples)).reshape(n, -1).mean(1)
-    f_x = f_noisy / n_samples if noisy else analysis.target_score(fn(params, x), t)
+    f_base = method_lib.gathered_scores(fn, params, bases, picks.T, t).mean(0)
+    f_x = f_noisy / n_samples if noisy else method_lib.scores(fn, params, x, t)
     attr = attr / n_samples
-    return attr, attr.sum(axis=(1, 2, 3)) - (f_x - f_base)
+    return Attribution(attr, {"delta": attr.sum(axis=(1, 2, 3)) - (f_x - f_base)})
 
 
-@attribution_method("gradient_shap")
+@attribution_method("gradient_shap", targets=method_lib.GRADIENT)
 def gradient_shap(fn, params, images, target, *, key, baselines=None, n_samples: int = 5,
                   stdevs: float = 0.0, chunk_size: int | None = None) -> Attribution:
     """GradientSHAP. images: (N, H, W, C) -> Attribution: map (N, H, W, C), signed;
@@ -96,10 +87,10 @@ def gradient_shap(fn, params, images, target, *, key, baselines=None, n_samples:
         raise ValueError(f"stdevs must be a number >= 0 (noise std in pixel units); "
                          f"got {stdevs!r}")
     chunk_size = analysis.check_chunk_size(chunk_size)
-    x, t = analysis.check_inputs(fn, params, images, target)
+    x = images
     keys = analysis.image_keys(key, x.shape[0])
-    chunk_size = analysis.default_chunk(chunk_size, fn, params, x.shape, n_samples)
-    attr, delta = _gradient_shap(analysis.static_fn(fn), params, x, t, baseline_set(baselines, x),
-                                 keys, jnp.float32(stdevs), n_samples, chunk_size,
-                                 bool(stdevs > 0))
-    return Attribution(attr, {"delta": delta})
+    chunk_size = analysis.default_chunk(chunk_size, fn, params, x.shape, n_samples,
+                                        target.count)
+    return method_lib.run(_gradient_shap, fn, params, x, target, bases=baseline_set(baselines, x),
+                          keys=keys, stdevs=jnp.float32(stdevs), n_samples=n_samples,
+                          chunk_size=chunk_size, noisy=bool(stdevs > 0))

@@ -3,12 +3,14 @@
 Every method: `method(fn, params, images, target, **options) -> Attribution` with map
 (N, H, W, C) float32 (see `jaxviz.core.result`), where
 `fn(params, x) -> (N, K) logits` is any apply_fn or a `jaxviz.core.probe.Probe`, `images` is
-(N, H, W, C) and `target` an int or one class index per image. The gradient of image i is
-taken of `logits[i, target[i]]`, so images must not interact inside `fn` (true for any model
-in inference mode, which a Probe guarantees).
+(N, H, W, C) and `target` any target (`jaxviz.core.targets`: a class index or one per image,
+None for the predicted class, "all", or an objective such as `neuron("conv2", 3)` or
+`class_prob(7)`; several targets give maps (N, T, H, W, C)). The gradient of image i is
+taken of image i's score, so images must not interact inside `fn` (true for any model in
+inference mode, which a Probe guarantees).
 
-Options are checked in Python before tracing; each method is one compiled core with `fn`
-and the options static, so a second call with the same shapes does not retrace.
+Options are checked in Python before tracing; each method is one compiled program
+(`jaxviz.core.method.run`), so a second call with the same shapes does not retrace.
 """
 from __future__ import annotations
 
@@ -21,24 +23,25 @@ import jax.numpy as jnp
 from jaxviz.propagation import relu_rules
 from jaxviz.propagation.relu_rules import with_relu_rule
 from jaxviz.core import analysis
-from jaxviz.core import compile as compile_lib
+from jaxviz.core import method
 from jaxviz.core.result import Attribution, attribution_method
 
 VARIANTS = ("gradient", "saliency", "gradient_x_input", "guided_backprop", "deconvnet")
+RULES = {"guided_backprop": "guided", "deconvnet": "deconvnet"}
 
 
 def gradient_map(variant: str, fn, params, x, t):
-    """One of VARIANTS on a checked batch, traced inline (no jit of its own)."""
-    if variant in ("guided_backprop", "deconvnet"):
-        rule = "guided" if variant == "guided_backprop" else "deconvnet"
-        return analysis.input_grad(compile_lib.fast_model(with_relu_rule(fn, rule)), params, x, t)
-    g = analysis.input_grad(compile_lib.fast_model(fn), params, x, t)
+    """One of VARIANTS on a checked batch for ONE target t (a `targets.Target`), traced
+    inline (no jit of its own)."""
+    if variant in RULES:
+        return method.input_grad(fn, params, x, t,
+                                 rewrite=functools.partial(with_relu_rule, rule=RULES[variant]))
+    g = method.input_grad(fn, params, x, t)
     return {"gradient": g, "saliency": jnp.abs(g), "gradient_x_input": g * x}[variant]
 
 
-@functools.partial(compile_lib.jit, static_argnames=("fn", "variant"))
-def _map(fn, params, x, t, variant):
-    return gradient_map(variant, fn, params, x, t)
+def _maths(fn, params, x, t, *, variant):
+    return Attribution(gradient_map(variant, fn, params, x, t))
 
 
 _CENSUS: dict = {}
@@ -56,33 +59,32 @@ def _warn_without_relus(variant, fn, params, x) -> None:
     if found["relu"] == 0:
         warnings.warn(f"{variant}: the model has no ReLU to rewrite, so this is the plain "
                       f"input gradient; activations found: {found['other'] or 'none'}",
-                      RuntimeWarning, stacklevel=4)
+                      RuntimeWarning, stacklevel=7)
 
 
-def _run(variant, fn, params, images, target) -> Attribution:
-    x, t = analysis.check_inputs(fn, params, images, target)
-    if variant in ("guided_backprop", "deconvnet"):
+def _run(variant, fn, params, x, t) -> Attribution:
+    if variant in RULES:
         _warn_without_relus(variant, fn, params, x)
-    return Attribution(_map(analysis.static_fn(fn), params, x, t, variant))
+    return method.run(_maths, fn, params, x, t, variant=variant)
 
 
-@attribution_method("saliency")
+@attribution_method("saliency", targets=method.GRADIENT)
 def saliency(fn, params, images, target, *, abs: bool = True) -> Attribution:
     """|d score / d x| (Simonyan et al. 2014). (N, H, W, C) -> (N, H, W, C).
 
-    abs=False gives the signed gradient. keras-vis also takes the max over channels:
-    `normalize.reduce_channels(s, "max")`.
+    abs=False gives the signed gradient (Captum's NeuronGradient with a neuron target).
+    keras-vis also takes the max over channels: `normalize.reduce_channels(s, "max")`.
     """
     return _run("saliency" if abs else "gradient", fn, params, images, target)
 
 
-@attribution_method("gradient_x_input")
+@attribution_method("gradient_x_input", targets=method.GRADIENT)
 def gradient_x_input(fn, params, images, target) -> Attribution:
     """x * d score / d x (Shrikumar et al. 2016). (N, H, W, C) -> (N, H, W, C)."""
     return _run("gradient_x_input", fn, params, images, target)
 
 
-@attribution_method("guided_backprop")
+@attribution_method("guided_backprop", targets=method.GRADIENT)
 def guided_backprop(fn, params, images, target) -> Attribution:
     """Input gradient through guided ReLUs (see `relu_rules`). (N, H, W, C) -> same, signed.
 
@@ -94,7 +96,7 @@ def guided_backprop(fn, params, images, target) -> Attribution:
     return _run("guided_backprop", fn, params, images, target)
 
 
-@attribution_method("deconvnet")
+@attribution_method("deconvnet", targets=method.GRADIENT)
 def deconvnet(fn, params, images, target) -> Attribution:
     """Input gradient through deconvnet ReLUs (see `relu_rules`). (N, H, W, C) -> same, signed."""
     return _run("deconvnet", fn, params, images, target)

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxviz.core import analysis, checks
-from jaxviz.core import compile as compile_lib
+from jaxviz.core import method as method_lib
 from jaxviz.core.result import Attribution, attribution_method
 
 METHODS = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle",
@@ -71,13 +71,11 @@ def _baselines(baselines, x, blur_sigma):
     return jnp.broadcast_to(b, x.shape)
 
 
-@functools.partial(compile_lib.jit, static_argnames=("fn", "method", "n_steps", "chunk"))
-def _ig(fn, params, x, b, t, method, n_steps, chunk):
+def _ig(fn, params, x, t, b, *, method, n_steps, chunk):
     a, w = path_weights(method, n_steps)
-    model = compile_lib.fast_model(fn)
 
     def grads(a_k):  # (c,) path points -> (c, N, H, W, C)
-        return jax.vmap(lambda s: analysis.input_grad(model, params, b + s * (x - b), t))(a_k)
+        return jax.vmap(lambda s: method_lib.input_grad(fn, params, b + s * (x - b), t))(a_k)
 
     if chunk is None or chunk >= n_steps:
         total = jnp.tensordot(w, grads(a), axes=1)
@@ -90,17 +88,17 @@ def _ig(fn, params, x, b, t, method, n_steps, chunk):
             return acc + jnp.tensordot(aw[1], grads(aw[0]), axes=1), None
         total, _ = jax.lax.scan(body, jnp.zeros_like(x), (jnp.asarray(a), jnp.asarray(w)))
     attr = total * (x - b)
-    fx, fb = jnp.split(analysis.target_score(fn(params, jnp.concatenate([x, b])),
-                                             jnp.concatenate([t, t])), 2)
-    return attr, attr.sum(axis=(1, 2, 3)) - (fx - fb)
+    fx, fb = method_lib.copy_scores(fn, params, jnp.stack([x, b]), t)
+    return Attribution(attr, {"delta": attr.sum(axis=(1, 2, 3)) - (fx - fb)})
 
 
-@attribution_method("integrated_gradients")
+@attribution_method("integrated_gradients", targets=method_lib.GRADIENT)
 def integrated_gradients(fn, params, images, target, *, baselines=None, n_steps: int = 50,
                          method: str = "gausslegendre", chunk_size: int | None = None,
                          blur_sigma: float = 5.0) -> Attribution:
     """Integrated Gradients. images: (N, H, W, C) -> Attribution: map (N, H, W, C),
-    extras["delta"] (N,) = sum(map) - (f(x) - f(b)), the completeness gap.
+    extras["delta"] (N,) = sum(map) - (f(x) - f(b)), the completeness gap, f the target's
+    score (any target, `jaxviz.core.targets`; T targets: map (N, T, H, W, C), delta (N, T)).
 
     baselines: None or "zeros", "blur" (Gaussian blur of each image, std `blur_sigma` px),
       a number, or an array shaped like images (or (1, H, W, C)).
@@ -114,9 +112,9 @@ def integrated_gradients(fn, params, images, target, *, baselines=None, n_steps:
     chunk_size = analysis.check_chunk_size(chunk_size)
     if isinstance(blur_sigma, bool) or not isinstance(blur_sigma, (int, float)) or blur_sigma <= 0:
         raise ValueError(f"blur_sigma must be a number > 0 (pixels); got {blur_sigma!r}")
-    x, t = analysis.check_inputs(fn, params, images, target)
+    x, t = images, target
     b = _baselines(baselines, x, blur_sigma)
     checks.warn_outside_range(b, x, "baselines")
-    chunk_size = analysis.default_chunk(chunk_size, fn, params, x.shape, n_steps)
-    attr, delta = _ig(analysis.static_fn(fn), params, x, b, t, method, n_steps, chunk_size)
-    return Attribution(attr, {"delta": delta})
+    chunk_size = analysis.default_chunk(chunk_size, fn, params, x.shape, n_steps, t.count)
+    return method_lib.run(_ig, fn, params, x, t, b=b, method=method, n_steps=n_steps,
+                          chunk=chunk_size)

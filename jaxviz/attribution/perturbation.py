@@ -31,7 +31,6 @@ draws one permutation or mask set per call and applies it to every image of the 
 """
 from __future__ import annotations
 
-import functools
 import math
 import warnings
 
@@ -40,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxviz.core import analysis, checks
-from jaxviz.core import compile as compile_lib
+from jaxviz.core import method as method_lib
 from jaxviz.core.result import Attribution, attribution_method
 from jaxviz import occlusion as occlusion_lib
 
@@ -134,14 +133,13 @@ def to_pixels(values, masks):
     return jnp.take_along_axis(values, ids.reshape(n, -1), axis=1).reshape(ids.shape)
 
 
-def flat_scores(fn, params, inputs, t, score):
-    """(c, N, H, W, C) perturbed copies of the batch -> (c, N) target scores, from ONE
-    forward pass of batch c * N (images never interact inside fn). Not a vmap over the
-    copies: on XLA CPU a model vmapped over samples runs several times slower than the same
-    rows as one batch (a vmapped max-pool is a 5-D reduce_window that does not fuse)."""
-    c, n = inputs.shape[:2]
-    logits = fn(params, inputs.reshape((c * n,) + inputs.shape[2:]))
-    return analysis.target_score(logits.reshape(c, n, -1), t[None], score)
+def flat_scores(fn, params, inputs, t):
+    """(c, N, H, W, C) perturbed copies of the batch -> (c, N) scores of the target t (one
+    `targets.Target`), from ONE forward pass of batch c * N (`method.copy_scores`). Not a
+    vmap over the copies: on XLA CPU a model vmapped over samples runs several times slower
+    than the same rows as one batch (a vmapped max-pool is a 5-D reduce_window that does
+    not fuse)."""
+    return method_lib.copy_scores(fn, params, inputs, t)
 
 
 def map_chunks(f, items, chunk_size: int | None):
@@ -159,13 +157,13 @@ def map_chunks(f, items, chunk_size: int | None):
     return jax.tree.map(lambda o: o.reshape((steps * chunk_size,) + o.shape[2:])[:s], out)
 
 
-def sample_scores(fn, params, x, b, t, masks, make_z, items, chunk_size, score):
+def sample_scores(fn, params, x, b, t, masks, make_z, items, chunk_size):
     """(S, N) target scores of the perturbed batches; items: a pytree with leading axis S,
     make_z(item) -> (N, F) bool. chunk_size items' batches per forward pass. Traced inline."""
     def chunk(its):
         z = jax.vmap(make_z)(its)
         inputs = jax.vmap(lambda zs: masked_inputs(x, b, masks, zs))(z)
-        return flat_scores(fn, params, inputs, t, score)
+        return flat_scores(fn, params, inputs, t)
     return map_chunks(chunk, items, chunk_size)
 
 
@@ -188,28 +186,24 @@ def chunked_sum(f, n: int, chunk_size: int | None):
     return jax.lax.scan(body, init, ids)[0]
 
 
-def prepare(fn, params, images, target, baselines, mask, grid, score, chunk_size, passes):
-    """Checked (x, t, baselines (N, H, W, C), masks, F, score, chunk_size) of a sampler;
-    passes(F): its number of samples (perturbed batches), for the default chunk size."""
-    score = check_score(score)
+def prepare(fn, params, x, baselines, mask, grid, chunk_size, passes):
+    """Checked (baselines (N, H, W, C), masks, F, chunk_size) of a sampler on checked images
+    x; passes(F): its number of samples (perturbed batches), for the default chunk size."""
     chunk_size = analysis.check_chunk_size(chunk_size)
-    x, t = analysis.check_inputs(fn, params, images, target)
     masks, n_features = feature_mask(mask, grid, x.shape)
     chunk_size = sampler_chunk(chunk_size, fn, params, x.shape, max(passes(n_features), 1))
-    return x, t, baseline_like(baselines, x), masks, n_features, score, chunk_size
+    return baseline_like(baselines, x), masks, n_features, chunk_size
 
 
 # ---- feature ablation --------------------------------------------------------------------
 
-@functools.partial(compile_lib.jit, kind="forward",
-                   static_argnames=("fn", "n_features", "score", "chunk_size"))
-def _ablation(fn, params, x, b, t, masks, n_features, score, chunk_size):
-    base = analysis.target_score(fn(params, x), t, score)
+def _ablation(fn, params, x, t, b, masks, *, n_features, chunk_size):
+    base = method_lib.scores(fn, params, x, t)
     feats = jnp.arange(n_features)
     ablated = sample_scores(fn, params, x, b, t, masks,
                             lambda j: jnp.broadcast_to(feats != j, (x.shape[0], n_features)),
-                            feats, chunk_size, score)  # (F, N)
-    return to_pixels((base[None] - ablated).T, masks)
+                            feats, chunk_size)  # (F, N)
+    return Attribution(to_pixels((base[None] - ablated).T, masks))
 
 
 # Grids with at least this many cells run feature ablation as incremental occlusion (the
@@ -217,7 +211,7 @@ def _ablation(fn, params, x, b, t, masks, n_features, score, chunk_size):
 INCREMENTAL_MIN_CELLS = 25
 
 
-@attribution_method("feature_ablation")
+@attribution_method("feature_ablation", targets=method_lib.PERTURBATION)
 def feature_ablation(fn, params, images, target, *, feature_mask=None, grid=None,
                      baselines=0.0, score: str = "logit", chunk_size: int | None = None
                      ) -> Attribution:
@@ -229,10 +223,10 @@ def feature_ablation(fn, params, images, target, *, feature_mask=None, grid=None
     score: "logit", "prob" or "log_prob"; chunk_size: features (ablated copies of the batch)
     evaluated at once (None: `sampler_chunk`); on a grid of INCREMENTAL_MIN_CELLS or more
     cells, occlusion's `chunk_size` (passes per step; None: what fits in memory)."""
-    x, t, b, masks, f, score, chunk = prepare(fn, params, images, target, baselines,
-                                               feature_mask, grid, score, chunk_size,
-                                               lambda f: f)
-    if feature_mask is None and f >= INCREMENTAL_MIN_CELLS:
+    x, t = images, target
+    b, masks, f, chunk = prepare(fn, params, x, baselines, feature_mask, grid, chunk_size,
+                                 lambda f: f)
+    if feature_mask is None and f >= INCREMENTAL_MIN_CELLS and not t.needs_acts:
         # Grid cells are occlusion windows with stride = window: the incremental path
         # recomputes only what one cell changes in each layer, for the same scores. With
         # few cells each is a large part of every layer, so it would save little and
@@ -244,8 +238,8 @@ def feature_ablation(fn, params, images, target, *, feature_mask=None, grid=None
                                           baseline=b, score=score, chunk_size=chunk_size,
                                           method="incremental")
         return Attribution(occ.map)
-    return Attribution(_ablation(analysis.static_fn(fn), params, x, b, t, masks, f, score,
-                                 chunk))
+    return method_lib.run(_ablation, fn, params, x, t, kind="forward", b=b, masks=masks,
+                          n_features=f, chunk_size=chunk)
 
 
 # ---- Shapley value sampling --------------------------------------------------------------
@@ -267,26 +261,24 @@ def permutation_ranks(keys, n_samples: int, n_features: int) -> jax.Array:
     return jnp.argsort(jnp.argsort(words, axis=-1), axis=-1).astype(jnp.int32)
 
 
-@functools.partial(compile_lib.jit, kind="forward", static_argnames=(
-    "fn", "n_features", "n_samples", "score", "chunk_size"))
-def _shapley(fn, params, x, b, t, masks, keys, n_features, n_samples, score, chunk_size):
+def _shapley(fn, params, x, t, b, masks, keys, *, n_features, n_samples, chunk_size):
     n, f = x.shape[0], n_features
     ranks = permutation_ranks(keys, n_samples, f)
     # Prefix j (1 <= j < F) of permutation s: the first j features in, the rest baseline.
     s_idx, j_idx = (a.ravel() for a in np.meshgrid(np.arange(n_samples), np.arange(1, f),
                                                    indexing="ij"))
     inner = sample_scores(fn, params, x, b, t, masks, lambda sj: ranks[:, sj[0], :] < sj[1],
-                          (jnp.asarray(s_idx), jnp.asarray(j_idx)), chunk_size, score)
-    ends = analysis.target_score(fn(params, jnp.concatenate([b, x])), jnp.tile(t, 2), score)
-    ys = jnp.concatenate([jnp.broadcast_to(ends[:n], (n_samples, 1, n)),
+                          (jnp.asarray(s_idx), jnp.asarray(j_idx)), chunk_size)
+    ends = flat_scores(fn, params, jnp.stack([b, x]), t)  # (2, N)
+    ys = jnp.concatenate([jnp.broadcast_to(ends[0], (n_samples, 1, n)),
                           inner.reshape(n_samples, f - 1, n),
-                          jnp.broadcast_to(ends[n:], (n_samples, 1, n))], axis=1)
+                          jnp.broadcast_to(ends[1], (n_samples, 1, n))], axis=1)
     ys = jnp.moveaxis(ys, -1, 0)  # (N, n_samples, F + 1): score after the first j features
     gain = (jnp.take_along_axis(ys, ranks + 1, axis=2) - jnp.take_along_axis(ys, ranks, axis=2))
-    return to_pixels(gain.mean(axis=1), masks)
+    return Attribution(to_pixels(gain.mean(axis=1), masks))
 
 
-@attribution_method("shapley_sampling")
+@attribution_method("shapley_sampling", targets=method_lib.PERTURBATION)
 def shapley_sampling(fn, params, images, target, *, key, n_samples: int = 25,
                      feature_mask=None, grid=None, baselines=0.0, score: str = "logit",
                      chunk_size: int | None = None) -> Attribution:
@@ -297,12 +289,12 @@ def shapley_sampling(fn, params, images, target, *, key, n_samples: int = 25,
     Costs n_samples * (F - 1) + 2 forward passes per image. key: one PRNG key or one per
     image. Other options as `feature_ablation`; chunk_size: prefixes evaluated at once."""
     n_samples = checks.positive_int(n_samples, "n_samples")
-    x, t, b, masks, f, score, chunk = prepare(fn, params, images, target, baselines,
-                                               feature_mask, grid, score, chunk_size,
-                                               lambda f: n_samples * (f - 1))
+    x = images
+    b, masks, f, chunk = prepare(fn, params, x, baselines, feature_mask, grid, chunk_size,
+                                 lambda f: n_samples * (f - 1))
     keys = analysis.image_keys(key, x.shape[0])
-    return Attribution(_shapley(analysis.static_fn(fn), params, x, b, t, masks, keys, f,
-                                n_samples, score, chunk))
+    return method_lib.run(_shapley, fn, params, x, target, kind="forward", b=b, masks=masks,
+                          keys=keys, n_features=f, n_samples=n_samples, chunk_size=chunk)
 
 
 # ---- RISE ----------------------------------------------------------------------------------
@@ -319,9 +311,7 @@ def rise_mask(u, shape, cells: int, p_keep: float) -> jax.Array:
     return jax.lax.dynamic_slice(up, (dy, dx), (h, w))
 
 
-@functools.partial(compile_lib.jit, kind="forward", static_argnames=(
-    "fn", "n_masks", "cells", "p_keep", "score", "chunk_size"))
-def _rise(fn, params, x, b, t, keys, n_masks, cells, p_keep, score, chunk_size):
+def _rise(fn, params, x, t, b, keys, *, n_masks, cells, p_keep, chunk_size):
     u = image_draws(keys, n_masks * (cells * cells + 2)).reshape(x.shape[0], n_masks, -1)
 
     def masks(s):  # mask s of every image: (N, H, W)
@@ -329,13 +319,13 @@ def _rise(fn, params, x, b, t, keys, n_masks, cells, p_keep, score, chunk_size):
 
     def chunk(ids):  # (c,) mask ids -> (c, N, H, W) score-weighted masks
         m = jax.vmap(masks)(ids)[..., None]
-        scores = flat_scores(fn, params, m * x + (1 - m) * b, t, score)
+        scores = flat_scores(fn, params, m * x + (1 - m) * b, t)
         return scores[..., None, None] * m[..., 0]
 
-    return chunked_sum(chunk, n_masks, chunk_size) / (n_masks * p_keep)
+    return Attribution(chunked_sum(chunk, n_masks, chunk_size) / (n_masks * p_keep))
 
 
-@attribution_method("rise")
+@attribution_method("rise", targets=method_lib.PERTURBATION)
 def rise(fn, params, images, target, *, key, n_masks: int = 1000, cells: int = 8,
          p_keep: float = 0.5, baselines=0.0, score: str = "prob",
          chunk_size: int | None = None) -> Attribution:
@@ -352,11 +342,12 @@ def rise(fn, params, images, target, *, key, n_masks: int = 1000, cells: int = 8
     cells = checks.positive_int(cells, "cells")
     if isinstance(p_keep, bool) or not isinstance(p_keep, (int, float)) or not 0 < p_keep <= 1:
         raise ValueError(f"p_keep must be a number in (0, 1]; got {p_keep!r}")
-    score, chunk_size = check_score(score), analysis.check_chunk_size(chunk_size)
-    x, t = analysis.check_inputs(fn, params, images, target)
+    chunk_size = analysis.check_chunk_size(chunk_size)
+    x = images
     if cells > min(x.shape[1:3]):
         raise ValueError(f"cells must be <= the images' H and W {x.shape[1:3]}; got {cells}")
     keys = analysis.image_keys(key, x.shape[0])
     chunk_size = sampler_chunk(chunk_size, fn, params, x.shape, n_masks)
-    return Attribution(_rise(analysis.static_fn(fn), params, x, baseline_like(baselines, x), t,
-                             keys, n_masks, cells, float(p_keep), score, chunk_size))
+    return method_lib.run(_rise, fn, params, x, target, kind="forward",
+                          b=baseline_like(baselines, x), keys=keys, n_masks=n_masks,
+                          cells=cells, p_keep=float(p_keep), chunk_size=chunk_size)

@@ -22,7 +22,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxviz.core import result
+from jaxviz.core import method as method_lib
+from jaxviz.core import result, targets as targets_lib
 from jaxviz.core.records import Records
 from jaxviz.core.result import Attribution, BlankMapWarning  # noqa: F401  (re-exported)
 
@@ -45,6 +46,10 @@ class Method:
     captum: the Captum class computing the same thing, if any; paper: the reference.
     defaults: options the report and CLI use; quick: small options for tests and --quick.
     chunk_option: the name of its "passes at once" option, if it has one.
+    targets: the targets it takes, a `jaxviz.core.method.Support` (default: the one its
+      `attribution_method` decorator declares); None: class indices only, as given.
+    no_layer: why `layer=` is not available, for a method with neither a CAM layer nor a
+      layer form (`jaxviz.attribution.layer.LAYER_FORMS`); shown in docs/targets.md.
     """
     name: str
     fn: Callable
@@ -59,8 +64,12 @@ class Method:
     defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     quick: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     chunk_option: str | None = None
+    targets: Any = None
+    no_layer: str = ""
 
     def __post_init__(self):
+        if self.targets is None:
+            object.__setattr__(self, "targets", getattr(self.fn, "target_support", None))
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}; got {self.kind!r}")
         if self.channel_reduce not in REDUCTIONS:
@@ -140,3 +149,65 @@ def compare(model, params, images, target, *, key, methods=None, options=None,
         k = method_key(key, name) if m.needs_key else None
         out[name] = m(model, params, images, target, key=k, **options.get(name, {}))
     return out
+
+
+def _layer_forms():
+    from jaxviz.attribution import layer  # noqa: PLC0415 (the layer forms call the methods)
+    return layer.LAYER_FORMS
+
+
+method_lib.set_layer_forms(_layer_forms)
+
+
+# ---- what each method takes: the table of docs/targets.md --------------------------------
+
+COLUMNS = (("class index", "class_logit"), ("None (predicted)", "predicted"),
+           ('"all" / list', "many"), ("class_prob", "class_prob"), ("margin", "margin"),
+           ("channel / neuron / direction", "layer units"), ("region", "region"),
+           ("custom", "custom"), ("layer=", "layer="))
+CLASSES_ONLY = "takes class indices as given (its own target check)"
+
+
+def support_of(m: Method) -> dict[str, str]:
+    """{column key: "" (supported) or the reason it is not} for method m (COLUMNS)."""
+    s = m.targets
+    if s is None:
+        row = {key: CLASSES_ONLY for _, key in COLUMNS}
+        row["class_logit"] = ""
+    else:
+        row = {k: ("" if k in s.kinds else s.refused[k]) for k in targets_lib.KINDS}
+        units = [row[k] for k in targets_lib.LAYER_KINDS if row[k]]
+        row["layer units"] = units[0] if units else ""
+        row["predicted"] = "" if s.predicted is True else str(s.predicted)
+        row["many"] = "" if s.many is True else str(s.many)
+    forms = _layer_forms()
+    if s is not None and s.layer == "cam":
+        row["layer="] = ""
+    elif m.name in forms:
+        row["layer="] = ""
+    else:
+        row["layer="] = m.no_layer or "no layer form"
+    return row
+
+
+def target_table() -> str:
+    """The markdown table of docs/targets.md: one row per registered method, "yes" or
+    "no (n)" per column, and the numbered reasons below it."""
+    reasons: list[str] = []
+    head = "| method | " + " | ".join(c for c, _ in COLUMNS) + " |"
+    lines = [head, "|" + "---|" * (len(COLUMNS) + 1)]
+    for name, m in METHODS.items():
+        row = support_of(m)
+        cells = []
+        for _, key in COLUMNS:
+            why = row[key]
+            if not why:
+                cells.append("CAM layer" if key == "layer=" and m.targets is not None
+                             and m.targets.layer == "cam" else "yes")
+                continue
+            if why not in reasons:
+                reasons.append(why)
+            cells.append(f"no ({reasons.index(why) + 1})")
+        lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
+    notes = [f"{i}. {why}" for i, why in enumerate(reasons, 1)]
+    return "\n".join(lines + [""] + notes) + "\n"

@@ -30,14 +30,12 @@ Memory: the binary samples, n_samples x N x F booleans, are kept for the fit.
 """
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 
 from jaxviz.attribution import perturbation as pert
 from jaxviz.core import analysis, checks
-from jaxviz.core import compile as compile_lib
+from jaxviz.core import method as method_lib
 from jaxviz.core.result import Attribution, attribution_method, lime_cause
 
 DISTANCES = ("cosine", "euclidean")
@@ -132,11 +130,8 @@ def lime_weights(x, b, masks, z, n_features, distance, kernel_width):
     return jnp.exp(-d2 / (2 * kernel_width ** 2))
 
 
-@functools.partial(compile_lib.jit, kind="forward", static_argnames=(
-    "fn", "method", "n_features", "n_samples", "distance", "kernel_width", "alpha",
-    "lasso_steps", "score", "chunk_size"))
-def _surrogate(fn, params, x, b, t, masks, keys, method, n_features, n_samples, distance,
-               kernel_width, alpha, lasso_steps, score, chunk_size):
+def _surrogate(fn, params, x, t, b, masks, keys, *, method, n_features, n_samples, distance,
+               kernel_width, alpha, lasso_steps, chunk_size):
     n = x.shape[0]
     if method == "kernel_shap":
         u = pert.image_draws(keys, (n_samples - 2) * (n_features + 1))
@@ -145,30 +140,30 @@ def _surrogate(fn, params, x, b, t, masks, keys, method, n_features, n_samples, 
     else:  # LIME: each feature kept with p = 0.5
         z = pert.image_draws(keys, n_samples * n_features).reshape(n, n_samples, -1) < 0.5
     z = jnp.swapaxes(z, 0, 1)  # (S, N, F)
-    ys = pert.sample_scores(fn, params, x, b, t, masks, lambda zs: zs, z, chunk_size, score)
+    ys = pert.sample_scores(fn, params, x, b, t, masks, lambda zs: zs, z, chunk_size)
     if method == "kernel_shap":
         coef = jax.vmap(fit_efficient, in_axes=(1, 1, 0, 0))(z[2:], ys[2:], ys[1], ys[0])
     else:
         w = lime_weights(x, b, masks, z, n_features, distance, kernel_width)
         coef, _ = jax.vmap(lambda zi, yi, wi: fit_linear(zi, yi, wi, alpha, lasso_steps),
                            in_axes=1)(z, ys, w)
-    return pert.to_pixels(coef, masks)
+    return Attribution(pert.to_pixels(coef, masks))
 
 
-def _run(method, fn, params, images, target, key, n_samples, feature_mask, grid, baselines,
-         score, chunk_size, **fit):
+def _run(method, fn, params, x, t, key, n_samples, feature_mask, grid, baselines,
+         chunk_size, **fit):
     n_samples = checks.positive_int(n_samples, "n_samples", 2)
-    x, t, b, masks, f, score, chunk = pert.prepare(fn, params, images, target, baselines,
-                                                    feature_mask, grid, score, chunk_size,
-                                                    lambda _: n_samples)
+    b, masks, f, chunk = pert.prepare(fn, params, x, baselines, feature_mask, grid,
+                                      chunk_size, lambda _: n_samples)
     if f < 2:
         raise ValueError(f"{method} needs at least 2 features; the feature mask has {f}")
     keys = analysis.image_keys(key, x.shape[0])
-    return Attribution(_surrogate(analysis.static_fn(fn), params, x, b, t, masks, keys, method,
-                                  f, n_samples, score=score, chunk_size=chunk, **fit))
+    return method_lib.run(_surrogate, fn, params, x, t, kind="forward", b=b, masks=masks,
+                          keys=keys, method=method, n_features=f, n_samples=n_samples,
+                          chunk_size=chunk, **fit)
 
 
-@attribution_method("kernel_shap")
+@attribution_method("kernel_shap", targets=method_lib.PERTURBATION)
 def kernel_shap(fn, params, images, target, *, key, n_samples: int = 500, feature_mask=None,
                 grid=None, baselines=0.0, score: str = "logit",
                 chunk_size: int | None = None) -> Attribution:
@@ -177,11 +172,11 @@ def kernel_shap(fn, params, images, target, *, key, n_samples: int = 500, featur
     n_samples: coalitions per image (>= 2, counting the all and none samples; use more
     than the number of features F). Other options as `perturbation.feature_ablation`."""
     return _run("kernel_shap", fn, params, images, target, key, n_samples, feature_mask,
-                grid, baselines, score, chunk_size, distance="cosine", kernel_width=1.0,
+                grid, baselines, chunk_size, distance="cosine", kernel_width=1.0,
                 alpha=0.0, lasso_steps=0)
 
 
-@attribution_method("lime", lime_cause)
+@attribution_method("lime", lime_cause, targets=method_lib.PERTURBATION)
 def lime(fn, params, images, target, *, key, n_samples: int = 500, feature_mask=None,
          grid=None, baselines=0.0, kernel_width: float = 1.0, distance: str = "cosine",
          alpha: float = 0.01, lasso_steps: int = 1000, score: str = "logit",
@@ -198,6 +193,6 @@ def lime(fn, params, images, target, *, key, n_samples: int = 500, feature_mask=
                 name == "kernel_width" and v == 0):
             raise ValueError(f"{name} must be a number {least}; got {v!r}")
     return _run("lime", fn, params, images, target, key, n_samples, feature_mask, grid,
-                baselines, score, chunk_size, distance=distance,
+                baselines, chunk_size, distance=distance,
                 kernel_width=float(kernel_width), alpha=float(alpha),
                 lasso_steps=checks.positive_int(lasso_steps, "lasso_steps"))

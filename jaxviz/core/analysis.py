@@ -179,13 +179,15 @@ def _pass_bytes(fn, params_spec, x_shape) -> int:
                    if hasattr(v.aval, "shape")))
 
 
-def default_chunk(chunk_size, fn, params, x_shape, n_passes: int) -> int | None:
+def default_chunk(chunk_size, fn, params, x_shape, n_passes: int, weight: int = 1
+                  ) -> int | None:
     """chunk_size checked; for None, None (all n_passes at once) when n_passes passes of
     fn on x_shape fit in CHUNK_MEMORY (by `pass_bytes`), else the most even chunks that
-    do (at least 1 pass each; even, so that padding the last chunk wastes little)."""
+    do (at least 1 pass each; even, so that padding the last chunk wastes little).
+    weight: passes' worth of memory each one holds (T targets' backward passes: T)."""
     if chunk_size is not None:
         return check_chunk_size(chunk_size)
-    fit = max(1, CHUNK_MEMORY // max(pass_bytes(fn, params, x_shape), 1))
+    fit = max(1, CHUNK_MEMORY // max(pass_bytes(fn, params, x_shape) * weight, 1))
     if fit >= n_passes:
         return None
     return int(-(-n_passes // -(-n_passes // fit)))  # ceil(n / number of chunks)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import functools
+import inspect
 import warnings
 from collections.abc import Callable, Mapping
 
@@ -25,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxviz.core import checks
+from jaxviz.core import method as method_lib
 
 
 class BlankMapWarning(RuntimeWarning):
@@ -127,15 +129,38 @@ def run_method(name: str, fn: Callable, args, options: dict, cause=None) -> Attr
     return res
 
 
-def attribution_method(name: str, cause=None):
+def attribution_method(name: str, cause=None, *, targets=None):
     """Decorator for a public method `fn(model, params, images, target, **options)`: it
     returns an Attribution and warns on blank maps. cause: a string or
-    cause(options) -> str saying why this method's map is likely blank."""
+    cause(options) -> str saying why this method's map is likely blank.
+
+    targets: a `jaxviz.core.method.Support` (GRADIENT, CAM, PERTURBATION or the method's
+    own): the method ritual. fn is then called with checked (N, H, W, C) float32 images and
+    a resolved `targets.Target` (any target the Support takes; the others are refused
+    naming method and target), `layer=` on a method with a layer form runs that form, and
+    a predicted-class target's classes land in extras["target"]. Without it, fn gets the
+    arguments as given (a method that checks them itself)."""
     def wrap(fn):
+        body = fn if targets is None else _ritual(name, fn, targets)
+
         @functools.wraps(fn)
         def method(*args, **options):
-            return run_method(name, fn, args, options, cause)
+            return run_method(name, body, args, options, cause)
         method.method_name = name
         method.blank_cause = cause
+        method.target_support = targets
         return method
     return wrap
+
+
+def _ritual(name: str, fn: Callable, support) -> Callable:
+    takes_layer = "layer" in inspect.signature(fn).parameters
+
+    def body(*args, **options):
+        if not takes_layer and support.layer == "form" and "layer" in options:
+            if options["layer"] is not None:
+                return method_lib.layer_form(name)(*args, **options)
+            del options["layer"]  # layer=None: the method itself, as without it
+        model, params, x, t = method_lib.prepare(name, fn, support, args, options)
+        return method_lib.finish(as_attribution(fn(model, params, x, t, **options), name), t)
+    return body

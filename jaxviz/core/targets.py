@@ -212,7 +212,7 @@ def resolve(fn, params, x, target, *, score: str = "logit", name: str = "target"
         raise ValueError(f"{name}: a function target must be wrapped as an objective, "
                          f"objectives.custom(fn); got {type(target).__name__}")
     classes = checks.as_targets(target, n, _classes_of(fn, params, x, name), name)
-    one = np.ndim(target) == 0
+    one = np.ndim(target) == 0 and not checks.is_traced(target)
     return Target(node, classes, None, classes,
                   names=(f"{label} {int(target)}" if one else f"{label} per image",),
                   kinds=node_kinds(node), source="class", n=n)
@@ -334,3 +334,20 @@ def check_kinds(t: Target, allowed, method: str, reasons=None) -> None:
                         for k in bad)
         raise ValueError(f"{method} cannot explain the target {', '.join(t.names)} ({why}); "
                          f"it takes {', '.join(k for k in KINDS if k in allowed)}")
+
+
+def check_above(t: Target, probe, x_shape, layer: str, method: str) -> None:
+    """A method that explains the target through `layer` (a CAM) needs a target computed
+    from that layer or after it: an objective reading an earlier layer has gradient zero
+    there. Refused naming the method, the target and both layers. A custom objective's
+    layers are unknown and pass."""
+    if not t.layers:
+        return
+    order = list(probe.layer_shapes(tuple(x_shape)))
+    at = order.index(layer)
+    before = [name for name in t.layers if name in order and order.index(name) < at]
+    if before:
+        raise ValueError(f"{method} explains the target through layer {layer!r}; the target "
+                         f"{', '.join(t.names)} reads layer(s) {before}, computed before "
+                         f"{layer!r}, so it does not depend on {layer!r}: pass a layer= at or "
+                         f"before {before[0]!r}, or a target above {layer!r}")

@@ -28,9 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxviz.core import analysis, checks
-from jaxviz.core import compile as compile_lib
-from jaxviz.core import probe as probe_lib
-from jaxviz.core import result
+from jaxviz.core import method as method_lib
+from jaxviz.core import objectives, result, targets
 from jaxviz.core.result import Attribution, attribution_method
 
 SCORES = ("logit", "prob", "log_prob")
@@ -66,10 +65,6 @@ def coverage(length: int, window: int, starts: np.ndarray) -> np.ndarray:
     return ((i >= starts[:, None]) & (i < starts[:, None] + window)).astype(np.float32)
 
 
-def _score(logits, target, score):
-    return analysis.target_score(logits, target, score)
-
-
 def _occluded_logits(fn, params, x, baseline, starts, window, batch):
     """Logits of every (image, patch) pair: (N, P, K). starts: (P, 3) corners (may be < 0)."""
     n, p = x.shape[0], starts.shape[0]
@@ -98,10 +93,24 @@ def _base_logits(fn, params, x, batch):
     return jax.lax.map(lambda xi: fn(params, xi[None])[0], x, batch_size=min(batch, x.shape[0]))
 
 
-def _occlusion_impl(fn, params, x, target, baseline, *, window, stride, score, batch, method):
-    """(deltas, attribution, base) for one score name; a tuple of names gives a tuple of
-    those triples, all from the same forward passes."""
+def _unit_scorer(fn, t):
+    """A model whose "logits" are the target's score, (1, 1), for a target reading layers:
+    its arguments are shared by every image (an objective), so one image scores alone."""
+    def scored(params, xi):
+        return t.score(*fn.run(params, xi))[:, None]
+    return scored
+
+
+def _occlusion_impl(fn, params, x, target, baseline, by_score=None, *, window, stride, batch,
+                    method):
+    """(deltas, attribution, base) for the target (a `targets.Target`); by_score: a tuple
+    of Targets (one per score name) gives a tuple of those triples, all from the same
+    forward passes."""
     starts, counts = grid(x.shape[1:], window, stride)
+    every = (target,) if by_score is None else by_score
+    if any(t.needs_acts for t in every):  # scores of the occluded passes, not logits
+        fn = _unit_scorer(fn, target)
+        every = (_as_logit(target),)
     base_logits = _base_logits(fn, params, x, batch)
     if method == "incremental":
         from jaxviz.occlusion import incremental
@@ -113,27 +122,29 @@ def _occlusion_impl(fn, params, x, target, baseline, *, window, stride, score, b
     hi = jax.lax.Precision.HIGHEST
     n_cover = jnp.einsum("a,b,c->abc", *[m.sum(0) for m in mats], precision=hi)
 
-    def scored(name):
-        base = _score(base_logits, target, name)
-        occ = _score(logits, target[:, None], name)
+    def scored(t):
+        base = t.score(base_logits, {})
+        occ = jax.vmap(lambda lg: t.score(lg, {}), in_axes=1, out_axes=1)(logits)  # (N, P)
         deltas = (base[:, None] - occ).reshape((x.shape[0],) + counts)
         total = jnp.einsum("nabc,ah,bw,cz->nhwz", deltas, *mats, precision=hi)
         # A stride longer than the window leaves gaps; no window saw those pixels: attribution 0.
         return deltas, total / jnp.maximum(n_cover, 1.0), base
 
-    return tuple(scored(s) for s in score) if isinstance(score, tuple) else scored(score)
+    out = tuple(scored(t) for t in every)
+    return out if by_score is not None else _result(*out[0])
 
 
-_STATIC = ("fn", "window", "stride", "score", "batch", "method")
-_occlusion_exact = compile_lib.jit(_occlusion_impl, kind="forward", static_argnames=_STATIC)
-# The incremental program is many small materialized convs, compiled as backward programs are.
-_occlusion_incremental = compile_lib.jit(_occlusion_impl, kind="backward",
-                                         static_argnames=_STATIC)
+def _as_logit(t):
+    """The Target reading column 0 of a `_unit_scorer` model's output."""
+    return targets.Target(objectives.class_logit(0).node, np.int32(0), n=t.n)
 
 
-def _occlusion(*args, method, **kwargs):
-    run = _occlusion_incremental if method == "incremental" else _occlusion_exact
-    return run(*args, method=method, **kwargs)
+def _occlusion(fn, params, x, t, base, by_score=None, *, method, **kwargs):
+    # The incremental program is many small materialized convs, compiled as backward
+    # programs are; exact occlusion is forward passes only.
+    kind = "backward" if method == "incremental" else "forward"
+    return method_lib.run(_occlusion_impl, fn, params, x, t, kind=kind, baseline=base,
+                          by_score=by_score, method=method, **kwargs)
 
 
 def _window(window, stride, shape):
@@ -171,14 +182,16 @@ def _baseline(baseline, x):
                      f"(N, H, W, C) = {x.shape}; got shape {b.shape}")
 
 
-@attribution_method("occlusion")
+@attribution_method("occlusion", targets=method_lib.PERTURBATION)
 def occlusion(fn, params, images, target, *, window=(4, 4), stride=(2, 2), baseline=0.0,
               score: str = "logit", chunk_size: int | None = None,
               method: str = "exact") -> Attribution:
     """Occlusion sensitivity of fn's target score (Captum's `Occlusion`, batched and jitted).
 
     fn(params, x) -> logits (N, K) (a plain apply_fn or a Probe); images: (N, H, W, C)
-    float32 (uint8 is divided by 255); target: int or (N,) ints. window/stride: int,
+    float32 (uint8 is divided by 255); target: any target (`jaxviz.core.targets`; T
+    targets: map (N, T, H, W), scores (N, T, nH, nW), from one set of occluded forward
+    passes; class indices are scored by `score`). window/stride: int,
     (h, w) (spanning channels) or (h, w, c). baseline: number, (H, W, C), (N, H, W, C) or
     "mean" (each image's per-channel mean). score: "logit", "prob" or "log_prob".
     chunk_size: forward passes per step (default: one image's positions).
@@ -186,9 +199,7 @@ def occlusion(fn, params, images, target, *, window=(4, 4), stride=(2, 2), basel
     Returns Attribution: map (N, H, W[, C]); extras "scores" (N, nH, nW[, nC]) and
     "base" (N,) (see `occluded`).
     """
-    if not isinstance(score, str) or score not in SCORES:
-        raise ValueError(f"score must be one of {SCORES}; got {score!r}")
-    return _run(fn, params, images, target, window, stride, baseline, score, chunk_size, method)
+    return _run(fn, params, images, target, window, stride, baseline, None, chunk_size, method)
 
 
 def occlusion_by_score(fn, params, images, target, *, scores=("logit", "prob"),
@@ -206,17 +217,21 @@ def occlusion_by_score(fn, params, images, target, *, scores=("logit", "prob"),
     if not names or len(set(names)) != len(names) or any(s not in SCORES for s in names):
         raise ValueError(f"scores must be distinct names from {SCORES}, at least one; "
                          f"got {scores!r}")
-    results = _run(fn, params, images, target, window, stride, baseline, names, chunk_size,
-                   method)
+    x = analysis.check_images(fn, params, images)
+    by_score = tuple(targets.resolve(fn, params, x, target, score=s) for s in names)
+    if by_score[0].source not in ("class", "predicted"):
+        raise ValueError(f"occlusion_by_score takes class-index targets (an int, one per "
+                         f"image, or None); got {', '.join(by_score[0].names)}")
+    results = _run(fn, params, x, by_score[0], window, stride, baseline, by_score,
+                   chunk_size, method)
     return {s: result.checked(f"occlusion_by_score[{s!r}]", r) for s, r in zip(names, results)}
 
 
-def _run(fn, params, images, target, window, stride, baseline, score, chunk_size, method):
-    """The checked call shared by `occlusion` (score: a name) and `occlusion_by_score`
-    (score: a tuple of names -> a tuple of Attribution)."""
+def _run(fn, params, x, t, window, stride, baseline, by_score, chunk_size, method):
+    """The call shared by `occlusion` (checked x, resolved t) and `occlusion_by_score`
+    (by_score: a tuple of Targets, one per score name -> a tuple of Attribution)."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}; got {method!r}")
-    x, t = analysis.check_inputs(fn, params, images, target)
     win, std = _window(window, stride, x.shape[1:])
     base = _baseline(baseline, x)
     checks.warn_outside_range(base, x, "baseline")
@@ -224,15 +239,19 @@ def _run(fn, params, images, target, window, stride, baseline, score, chunk_size
     # None: one image's positions at once, fewer when they would not fit (CHUNK_MEMORY).
     batch = analysis.default_chunk(chunk_size, fn, params, (1, *x.shape[1:]), n_pos) or n_pos
     if method == "incremental":
+        if t.needs_acts:
+            raise ValueError(f"occlusion: method='incremental' recomputes the model's output "
+                             f"only; the target {', '.join(t.names)} reads layers: use "
+                             f"method='exact'")
         from jaxviz.occlusion import incremental
         method = incremental.check_supported(fn, params, x.shape[1:], win)
-    out = _occlusion(probe_lib.static_view(fn), params, x, t, base, window=win, stride=std,
-                     score=score, batch=batch, method=method)
+    out = _occlusion(fn, params, x, t, base, by_score, window=win, stride=std, batch=batch,
+                     method=method)
     channel_window = not (isinstance(window, (int, np.integer)) or len(tuple(window)) == 2)
 
-    def finish(deltas, attr, b):
-        if not channel_window:
-            deltas, attr = deltas[..., 0], attr[..., 0]
-        return _result(deltas, attr, b)
+    def finish(res):
+        if channel_window:
+            return res
+        return Attribution(res.map[..., 0], {**res.extras, "scores": res.extras["scores"][..., 0]})
 
-    return tuple(finish(*r) for r in out) if isinstance(score, tuple) else finish(*out)
+    return tuple(finish(_result(*r)) for r in out) if by_score is not None else finish(out)

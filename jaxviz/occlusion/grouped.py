@@ -14,6 +14,7 @@ import numpy as np
 from tqdm import tqdm
 
 from jaxviz.core import checks
+from jaxviz.core.objectives import Objective
 from jaxviz.core.result import Attribution, attribution_method
 from jaxviz.occlusion.exact import occlusion
 
@@ -36,7 +37,7 @@ def grouped_occlusion(fn, params, images, target, *, group: int = 64, progress: 
     """`occlusion(fn, params, images, target, **options)` run `group` images at a time.
 
     images: (N, H, W, C) (numpy or jax; only one group is on the device at once);
-    target: an int or (N,) ints; group: images per compiled call; progress: show a tqdm
+    target: an int, (N,) ints, or an objective (or a list of them) shared by all; group: images per compiled call; progress: show a tqdm
     bar. options: window, stride, baseline (a per-image (N, H, W, C) baseline is grouped
     with its images), score, chunk_size, method, as for `occlusion`.
     Returns an Attribution as `occlusion` does (map, extras "scores" and "base"), numpy
@@ -51,14 +52,17 @@ def grouped_occlusion(fn, params, images, target, *, group: int = 64, progress: 
     n = int(images.shape[0])
     if n == 0:
         raise ValueError("images: got an empty batch (N = 0); pass at least one image")
-    targets = np.asarray(checks.as_targets(target, n, None))
+    # Class indices are split with their images; an objective (or a list) is shared by all.
+    shared = isinstance(target, (Objective, str)) or (
+        isinstance(target, (list, tuple)) and any(isinstance(o, Objective) for o in target))
+    targets = None if shared else np.asarray(checks.as_targets(target, n, None))
     baseline = options.pop("baseline", 0.0)
     per_image = _per_image_baseline(baseline, n)
     parts = []
     for start in tqdm(range(0, n, group), desc="occlusion", disable=not progress):
         b = _padded(baseline, start, group) if per_image else baseline
-        res = occlusion(fn, params, _padded(images, start, group), _padded(targets, start, group),
-                        baseline=b, **options)
+        t = target if shared else _padded(targets, start, group)
+        res = occlusion(fn, params, _padded(images, start, group), t, baseline=b, **options)
         keep = min(group, n - start)
         parts.append(jax.tree.map(lambda a: np.asarray(a)[:keep], res))
     return jax.tree.map(lambda *a: np.concatenate(a), *parts)
