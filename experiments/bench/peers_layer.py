@@ -4,10 +4,12 @@ the same weights and digits, agreement and the speed ratio from one run.
     python -m experiments.bench --only peers_layer      # (--peers runs it with the others)
 
 Needs the peers extra (torch, captum); without torch `rows()` raises
-ModuleNotFoundError(peers.MISSING), which the runner prints as a skip. Time: about 5-10
-minutes on a loaded 2-core machine (--quick: fewer repeats). Findings: docs/layer_attribution.md.
+ModuleNotFoundError(peers.MISSING), which the runner prints as a skip. Time: --quick 5
+minutes on the 2-core machine at load 24 (docs/bench/peers_layer.log); the full run (64
+digits, more repeats) several times that. Findings: docs/layer_attribution.md.
 
-Both sides explain the 64 bundled validation digits of `peers._setup` with the PyTorch
+Both sides explain the 64 bundled validation digits of `peers._setup` (--quick: the first
+QUICK_IMAGES, Captum's long runs timed once without a warm-up) with the PyTorch
 twin of jaxviz's MnistCNN (logits checked to 1e-4), at layer conv2 (its output before the
 ReLU, (N, 24, 24, 64)); the neuron methods at conv2's unit (c, y, x) = NEURON (Captum's
 neuron_selector (c, h, w) on NCHW). A [captum] and a [jaxviz] row share `ratio` =
@@ -37,6 +39,7 @@ GRID = (4, 4)          # NeuronFeatureAblation: 4x4-pixel cells, 49 features
 N_BASELINES = 8        # layer GradientSHAP: the same 8 training digits
 STEPS = 50             # every path method: 50 Gauss-Legendre points, baseline 0
 ROWS_AT_ONCE = 10 * peers.N_IMAGES  # Captum's internal_batch_size for the path methods
+QUICK_IMAGES = 16      # --quick: the first 16 digits, each method timed once or twice
 
 
 def rows(quick: bool = False) -> list[dict]:
@@ -45,12 +48,17 @@ def rows(quick: bool = False) -> list[dict]:
     with warnings.catch_warnings():
         # Captum warns per call that it set requires_grad or hooks modules: expected here.
         warnings.filterwarnings("ignore", category=UserWarning)
-        s = peers._setup(torch, quick)
+        s = _subset(peers._setup(torch, quick), QUICK_IMAGES if quick else peers.N_IMAGES)
         out = [r for case in _cases(s) for r in _pair(s, *case)] + _shap_rows(s)
     for r in out:
         r["threads"] = torch.get_num_threads()
         r["logit_max_diff"] = s.logit_diff
     return out
+
+
+def _subset(s, n: int):
+    """The setup on its first n digits."""
+    return s._replace(xj=s.xj[:n], yj=s.yj[:n], xt=s.xt[:n], yt=s.yt[:n])
 
 
 def _captum_side(out):
@@ -87,28 +95,42 @@ def _pair(s, name, captum_settings, captum_call, jax_settings, jax_call, heavy=F
                         **both)]
 
 
+class _Sides:
+    """What both families of cases share: the nets, the calls' common options."""
+
+    def __init__(self, s):
+        from jaxviz.core import objectives as O  # noqa: PLC0415
+        self.s, self.net, self.xt, self.yt = s, s.net, s.xt, s.yt
+        self.safe, self.lrp_twin = _hook_safe_twin(s.torch, s.net), _reshape_twin(s.net)
+        self.unit = O.neuron(LAYER, *NEURON)
+        self.path = dict(n_steps=STEPS, method="gausslegendre")
+        self.cpath = dict(baselines=0.0, n_steps=STEPS, method="gausslegendre",
+                          internal_batch_size=ROWS_AT_ONCE)
+        self.cpath_set = (f"baselines=0, {STEPS} gausslegendre, "
+                          f"internal_batch_size={ROWS_AT_ONCE}")
+        self.jpath_set = f"baselines=None (0), {STEPS} gausslegendre, chunk_size=None (default)"
+
+    def jx(self, f, target="label", **kw):
+        s = self.s
+        t = s.yj if isinstance(target, str) and target == "label" else target
+        return lambda: f(s.probe, s.probe.params, s.xj, t, **kw)
+
+
 def _cases(s) -> list[tuple]:
-    """(name, captum settings, captum call, jaxviz settings, jaxviz call[, heavy])."""
+    """(name, captum settings, captum call, jaxviz settings, jaxviz call[, heavy, sign])."""
+    sides = _Sides(s)
+    return _layer_cases(sides) + _neuron_cases(sides)
+
+
+def _layer_cases(d: _Sides) -> list[tuple]:
     import captum.attr as ca  # noqa: PLC0415
 
-    from jaxviz import attribution as A  # noqa: PLC0415
     from jaxviz.attribution import layer as L  # noqa: PLC0415
-    from jaxviz.core import objectives as O  # noqa: PLC0415
     from jaxviz.propagation import lrp_composites, lrp_rules  # noqa: PLC0415
 
-    net, xt, yt, pr = s.net, s.xt, s.yt, s.probe
-    safe, lrp_twin = _hook_safe_twin(s.torch, net), _reshape_twin(net)
-    unit = O.neuron(LAYER, *NEURON)
+    net, xt, yt, safe, lrp_twin, jx = d.net, d.xt, d.yt, d.safe, d.lrp_twin, d.jx
+    path, cpath, cpath_set, jpath_set = d.path, d.cpath, d.cpath_set, d.jpath_set
     eps = lrp_rules.Epsilon(1e-9)
-
-    def jx(f, target=s.yj, **kw):
-        return lambda: f(pr, pr.params, s.xj, target, **kw)
-
-    path = dict(n_steps=STEPS, method="gausslegendre")
-    cpath = dict(baselines=0.0, n_steps=STEPS, method="gausslegendre",
-                 internal_batch_size=ROWS_AT_ONCE)
-    cpath_set = f"baselines=0, {STEPS} gausslegendre, internal_batch_size={ROWS_AT_ONCE}"
-    jpath_set = f"baselines=None (0), {STEPS} gausslegendre, chunk_size=None (default)"
     return [
         ("layer activation (conv2)", "LayerActivation(conv2)",
          lambda: ca.LayerActivation(net, net.conv2).attribute(xt), "layer='conv2'",
@@ -132,7 +154,7 @@ def _cases(s) -> list[tuple]:
          "perturbations_per_eval=1 (> 1 with per-image targets: AssertionError in Captum's "
          "_select_targets)",
          lambda: ca.LayerFeatureAblation(net, net.conv2).attribute(
-             xt, target=yt, layer_mask=s.torch.arange(64).reshape(1, 64, 1, 1)),
+             xt, target=yt, layer_mask=d.s.torch.arange(64).reshape(1, 64, 1, 1)),
          "layer_mask = channel ids (1, 1, 1, 64), chunk_size=16 (runs only after conv2)",
          jx(L.layer_feature_ablation, layer=LAYER,
             layer_mask=np.arange(64).reshape(1, 1, 1, 64), chunk_size=16)),
@@ -149,6 +171,18 @@ def _cases(s) -> list[tuple]:
          "Composite(conv, dense, pool = Epsilon(1e-9))",
          jx(L.layer_lrp, layer=LAYER, composite=lrp_composites.Composite(
              conv=eps, dense=eps, pool=eps)), False, -1.0),
+    ]
+
+
+def _neuron_cases(d: _Sides) -> list[tuple]:
+    import captum.attr as ca  # noqa: PLC0415
+
+    from jaxviz import attribution as A  # noqa: PLC0415
+    from jaxviz.attribution import layer as L  # noqa: PLC0415
+
+    net, xt, yt, safe, unit, jx = d.net, d.xt, d.yt, d.safe, d.unit, d.jx
+    path, cpath, cpath_set, jpath_set = d.path, d.cpath, d.cpath_set, d.jpath_set
+    return [
         ("neuron gradient", f"NeuronGradient(conv2), neuron_selector={NEURON}",
          lambda: ca.NeuronGradient(net, net.conv2).attribute(xt, NEURON),
          f"saliency(abs=False), target=neuron('conv2', {', '.join(map(str, NEURON))})",
@@ -172,7 +206,7 @@ def _cases(s) -> list[tuple]:
         ("neuron feature ablation (4x4 cells)",
          "NeuronFeatureAblation, 49 cells, baseline 0, perturbations_per_eval=16",
          lambda: ca.NeuronFeatureAblation(net, net.conv2).attribute(
-             xt, NEURON, feature_mask=s.torch.from_numpy(captum_feature_mask(GRID, (28, 28))),
+             xt, NEURON, feature_mask=d.s.torch.from_numpy(captum_feature_mask(GRID, (28, 28))),
              perturbations_per_eval=16),
          "feature_ablation, target=neuron, grid=(4, 4), baselines=0",
          jx(A.feature_ablation, unit, grid=GRID, baselines=0.0)),
