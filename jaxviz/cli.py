@@ -23,12 +23,14 @@ SHARED = ("--checkpoint", "--out", "--data", "--data-dir", "--seed", "--quiet")
 
 def _common(p: argparse.ArgumentParser, *, checkpoint: bool = True, out_default: str = "figures"):
     if checkpoint:
-        p.add_argument("--checkpoint", required=True, metavar="DIR",
-                       help="run directory written by `jaxviz train` (config.json + checkpoints/)")
+        p.add_argument("--checkpoint", default=None, metavar="DIR",
+                       help="run directory written by `jaxviz train` (config.json + "
+                            "checkpoints/); not needed when --model is a trained PATH.keras")
     p.add_argument("--out", default=out_default, metavar="DIR", help="output directory")
     p.add_argument("--model", default=None, metavar="SPEC",
                    help="'mnist_cnn', 'package.module:factory' (current directory importable) "
-                        "or 'path/to/file.py:factory'; the checkpoint's if omitted")
+                        "'path/to/file.py:factory' or a trained 'path/to/model.keras'; the "
+                        "checkpoint's if omitted")
     p.add_argument("--data", default=None, metavar="SOURCE", type=_data_source,
                    help="'bundled' (5,000 digits, offline), 'mnist', 'fashion_mnist' (IDX "
                         "files), 'npz:PATH' (x, y arrays) or 'folder:PATH' (one subfolder per "
@@ -171,6 +173,8 @@ def _loaded(args):
     """(probe, params, built, dataset adapted to the model's input shape)."""
     from jaxviz import registry, train  # noqa: PLC0415
 
+    if args.checkpoint is None:
+        return _loaded_model_file(args)
     run = Path(args.checkpoint)
     store = train.CheckpointStore(run)
     saved = store.read_config() if run.exists() else None
@@ -188,6 +192,23 @@ def _loaded(args):
     ds = _data(args, built, source, _recorded_val_fraction(run))
     train.check_batchnorm_statistics(model, ds.x_val, ds.y_val)  # warns, naming the fix
     return probe, probe.params, built, ds.x_val, ds.y_val, _subject(config.model, run, source, ds)
+
+
+def _loaded_model_file(args):
+    """As _loaded, for a model trained by its own library (--model PATH.keras): no run."""
+    from jaxviz import registry  # noqa: PLC0415
+    from jaxviz.report import Subject  # noqa: PLC0415
+    if not (args.model or "").endswith(".keras"):
+        raise ValueError("--checkpoint DIR is required (a run of `jaxviz train`), unless "
+                         "--model is a trained model file PATH.keras")
+    built = registry.build(args.model, args.seed)
+    probe = registry.to_probe(built)
+    source = args.data or "bundled"
+    ds = _data(args, built, source)
+    subject = Subject(model=Path(args.model).name,
+                      data=f"{len(ds.x_val)} validation images of --data {source}",
+                      class_names=tuple(ds.class_names))
+    return probe, probe.params, built, ds.x_val, ds.y_val, subject
 
 
 def _subject(spec: str, run: Path, source: str, ds):
