@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxviz import attribution, registry, train
+from jaxviz import attribution, cli, registry, train
 from jaxviz.core import probe as probe_lib
 from jaxviz.core.adapters.keras import keras_module
 
@@ -144,6 +144,13 @@ def test_a_keras_file_loads_as_a_model_spec(seq, x, tmp_path):
     assert built.input_shape == SHAPE and built.num_classes == 3
     np.testing.assert_allclose(probe(probe.params, x), _logits(model, x, 0),
                                rtol=1e-5, atol=1e-6)
+    out, data = tmp_path / "figs", tmp_path / "three.npz"  # three classes, as the model
+    rng = np.random.RandomState(0)
+    np.savez(data, x=rng.randint(0, 256, (30, *SHAPE)).astype(np.uint8), y=np.arange(30) % 3)
+    # The command line takes the file with no checkpoint.
+    assert cli.main(["summary", "--model", str(path), "--data", f"npz:{data}", "--out",
+                     str(out), "--quiet"]) == 0
+    assert "preds (Dense)" in (out / "summary.txt").read_text()
 
 
 def test_refusals(seq, monkeypatch):
