@@ -104,10 +104,10 @@ def test_every_section_resolves_to_a_rows_function():
 
 def test_sections_wanted_and_unknown_ones_named():
     assert run.wanted_sections(None, peers=False) == list(run.SECTIONS)
-    assert run.wanted_sections("train", peers=True) == ["train", "peers", "peers_methods",
-                                                        "peers_gradcam", "quantus"]
-    assert run.wanted_sections("quantus", peers=True) == ["quantus", "peers", "peers_methods",
-                                                          "peers_gradcam"]
+    assert run.wanted_sections("train", peers=True) == [
+        "train", "peers", "peers_methods", "peers_gradcam", "peers_layer", "quantus", "peers_tcav"]
+    assert run.wanted_sections("quantus", peers=True) == [
+        "quantus", "peers", "peers_methods", "peers_gradcam", "peers_layer", "peers_tcav"]
     with pytest.raises(ValueError, match=r"unknown section\(s\) \['trian'\]"):
         run.wanted_sections("train,trian", peers=False)
     with pytest.raises(SystemExit):
