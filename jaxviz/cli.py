@@ -120,6 +120,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default="all", choices=["all", *_method_names()],
                    help="one registered method, or 'all' for the comparison figure")
     p.add_argument("--images", type=int, default=8, help="number of validation digits")
+    p.add_argument("--target", default="label", type=parse_target, metavar="T",
+                   help="what to explain: label (each image's true class), pred (the "
+                        "predicted class), all (every class), K (class K), or LAYER:C "
+                        "(channel C of a layer)")
+    p.add_argument("--layer", default=None, metavar="NAME",
+                   help="a CAM's layer, or attribution to this layer for a method with a "
+                        "layer form")
+    p.add_argument("--image", default=None, metavar="PATH",
+                   help="explain this image file (converted and resized to the model's "
+                        "input), drawn over the original")
     p.set_defaults(func=cmd_attribute)
 
     p = sub.add_parser("report", help="every analysis plus report.html / report.md", formatter_class=fmt)
@@ -362,22 +372,74 @@ def cmd_occlusion(args) -> int:
     return _run(args, stage, args.images)
 
 
+def parse_target(text: str):
+    """--target: "label", "pred", "all", an int K, or "LAYER:C" -> "label", None (the
+    predicted class), "all", K, or objectives.channel(LAYER, C)."""
+    from jaxviz.core import objectives  # noqa: PLC0415
+    t = text.strip()
+    if t in ("label", "all"):
+        return t
+    if t == "pred":
+        return None
+    if t.lstrip("-").isdigit():
+        return int(t)
+    layer, sep, c = t.rpartition(":")
+    if sep and layer and c.isdigit():
+        return objectives.channel(layer, int(c))
+    raise argparse.ArgumentTypeError(f"expected label, pred, all, a class index K or "
+                                     f"LAYER:CHANNEL (e.g. conv2:3); got {text!r}")
+
+
 def cmd_attribute(args) -> int:
     from jaxviz import attribution, report  # noqa: PLC0415
 
     if args.method != "all" and args.method not in attribution.METHODS:
         raise ValueError(f"unknown method {args.method!r}; known: all, "
                          f"{', '.join(attribution.METHODS)}")
+    asked = args.target != "label" or args.layer is not None or args.image is not None
     if args.method == "all":
+        if asked:
+            raise ValueError("--target, --layer and --image explain with one method: pass "
+                             "--method NAME (the comparison figure explains the labels)")
         return _run(args, report.AttributionStage(), args.images)
-    return _run(args, _OneMethod(args.method), args.images)
+    stage = _OneMethod(args.method, args.target, args.layer)
+    if args.image is not None:
+        return _run_image(args, stage)
+    return _run(args, stage, args.images)
+
+
+def _run_image(args, stage) -> int:
+    """The method on the user's image file, drawn over the original colour image."""
+    from jaxviz import report, user_data  # noqa: PLC0415
+    t0 = time.perf_counter()
+    probe, params, built, x, y, subject = _loaded(args)
+    shape = probe.input_shape or tuple(np.shape(x)[1:])
+    path = Path(args.image)
+    if not path.is_file():
+        raise FileNotFoundError(f"--image {str(path)!r}: no such file")
+    image = user_data.to_range(user_data.read_image(path, shape)[None], probe.input_range)
+    original = user_data.read_original(path)
+    inputs = report.Inputs(probe, params, image, np.zeros(1, np.int32),
+                           _key(args.seed), x, y, subject)
+    stage.original = original
+    done = report.run_stage(stage, inputs, _out(args))
+    _report_written(args, done.paths, t0)
+    return 0
+
+
+def _key(seed: int):
+    import jax  # noqa: PLC0415
+    return jax.random.key(seed)
 
 
 class _OneMethod:
-    """One registered attribution method as a stage: attribution_<method>.png."""
+    """One registered attribution method as a stage: attribution_<method>.png, for the
+    examples' labels or the --target asked; one column per target ("all": per class, named
+    from the data set)."""
 
-    def __init__(self, method: str):
-        self.name = method
+    def __init__(self, method: str, target="label", layer: str | None = None):
+        self.name, self.target, self.layer = method, target, layer
+        self.original = None  # the user's image file, (H, W, 3) uint8, for --image
 
     def run(self, inputs, earlier):
         import jax  # noqa: PLC0415
@@ -385,20 +447,51 @@ class _OneMethod:
         from jaxviz import attribution  # noqa: PLC0415
         method = attribution.get(self.name)
         key = jax.random.fold_in(inputs.key, 2) if method.needs_key else None
-        res = method(inputs.probe, inputs.params, jnp.asarray(inputs.images), inputs.labels,
-                     key=key)
-        return (inputs.images, inputs.subject.names(inputs.labels),
-                np.asarray(attribution.display_map(method, res)))
+        target = inputs.labels if self.target == "label" else self.target
+        opts = {} if self.layer is None else {"layer": self.layer}
+        res = method(inputs.probe, inputs.params, jnp.asarray(inputs.images), target,
+                     key=key, **opts)
+        return self._columns(method, res, inputs)
+
+    def _columns(self, method, res, inputs):
+        """(images, row labels, {column title: (K, H, W) map}); classes by their names."""
+        from jaxviz import attribution  # noqa: PLC0415
+        names = inputs.subject.names
+        rows = [""] if self.original is not None else names(inputs.labels)
+        if "target" in res.extras:  # the predicted classes
+            rows = [f"{r} (pred {p})" if r else f"pred {p}"
+                    for r, p in zip(rows, names(res.extras["target"]))]
+        if self.target == "all":
+            return inputs.images, rows, {names([c])[0]: np.asarray(attribution.display_map(
+                method, attribution.Attribution(res.map[:, c]))) for c in range(res.map.shape[1])}
+        t = self.target
+        if isinstance(t, str) or t is None:
+            what = "" if t == "label" else "predicted"
+        else:
+            what = names([t])[0] if isinstance(t, int) else t.name
+        title = f"{self.name}: {what}" if what else self.name
+        if self.layer is not None:
+            title += f" @ {self.layer}"
+        m = np.asarray(attribution.display_map(method, res))
+        if m.ndim == 4:  # a layer form's (N, h, w, c) map: summed over the layer's channels
+            m = m.sum(-1)
+        return inputs.images, rows, {title: m}
 
     def render(self, result, out_dir):
         from jaxviz.plot import attribution as plot_attr  # noqa: PLC0415
         from jaxviz.report import save  # noqa: PLC0415
         from jaxviz.report.attribution_stage import display_signed  # noqa: PLC0415
         from jaxviz import attribution  # noqa: PLC0415
-        images, labels, maps = result
-        fig = plot_attr.comparison_figure(
-            images, {self.name: maps}, labels=labels,
-            signed={self.name: display_signed(attribution.get(self.name))})
+        images, labels, columns = result
+        signed = display_signed(attribution.get(self.name))
+        if self.original is not None:
+            from jaxviz.plot import targets as plot_targets  # noqa: PLC0415
+            fig = plot_targets.overlay_figure(self.original, {k: v[0] for k, v in
+                                                              columns.items()},
+                                              signed=signed, label=labels[0])
+        else:
+            fig = plot_attr.comparison_figure(images, columns, labels=labels,
+                                              signed={k: signed for k in columns})
         return save(fig, out_dir, f"attribution_{self.name}.png")
 
 

@@ -161,6 +161,16 @@ def read_image(path: Path, input_shape) -> np.ndarray:
     return arr.reshape(h, w, c)
 
 
+def read_original(path: Path) -> np.ndarray:
+    """One file as it is, for drawing: (H, W, 3) uint8 RGB at its own size."""
+    from PIL import Image, UnidentifiedImageError  # noqa: PLC0415 (matplotlib's dependency)
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"), np.uint8)
+    except (UnidentifiedImageError, OSError, ValueError) as err:
+        raise ValueError(f"{path}: cannot read as an image ({err})") from None
+
+
 def load_folder(root, input_shape, input_range=(0.0, 1.0), num_classes=None,
                 val_fraction=VAL_FRACTION) -> Dataset:
     """An image-folder tree (see the module docstring) -> Dataset fitted to input_shape."""
