@@ -107,8 +107,8 @@ def parametrization(kind: str, shape, input_range, squash: str = "sigmoid", colo
         return Fourier(shape, lo, hi, squash)
     if kind == "cppn":
         return cppn.CPPN(shape, lo, hi)
-    raise ValueError(f"param must be one of {PARAMS} (or a parametrization object); "
-                     f"got {kind!r}")
+    raise ValueError(f"param must be 'pixel' or 'fourier', Lucid's 'lucid', 'lucid-pixel' or "
+                     f"'cppn', or a parametrization object; got {kind!r}")
 
 
 # ---- regularizers: image (H, W, C) -> scalar penalty --------------------------------------
