@@ -134,10 +134,15 @@ def rank_pixels(scores: jax.Array, key: jax.Array) -> jax.Array:
 
     scores: (N, H, W) float -> (N, H, W) int32, each image a permutation of 0..H*W-1.
     """
+    if not bool(jnp.all(jnp.isfinite(scores))):
+        raise ValueError("scores must be finite to rank pixels; got NaN or inf")
+    return _ranks(scores, key)
+
+
+@jax.jit
+def _ranks(scores, key):
     n, h, w = scores.shape
     flat = scores.reshape(n, h * w)
-    if not bool(jnp.all(jnp.isfinite(flat))):
-        raise ValueError("scores must be finite to rank pixels; got NaN or inf")
     perm = jax.vmap(lambda k: jax.random.permutation(k, h * w))(jax.random.split(key, n))
     order = jnp.argsort(-jnp.take_along_axis(flat, perm, 1), axis=1, stable=True)
     pixel = jnp.take_along_axis(perm, order, 1)  # pixel indices, most important first
@@ -238,7 +243,8 @@ def grid(cfg: RoarConfig, n_methods: int, pixels: int):
     return seeds, variants
 
 
-def retrain(cfg, names, ranks_train, ranks_test, sets, mesh, *, sequential=False):
+def retrain(cfg, names, ranks_train, ranks_test, sets, mesh, *, sequential=False,
+            models_at_once=None):
     """Train every (method, fraction, seed) model of `names` in one program (or one after
     another) and test each -> {"accuracy": (G, F, S), "train_loss": (G, F, S, steps),
     "seconds": of the training}."""
@@ -255,7 +261,7 @@ def retrain(cfg, names, ranks_train, ranks_test, sets, mesh, *, sequential=False
                                       view=roar_view)
     else:
         trained = many.fit_many(stack, config, train_data, seeds=seeds, variants=variants,
-                                view=roar_view, mesh=mesh)
+                                view=roar_view, mesh=mesh, models_at_once=models_at_once)
     jax.block_until_ready(trained.stack.params)
     seconds = time.perf_counter() - t0
     _, acc = many.evaluate_many(trained.stack, test_data, variants=variants, view=roar_view,
@@ -339,22 +345,24 @@ def group_ranks(cfg, names, probe, sets, key, mesh):
     return np.stack(parts[0]), np.stack(parts[1]), time.perf_counter() - t0
 
 
-def run_group(cfg, names, ranks, sets, mesh, out: Path, log) -> tuple[dict, dict]:
+def run_group(cfg, names, ranks, sets, mesh, out: Path, log, models_at_once=None):
     """Retrain and test one group of methods on its ranks; each method's JSON written
     atomically as the group finishes. -> ({method: result}, retrain's dict)."""
     r_train, r_test, rank_seconds = ranks
-    res = retrain(cfg, names, r_train, r_test, sets, mesh)
+    res = retrain(cfg, names, r_train, r_test, sets, mesh, models_at_once=models_at_once)
     acc, seconds = res["accuracy"], res["seconds"]
     results = {}
     for g, name in enumerate(names):
         results[name] = dict(method=name, fractions=list(cfg.fractions), seeds=list(cfg.seeds),
                              accuracy=acc[g].tolist(), models_in_program=int(acc.size),
                              last_epoch_train_loss=_last_epoch(res["train_loss"][g], cfg).tolist(),
-                             program_seconds=seconds, ranking_seconds=rank_seconds)
+                             program_seconds=seconds, ranking_seconds=rank_seconds,
+                             models_at_once=models_at_once)
         _write(out / "methods" / f"{name}.json", results[name])
         log(f"[{name}] accuracy by fraction (mean over seeds): "
             + ", ".join(f"{f:.0%} {a:.4f}" for f, a in zip(cfg.fractions, acc[g].mean(-1)))
-            + f"  ({acc.size} models in one program, {seconds:.1f}s; ranking {rank_seconds:.1f}s)")
+            + f"  ({acc.size} models in one program, {_at_once(models_at_once)}, {seconds:.1f}s; "
+            f"ranking {rank_seconds:.1f}s)")
     return results, res
 
 
@@ -374,10 +382,15 @@ def time_sequential(cfg, names, ranks, sets, vmapped: dict, log) -> dict:
     return times
 
 
-def run(cfg: RoarConfig, out, *, mesh=None, overwrite: bool = False, sequential_timing=False,
-        log=print) -> dict:
+def _at_once(models_at_once) -> str:
+    return "all vmapped" if models_at_once is None else f"vmapped {models_at_once} at a time"
+
+
+def run(cfg: RoarConfig, out, *, mesh=None, models_at_once=None, overwrite: bool = False,
+        sequential_timing=False, log=print) -> dict:
     """The whole experiment into out (resumed when out holds this config's finished methods).
-    -> the results dict written to out/results.json."""
+    models_at_once: `many.fit_many`'s; it changes speed, not numbers, so it is not part of
+    the config a rerun must match. -> the results dict written to out/results.json."""
     cfg.validate()
     out = Path(out)
     _open_run(cfg, out, overwrite)
@@ -395,7 +408,7 @@ def run(cfg: RoarConfig, out, *, mesh=None, overwrite: bool = False, sequential_
     timing = None
     for i, names in enumerate(_groups(todo, cfg.methods_per_program)):
         ranks = group_ranks(cfg, names, probe, sets, key, mesh)
-        results, res = run_group(cfg, names, ranks, sets, mesh, out, log)
+        results, res = run_group(cfg, names, ranks, sets, mesh, out, log, models_at_once)
         done.update(results)
         if sequential_timing and i == 0:
             timing = time_sequential(cfg, names, ranks, sets, res, log)
@@ -487,6 +500,9 @@ def main(argv=None) -> None:
     p.add_argument("--data", default=None, help="bundled (default), mnist, fashion_mnist")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--overwrite", action="store_true", help="start the run in --out again")
+    p.add_argument("--models-at-once", type=int, default=None, help="train the grid's models "
+                   "this many at a time inside the one program (default: all vmapped; 1 is "
+                   "fastest on a CPU); numbers unchanged")
     p.add_argument("--time-sequential", action="store_true", help="also train the first "
                    "group's models again one after another and report both times")
     p.add_argument("--coordinator", default=None, help="HOST:PORT of process 0 (with "
@@ -501,7 +517,8 @@ def main(argv=None) -> None:
                                    num_processes=args.num_processes, process_id=args.process_id)
     mesh = sharding.batch_mesh(axis="models") if jax.device_count() > 1 else None
     log = print if jax.process_index() == 0 else (lambda *a, **k: None)
-    results = run(parse_config(args), args.out, mesh=mesh, overwrite=args.overwrite,
+    results = run(parse_config(args), args.out, mesh=mesh, models_at_once=args.models_at_once,
+                  overwrite=args.overwrite,
                   sequential_timing=args.time_sequential, log=lambda s: log(s, flush=True))
     log(table(results))
     log(f"done in {results['seconds']:.0f}s: {Path(args.out) / 'results.json'}, "

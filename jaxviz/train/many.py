@@ -19,6 +19,7 @@ and nothing is communicated during training.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -106,10 +107,15 @@ def _train_one(graphdef, optimizer, config: TrainConfig, view: View, n: int, par
     return params, rest, losses, accs
 
 
-@functools.partial(compile_lib.jit, kind="backward", static_argnums=(0, 1, 2, 3, 4))
-def _train_program(graphdef, optimizer, config, view, n, params, rest, data, variants, seeds):
+@functools.partial(compile_lib.jit, kind="backward", static_argnums=(0, 1, 2, 3, 4, 5))
+def _train_program(graphdef, optimizer, config, view, n, at_once, params, rest, data, variants,
+                   seeds):
     one = functools.partial(_train_one, graphdef, optimizer, config, view, n)
-    return jax.vmap(one, in_axes=(0, 0, None, 0, 0))(params, rest, data, variants, seeds)
+    if at_once is None:
+        return jax.vmap(one, in_axes=(0, 0, None, 0, 0))(params, rest, data, variants, seeds)
+    # vmapped at_once models at a time, a loop over those groups, in the same program
+    return jax.lax.map(lambda a: one(a[0], a[1], data, a[2], a[3]),
+                       (params, rest, variants, seeds), batch_size=at_once)
 
 
 def _check(stack: Stack, config: TrainConfig, data, seeds, variants) -> None:
@@ -145,7 +151,8 @@ def _on_mesh(mesh, m: int, per_model, shared):
 
 
 def fit_many(stack: Stack, config: TrainConfig, data, *, seeds: Sequence[int],
-             variants=None, view: View = take, mesh=None) -> Trained:
+             variants=None, view: View = take, mesh=None,
+             models_at_once: int | None = None) -> Trained:
     """Train the M models of `stack` at once, each on its own view of `data`.
 
     Args:
@@ -159,17 +166,29 @@ def fit_many(stack: Stack, config: TrainConfig, data, *, seeds: Sequence[int],
       mesh: a `jax.sharding.Mesh`: models split over its first axis (padded to a multiple
         of its size), data replicated. Across processes every process passes the same
         arguments.
+      models_at_once: None (default): all M models vmapped, one batched kernel per layer,
+        what fills an accelerator. An int b: b at a time, a loop over the groups inside the
+        same program (`lax.map`); on XLA CPU, where a vmapped convolution becomes a grouped
+        one that runs slower per model, 1 is fastest (docs/roar.md). Same numbers either
+        way; without a mesh only.
     Returns: Trained, whose stack has M models (on the mesh when given) and whose losses
       and accuracies are (M, epochs * steps) host arrays.
     """
     variants = jnp.zeros((stack.size,), jnp.int32) if variants is None else variants
     _check(stack, config, data, seeds, variants)
+    if models_at_once is not None and (mesh is not None or not isinstance(models_at_once, int)
+                                       or models_at_once < 1):
+        raise ValueError(f"models_at_once must be None or an int >= 1, and None with a mesh; "
+                         f"got {models_at_once!r}{' with a mesh' if mesh is not None else ''}")
     m, n = stack.size, _n_rows(data)
+    # config.seed is not read (seeds are): one compiled program whatever it is.
+    config = dataclasses.replace(config, seed=0)
     optimizer = make_optimizer(config, n // config.batch_size)
     per_model = (stack.params, stack.rest, variants, jnp.asarray(seeds, jnp.uint32))
     (params, rest, variants, seeds_), data = _on_mesh(mesh, m, per_model, data)
     params, rest, losses, accs = _train_program(stack.graphdef, optimizer, config, view, n,
-                                                params, rest, data, variants, seeds_)
+                                                models_at_once, params, rest, data, variants,
+                                                seeds_)
     if mesh is not None:
         params, rest = jax.tree.map(lambda a: a[:m], (params, rest))
     return Trained(Stack(stack.graphdef, params, rest), sharding.to_host(losses)[:m],
