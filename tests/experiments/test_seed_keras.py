@@ -59,8 +59,10 @@ def test_files_report_and_keras_checks(run, capsys):
     assert checks["probs_max_abs_diff"] < 1e-5 and checks["same_predictions"]
     assert checks["class_trace_rose"] >= 8  # ascent on the logits raises most classes
     # A second run reuses model.keras (same config) instead of training again.
-    seed_keras.main(["--small", "--out", str(run)])
-    assert "reusing" in capsys.readouterr().out
+    config = json.loads((run / "config.json").read_text())
+    model, history, seconds = seed_keras.load_or_train(config, None, run)
+    assert history is seconds is None and "reusing" in capsys.readouterr().out
+    assert model.count_params() == 1_199_882
 
 
 def test_probe_survives_keras_calls_and_gives_logits(run):
