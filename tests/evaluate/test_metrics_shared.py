@@ -102,6 +102,7 @@ SAME_CORE = {"insertion": "deletion", "pixel_flipping": "deletion",
              "model_parameter_randomisation": "max_sensitivity",
              "random_logit": "max_sensitivity", "infidelity": "faithfulness_correlation",
              "monotonicity_correlation": "faithfulness_correlation",
+             "sensitivity_n": "faithfulness_correlation",  # and a numpy loop in its own test
              "road_morf": "deletion"}  # ROAD's imputation: against scipy in its own test
 
 
