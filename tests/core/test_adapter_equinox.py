@@ -83,7 +83,7 @@ def test_logits_and_activations_equal_equinox_own(net):
 
 
 def test_params_in_the_standard_layout(net):
-    model, _, probe, _, _, _ = net
+    model, state, probe, _, _, _ = net
     conv = probe_lib.layer_params(probe, probe.params, "layers.0")
     np.testing.assert_array_equal(conv["kernel"], model.layers[0].weight.transpose(2, 3, 1, 0))
     np.testing.assert_array_equal(conv["bias"], model.layers[0].bias.reshape(-1))
@@ -93,6 +93,9 @@ def test_params_in_the_standard_layout(net):
     tiles = filters.filter_grid(probe, probe.params, "conv2", in_channel=1)
     np.testing.assert_array_equal(tiles, model.conv2.weight[:, 1])
     assert filters.conv_layers(probe, probe.params, (1, *SHAPE)) == ["layers.0", "conv2"]
+    other = jax.tree.map(lambda a: a + 1 if eqx.is_inexact_array(a) else a, model)
+    assert probe == probe_lib.from_model(other, state, input_shape=SHAPE)  # structure only
+    assert probe != probe_lib.from_model(model, state, input_shape=(8, 8, 3))
 
 
 def test_edit_at_a_layer_changes_the_output_as_by_hand(net):

@@ -86,6 +86,7 @@ def test_sequential_logits_and_activations_equal_keras_own(seq, x):
     for name in ("conv1", "conv2", "flatten"):
         np.testing.assert_allclose(acts[name], _upto(model, name)(x), rtol=1e-5, atol=1e-6)
     assert "softmax left out" in repr(probe)
+    assert probe == probe_lib.from_model(model) and hash(probe) == hash(probe_lib.from_model(model))
     assert list(probe.layer_shapes(x.shape))[:3] == ["conv1", "conv2", "max_pooling2d"]
     assert probe.input_shape == SHAPE and probe.num_classes == 3
     k = probe_lib.layer_params(probe, probe.params, "conv2")["kernel"]
