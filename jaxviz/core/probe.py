@@ -59,7 +59,10 @@ class Probe:
     """A model as pure functions. Call it as `probe(params, x) -> logits` (an apply_fn).
 
     run(params, x, edits=None, on_call=None) -> (output, {layer name: activation}).
-    `on_call(name, module, activation)` is called for each layer in call order while tracing.
+    `on_call(name, module, activation)` is called for each layer in call order while tracing;
+    `module` is the library's layer object, or an `adapters.LayerView` of it where the
+    library keeps a layer's arrays outside it (Equinox, Keras): `adapters.own_arrays(module)`
+    reads them either way.
     params: the weights `from_model` found (read-only; analyses take params as an argument).
     input_shape: (H, W, C) or None (unknown); input_range: (lo, hi) of valid pixel values,
     (0, 1) when None is given; range_declared: whether it was given (analyses check images
