@@ -34,7 +34,7 @@ def _box(probe, params, layer, x, y0, x0):
     channels summed, any of the images."""
     def f(z):
         return probe.run(params, z)[1][layer][:, y0, x0, :].sum()
-    g = np.asarray(jnp.abs(jax.grad(f)(x))).max(axis=(0, 3))
+    g = np.asarray(jnp.abs(jax.jit(jax.grad(f))(x))).max(axis=(0, 3))
     rows, cols = np.flatnonzero(g.max(1) > 0), np.flatnonzero(g.max(0) > 0)
     if rows.size == 0:
         raise ValueError(f"layer {layer!r}: no input pixel reaches unit ({y0}, {x0}) (a dead "

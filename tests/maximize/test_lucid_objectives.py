@@ -32,27 +32,31 @@ def _lucent_diversity(a):  # -sum_i sum_{j != i} <G_i, G_j> / B, G normalised Gr
     return -sum((grams[i] * grams[j]).sum() for i in range(b) for j in range(b) if j != i) / b
 
 
+def _value(obj, acts):
+    return np.asarray(jax.jit(lambda a: obj(None, a))(acts))  # one program, not op by op
+
+
 def test_batch_objectives_equal_lucents(acts):
     a, m = np.asarray(acts["L"]), np.asarray(acts["M"])
     b = len(a)
-    div = np.asarray(mx.diversity("L")(None, acts))
+    div = _value(mx.diversity("L"), acts)
     np.testing.assert_allclose(div.mean(), _lucent_diversity(a), rtol=1e-5)
     w = np.arange(b) / (b - 1)
     lucent_interp = -sum((1 - w[n]) * a[n, ..., 1].mean() + w[n] * m[n, ..., 3].mean()
                          for n in range(b))
-    interp = np.asarray(mx.channel_interpolate("L", 1, "M", 3)(None, acts))
+    interp = _value(mx.channel_interpolate("L", 1, "M", 3), acts)
     np.testing.assert_allclose(b * interp.mean(), -lucent_interp, rtol=1e-5)
     lucent_align = sum(((a[i] - a[i + d]) ** 2).mean() / 2.0 ** d
                        for d in (1, 2, 3, 4) for i in range(b - d))
-    align = np.asarray(mx.alignment("L")(None, acts))
+    align = _value(mx.alignment("L"), acts)
     np.testing.assert_allclose(b * align.mean(), -lucent_align, rtol=1e-5)
     # caricature: (a.t / |t|) cos(a, t)^p per image; match: relative squared distance
     t = a[0]
-    car = np.asarray(mx.caricature("L", t, cossim_pow=2.0)(None, acts))
+    car = _value(mx.caricature("L", t, cossim_pow=2.0), acts)
     flat = a.reshape(b, -1)
     cos = flat @ t.ravel() / (np.linalg.norm(flat, axis=1) * np.linalg.norm(t))
     np.testing.assert_allclose(car, flat @ t.ravel() / np.linalg.norm(t) * cos ** 2, rtol=1e-5)
-    np.testing.assert_allclose(np.asarray(mx.match("L", t)(None, acts)),
+    np.testing.assert_allclose(_value(mx.match("L", t), acts),
                                -((flat - t.ravel()) ** 2).sum(1) / (t ** 2).sum(), rtol=1e-5)
 
 
@@ -60,7 +64,8 @@ def test_feature_inversion_lowers_the_distance(tiny_rgb):
     x = jax.random.uniform(jax.random.key(5), (2, 8, 8, 3))
     _, a = tiny_rgb.run(tiny_rgb.params, x)
     targets = [mx.match("conv2", a["conv2"][i]) for i in range(2)]
-    r = mx.maximize(tiny_rgb, tiny_rgb.params, targets, key=KEY, steps=40, param="lucid")
+    r = mx.maximize(tiny_rgb, tiny_rgb.params, targets, key=KEY, steps=40, param="lucid",
+                    loop="python")
     start, end = -np.asarray(r.trace[:, 0]), -np.asarray(r.trace).max(1)
     assert np.all(end < start / 4), (start, end)  # the relative distance falls 4-fold
     _, got = tiny_rgb.run(tiny_rgb.params, r.best)  # the best step's image, as traced
@@ -71,7 +76,8 @@ def test_feature_inversion_lowers_the_distance(tiny_rgb):
 def test_diversity_spreads_the_batch(tiny_rgb):
     # two units from the same start: without and with the diversity term (one program)
     objs = [mx.channel("conv2", 1) + w * mx.diversity("conv2") for w in (0.0, 30.0)]
-    r = mx.maximize(tiny_rgb, tiny_rgb.params, objs, key=KEY, steps=30, param="lucid", batch=3)
+    r = mx.maximize(tiny_rgb, tiny_rgb.params, objs, key=KEY, steps=30, param="lucid", batch=3,
+                    loop="python")
     assert r.images.shape == (2, 3, 8, 8, 3)
     imgs = np.asarray(r.images).reshape(2, 3, -1)
     spread = [np.mean([np.linalg.norm(u[i] - u[j]) for i in range(3) for j in range(i)])
@@ -90,7 +96,8 @@ def test_interpolation_with_a_shared_parametrization(tiny_rgb):
                      for i in range(3)])
     np.testing.assert_allclose(jax.jit(shared)(p), want, atol=1e-6)
     obj = mx.channel_interpolate("conv2", 0, "conv2", 5) + 0.5 * mx.alignment("conv2")
-    r = mx.maximize(tiny_rgb, tiny_rgb.params, [obj], key=KEY, steps=6, param=shared)
+    r = mx.maximize(tiny_rgb, tiny_rgb.params, [obj], key=KEY, steps=6, param=shared,
+                    loop="python")
     assert r.images.shape == (1, 3, 8, 8, 3)
     assert float(r.trace[0, -1]) > float(r.trace[0, 0])
 
@@ -110,7 +117,8 @@ def test_neuron_groups_are_nmf_directions(tiny_rgb):
 
     x = jax.random.uniform(jax.random.key(7), (8, 8, 3))
     g = groups.neuron_groups(tiny_rgb, tiny_rgb.params, x, "conv2", n_groups=2, key=KEY,
-                             nmf_steps=50, steps=5, param="lucid")
+                             nmf_steps=50, steps=5, param="lucid",
+                             loop="python")
     a = np.asarray(tiny_rgb.run(tiny_rgb.params, x[None])[1]["conv2"][0]).reshape(16, 6)
     assert np.all(g.directions >= 0) and np.all(g.maps >= 0)
     recon = g.maps.reshape(2, 16).T @ g.directions

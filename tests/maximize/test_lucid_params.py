@@ -72,7 +72,7 @@ def test_decorrelated_fourier_image_by_numpy():
     want = -1.0 + 3.0 / (1 + np.exp(-(z @ LUCENT_NORMALIZED.T)))
     np.testing.assert_allclose(img, want, atol=1e-5)
     grey = fourier.DecorrelatedFourier((6, 5, 1), colour=colour.identity(1))
-    assert grey(grey.init(jax.random.key(1))).shape == (6, 5, 1)
+    assert jax.eval_shape(grey, grey.init(jax.random.key(1))).shape == (6, 5, 1)
 
 
 def test_cppn_starts_mid_range():
