@@ -16,6 +16,10 @@ Writes, under --out:
 - extras.png: diversity (one channel, a batch of 4 with and without the diversity term),
   feature inversion and caricature of a validation image at <layer>;
 - summary.json: settings, seconds, probabilities, the high-frequency share of each row.
+
+Time: 13-16 minutes each on the 2-core machine at load ~20 (mostly compiling the seven
+ascents); a log of both runs: docs/bench/feature_vis.log, the figures described in
+docs/maximize.md.
 """
 from __future__ import annotations
 

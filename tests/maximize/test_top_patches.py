@@ -1,7 +1,8 @@
 """Top-activating patches: the measured receptive field of two 3x3 convolutions, and the
-patches against a brute-force search over images and positions."""
+patches against a brute-force search over images and positions; the atlas figure's layout."""
 import jax
 import numpy as np
+import pytest
 
 from jaxviz.maximize import patches
 from tests.helpers.maximize_tiny import tiny_rgb
@@ -24,3 +25,17 @@ def test_receptive_field_and_top_patches_by_brute_force():
         for j, i in enumerate(order):
             y, xx = np.unravel_index(a[i, ..., c].argmax(), (4, 4))
             np.testing.assert_array_equal(top.patches[row, j], x[i, y:y + 5, xx:xx + 5])
+
+
+def test_channel_atlas_lays_out_one_row_per_channel_pair():
+    import matplotlib.pyplot as plt
+
+    from jaxviz.plot import maximize as plot
+
+    vis, pat = np.zeros((3, 8, 8, 3)), np.ones((3, 2, 5, 5, 3))
+    fig = plot.channel_atlas(vis, pat, layer="conv2", channels=[4, 5, 9])
+    assert len(fig.axes) == 3 * (1 + 2)
+    assert [ax.get_title() for ax in fig.axes[::3]] == ["conv2:4", "conv2:5", "conv2:9"]
+    plt.close(fig)
+    with pytest.raises(ValueError, match="one entry per channel"):
+        plot.channel_atlas(vis, pat[:2], layer="conv2")
