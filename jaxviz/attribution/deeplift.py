@@ -128,6 +128,14 @@ def _shap(fn, params, x, bs, t, chunk, rule):
     return attr.mean(axis=0), delta.mean(axis=0)
 
 
+@functools.partial(compile_lib.jit, static_argnames=("fn", "node", "chunk", "rule"))
+def _shap_objective(fn, node, params, x, bs, args, chunk, rule):
+    """_shap for an objective start: fn is a `start.Readout`."""
+    attr, delta = analysis.chunked(
+        lambda b: objective_multipliers(fn, node, params, x, b, args, rule), bs, chunk)
+    return attr.mean(axis=0), delta.mean(axis=0)
+
+
 @functools.partial(jax.jit, static_argnames=("n", "shape", "lo", "hi"))
 def _draw(keys, n, shape, lo, hi):
     """n uniform baselines in [lo, hi) per image key: (N,) keys -> (n, N, *shape)."""
@@ -167,6 +175,8 @@ def deeplift_shap(fn, params, images, target, *, baselines=None, n_baselines: in
     """DeepLIFT-SHAP: DeepLIFT averaged over baselines. images (N, H, W, C) -> Attribution:
     map (N, H, W, C), extras["delta"] (N,) = sum(map) - (f(x) - mean_b f(b)).
 
+    target: class indices or an objective, as in `deeplift`.
+
     baselines: a set for every image (a number, (H, W, C) or (B, H, W, C)), or
       (N, B, H, W, C) per image; None draws
       `n_baselines` images uniform in the model's input range (a Probe's `input_range`,
@@ -176,8 +186,16 @@ def deeplift_shap(fn, params, images, target, *, baselines=None, n_baselines: in
     """
     _check_rule(rule)
     chunk_size = analysis.check_chunk_size(chunk_size)
-    x, t = analysis.check_inputs(fn, params, images, target)
+    if start.is_objective(target):
+        x = analysis.check_images(fn, params, images)
+        s = start.resolve("deeplift_shap", fn, params, x.shape, target)
+    else:
+        x, t = analysis.check_inputs(fn, params, images, target)
     bs = _shap_baselines(fn, baselines, x, key, n_baselines)
     chunk_size = analysis.default_chunk(chunk_size, fn, params, x.shape, len(bs))
-    attr, delta = _shap(analysis.static_fn(fn), params, x, bs, t, chunk_size, rule)
+    if start.is_objective(target):
+        attr, delta = _shap_objective(start.Readout(analysis.static_fn(fn), s.layers), s.node,
+                                      params, x, bs, s.args, chunk_size, rule)
+    else:
+        attr, delta = _shap(analysis.static_fn(fn), params, x, bs, t, chunk_size, rule)
     return Attribution(attr, {"delta": delta})

@@ -85,7 +85,7 @@ def test_linear_primitives_lrp0_is_gradient_x_input_and_deeplift_is_exact():
     x = jax.random.normal(jax.random.key(1), (2, 4, 4, 2))
     x0 = jnp.full((1, 4, 4, 2), 0.25)
     t = jnp.array([0, 2])
-    grad = jax.grad(lambda x: fn(w, x)[jnp.arange(2), t].sum())(x)
+    grad = jax.jit(jax.grad(lambda x: fn(w, x)[jnp.arange(2), t].sum()))(x)
     got = A.lrp(fn, w, x, t, composite=EXACT).map
     scale = float(jnp.abs(grad * x).max())
     np.testing.assert_allclose(got, grad * x, rtol=1e-3, atol=1e-5 * scale)
@@ -133,7 +133,7 @@ def test_each_nonlinearity_matches_lrp_and_deeplift_by_hand():
         return act(x.reshape(x.shape[0], -1) @ p[0]) @ p[1]
 
     x = jax.random.normal(jax.random.key(2), (3, 3, 2, 1))
-    x0 = jax.random.normal(jax.random.key(3), (3, 3, 2, 1))
+    x0 = 0.3 * jax.random.normal(jax.random.key(3), (3, 3, 2, 1))  # inside x's range
     xf, x0f, Wn = np.asarray(x).reshape(3, -1), np.asarray(x0).reshape(3, -1), np.asarray(W)
     z, z0 = xf @ Wn, x0f @ Wn
     f, f0 = np.asarray(act(jnp.asarray(z))), np.asarray(act(jnp.asarray(z0)))
@@ -191,6 +191,7 @@ def test_lrp_through_softmax_attention_treats_the_weights_as_constants(attn):
     t = jnp.array([0, 2])
     Wc, Ws, Wh = m.conv.kernel[...], m.score.kernel[...], m.head.kernel[...]
 
+    @jax.jit
     def detached(x):
         h = lax.conv_general_dilated(x, Wc, (1, 1), "VALID",
                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
@@ -198,7 +199,7 @@ def test_lrp_through_softmax_attention_treats_the_weights_as_constants(attn):
         a = lax.stop_gradient(jax.nn.softmax((hs @ Ws)[..., 0], axis=-1))
         return ((a[..., None] * hs).sum(axis=1) @ Wh)[jnp.arange(2), t]
 
-    want = x * jax.grad(lambda x: detached(x).sum())(x)
+    want = x * jax.jit(jax.grad(lambda x: detached(x).sum()))(x)
     res = A.lrp(p, p.params, x, t, composite=EXACT)
     np.testing.assert_allclose(res.map, want, rtol=1e-3, atol=1e-5 * float(jnp.abs(want).max()))
     np.testing.assert_allclose(res.map.sum(axis=(1, 2, 3)), detached(x), rtol=1e-4)
@@ -208,7 +209,7 @@ def test_deeplift_through_softmax_attention_sums_to_delta(attn):
     _, p, x = attn
     x0 = jnp.full((1, 6, 6, 1), 0.3)
     res = A.deeplift(p, p.params, x, [1, 0], baselines=x0)
-    out, out0 = p(p.params, x), p(p.params, jnp.broadcast_to(x0, x.shape))
+    out, out0 = jax.jit(p)(p.params, x), jax.jit(p)(p.params, jnp.broadcast_to(x0, x.shape))
     change = out[jnp.arange(2), jnp.array([1, 0])] - out0[jnp.arange(2), jnp.array([1, 0])]
     np.testing.assert_allclose(res.map.sum(axis=(1, 2, 3)), change, rtol=1e-4, atol=1e-6)
     assert float(jnp.abs(change).min()) > 1e-3  # a real change, not 0 = 0
@@ -221,7 +222,7 @@ def test_log_softmax_output_passes_relevance_to_the_logits(attn):
     on this bias-free net); DeepLIFT still sums to delta."""
     m, p, x = attn
     lp = probe_lib.from_model(_AttnPool(nnx.Rngs(0), log_softmax=True), input_shape=(6, 6, 1))
-    z, logp = p(p.params, x)[:, 1], lp(lp.params, x)[:, 1]
+    z, logp = jax.jit(p)(p.params, x)[:, 1], jax.jit(lp)(lp.params, x)[:, 1]
     want = A.lrp(p, p.params, x, 1, composite=EXACT).map
     res = A.lrp(lp, lp.params, x, 1, composite=EXACT)
     np.testing.assert_allclose(res.map, want, rtol=1e-4, atol=1e-6 * float(jnp.abs(want).max()))
@@ -254,14 +255,20 @@ def test_deeplift_of_a_neuron_sums_to_its_change(small):
     p, x = small
     b = jnp.full((1, 8, 8, 1), 0.5)
     res = A.deeplift(p, p.params, x, O.neuron("conv2", 2, 1, 3), baselines=b)
-    unit = lambda x: p.run(p.params, x)[1]["conv2"][:, 1, 3, 2]  # noqa: E731
+    unit = jax.jit(lambda x: p.run(p.params, x)[1]["conv2"][:, 1, 3, 2])
     change = unit(x) - unit(jnp.broadcast_to(b, x.shape))
     np.testing.assert_allclose(res.map.sum(axis=(1, 2, 3)), change, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(res.extras["delta"], 0, atol=1e-5)
+    # DeepLIFT-SHAP over two baselines: the change from their mean
+    bs = jnp.stack([jnp.full((8, 8, 1), 0.5), jnp.full((8, 8, 1), 0.1)])
+    res = A.deeplift_shap(p, p.params, x, O.neuron("conv2", 2, 1, 3), baselines=bs)
+    mean0 = (unit(jnp.broadcast_to(bs[0], x.shape)) + unit(jnp.broadcast_to(bs[1], x.shape))) / 2
+    np.testing.assert_allclose(res.map.sum(axis=(1, 2, 3)), unit(x) - mean0, rtol=1e-4,
+                               atol=1e-6)
     # a sum of a channel and a scaled logit: completeness of the combined score
     obj = O.channel("conv1", 1) + 0.5 * O.class_logit(1)
-    score = lambda x: (p.run(p.params, x)[1]["conv1"][..., 1].mean(axis=(1, 2))  # noqa: E731
-                       + 0.5 * p(p.params, x)[:, 1])
+    score = jax.jit(lambda x: (p.run(p.params, x)[1]["conv1"][..., 1].mean(axis=(1, 2))
+                               + 0.5 * p(p.params, x)[:, 1]))
     res = A.deeplift(p, p.params, x, obj, baselines=b)
     np.testing.assert_allclose(res.map.sum(axis=(1, 2, 3)),
                                score(x) - score(jnp.broadcast_to(b, x.shape)), rtol=1e-4,
@@ -272,15 +279,15 @@ def test_lrp0_of_a_neuron_on_a_linear_net_is_its_gradient_x_input():
     p = probe_lib.from_model(_Small(nnx.Rngs(2), relu=False, bias=False),
                              input_shape=(8, 8, 1))
     x = jax.random.normal(KEY, (2, 8, 8, 1))
-    unit = lambda x: p.run(p.params, x)[1]["conv2"][:, 2, 1, 3]  # noqa: E731
-    want = x * jax.grad(lambda x: unit(x).sum())(x)
+    unit = jax.jit(lambda x: p.run(p.params, x)[1]["conv2"][:, 2, 1, 3])
+    want = x * jax.jit(jax.grad(lambda x: unit(x).sum()))(x)
     res = A.lrp(p, p.params, x, O.neuron("conv2", 3, 2, 1), composite=EXACT)
     np.testing.assert_allclose(res.map, want, rtol=1e-3, atol=1e-5 * float(jnp.abs(want).max()))
     np.testing.assert_allclose(res.extras["delta"], 0, atol=1e-4 * float(jnp.abs(unit(x)).max()))
     # a direction at conv2: sum_c v_c mean(conv2[..., c]), by its gradient x input too
     v = np.array([1.0, -2.0, 0.5, 0.0], np.float32)
-    d = lambda x: (p.run(p.params, x)[1]["conv2"] @ v).mean(axis=(1, 2))  # noqa: E731
-    want = x * jax.grad(lambda x: d(x).sum())(x)
+    d = jax.jit(lambda x: (p.run(p.params, x)[1]["conv2"] @ v).mean(axis=(1, 2)))
+    want = x * jax.jit(jax.grad(lambda x: d(x).sum()))(x)
     got = A.lrp(p, p.params, x, O.direction("conv2", v), composite=EXACT).map
     np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-5 * float(jnp.abs(want).max()))
 
