@@ -225,7 +225,8 @@ def run(cfg: DeepLiftConfig, out, *, overwrite: bool = False, log=print) -> dict
     probe = probe_lib.from_model(model, input_shape=tuple(ds.x_train.shape[1:]))
     idx = chosen_images(cfg, probe, ds)
     x = jnp.asarray(ds.x_val[idx])
-    log(f"[data] {len(idx)} test {cfg.source}s" + (" classified right" if cfg.only_correct else ""))
+    right = " classified right" if cfg.only_correct else ""
+    log(f"[data] {len(idx)} test {cfg.source}s{right}")
     methods, key = {}, jax.random.key(cfg.seed)
     for name in cfg.methods:
         path = out / "methods" / f"{name}.json"
