@@ -9,6 +9,8 @@ per block (stride one cell), each block L2-Hys normalised (clip 0.2, eps 1e-5).
 """
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -32,6 +34,7 @@ def _l2_hys(block: jax.Array) -> jax.Array:
     return out / jnp.sqrt((out ** 2).sum(axes, keepdims=True) + _EPS ** 2)
 
 
+@functools.partial(jax.jit, static_argnames=("cell", "bins", "block"))
 def hog(maps: jax.Array, *, cell: int = 4, bins: int = 9, block: int = 2) -> jax.Array:
     """HOG features of (N, H, W) maps -> (N, Br, Bc, block, block, bins) flattened to
     (N, D), Br = H // cell - block + 1 (skimage's order)."""
@@ -55,6 +58,7 @@ def hog(maps: jax.Array, *, cell: int = 4, bins: int = 9, block: int = 2) -> jax
     return _l2_hys(blocks).reshape(n, -1)
 
 
+@functools.partial(jax.jit, static_argnames=("cell", "bins", "block"))
 def hog_similarity(a: jax.Array, b: jax.Array, *, cell: int = 4, bins: int = 9,
                    block: int = 2) -> jax.Array:
     """Pearson correlation of the HOGs of (N, H, W) maps a and b, per image -> (N,)."""
