@@ -3,7 +3,8 @@
     from jaxviz import concepts
     r = concepts.tcav(probe, params, x_class, target=k, concepts={"red": xr}, random=pool,
                       layer="conv2", key=jax.random.key(0))      # docs/tcav.md
-    d = concepts.discover(probe, params, x, layer="conv2", n_concepts=5, key=key)  # docs/concepts.md
+    d = concepts.discover(probe, params, x, layer="conv2", n_concepts=5, key=key)
+                                                                   # docs/concepts.md
 
 Modules: cav (the linear classifier, vmapped over runs), scores (TCAV, significance, the
 result table), sets (concept sets from arrays, folders, generators), factorize (non-negative
@@ -19,8 +20,8 @@ from jaxviz.concepts.scores import (TCAVResult, directional_derivatives, layer_a
                                   layer_gradients, prediction_test, significance, t_test,
                                   tcav)
 
-__all__ = ["CAVs", "Discovery", "NMF", "Runs", "TCAVResult", "concept_heat",
-           "concept_importance", "concept_runs", "directional_derivatives", "discover",
-           "direction_objectives", "fit_cavs", "nmf", "top_patches", "layer_activations", "layer_gradients", "load_concepts",
-           "prediction_test", "random_pool", "random_runs", "significance", "t_test",
-           "tcav"]
+__all__ = ["CAVs", "Discovery", "NMF", "Runs", "TCAVResult", "concept_heat", "concept_importance",
+           "concept_runs", "direction_objectives", "directional_derivatives", "discover",
+           "fit_cavs", "layer_activations", "layer_gradients", "load_concepts", "nmf",
+           "prediction_test", "random_pool", "random_runs", "significance", "t_test", "tcav",
+           "top_patches"]

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 
 import jax
 import jax.numpy as jnp
@@ -237,6 +236,46 @@ def _stack(runs: list) -> cav_lib.Runs:
                           for f in cav_lib.Runs._fields))
 
 
+def _score_runs(grads, bank, rows, pool_rows, k_runs, k_rand, *, n_runs, n_random_runs,
+                n_random_sets, n_neg, l2, steps, test_fraction, concept_fraction):
+    """Fit every CAV (concepts, fixed random sets, random concepts) in one program and score
+    it -> (score, magnitude, accuracy) over the concept runs then the random-concept runs,
+    and the fixed random sets' scores (M, n_runs)."""
+    sizes = [len(r) for r in rows.values()]
+    n_pos = max(2, round(concept_fraction * int(np.median(sizes))))
+    sets_rows, pool_rest = _random_sets(k_rand, pool_rows, n_random_sets,
+                                        int(np.median(sizes)), n_neg)
+    targets = [*rows.values(), *sets_rows]
+    keys = jax.random.split(k_runs, len(targets))
+    runs = [cav_lib.concept_runs(k, r, pool_rows if i < len(rows) else pool_rest,
+                                 n_runs=n_runs, n_negative=n_neg, size=len(bank),
+                                 test_fraction=test_fraction, concept_fraction=concept_fraction)
+            for i, (k, r) in enumerate(zip(keys, targets))]
+    runs.append(cav_lib.random_runs(jax.random.fold_in(k_rand, 1), pool_rows,
+                                    n_runs=n_random_runs, n_positive=n_pos, n_negative=n_neg,
+                                    size=len(bank), test_fraction=test_fraction))
+    cavs = cav_lib.fit_cavs(bank, _stack(runs), l2=l2, steps=steps)
+    dd = directional_derivatives(grads, cavs.vectors)  # (N, all runs)
+    score = np.asarray((dd > 0).mean(0), np.float64)
+    mag = np.asarray(dd.mean(0), np.float64)
+    acc = np.asarray(cavs.accuracy, np.float64)
+    cut, cut2 = len(rows) * n_runs, len(targets) * n_runs
+    set_scores = score[cut:cut2].reshape(n_random_sets, n_runs)
+    return (*(np.concatenate([v[:cut], v[cut2:]]) for v in (score, mag, acc)), set_scores)
+
+
+def _check_options(n_runs, n_random_runs, alpha, test, n_random_sets) -> None:
+    for name, v, lo in (("n_runs", n_runs, 2), ("n_random_runs", n_random_runs, 2)):
+        if int(v) < lo:
+            raise ValueError(f"{name} must be >= {lo} (the t-test needs a spread); got {v!r}")
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must lie in (0, 1); got {alpha!r}")
+    if test not in TESTS:
+        raise ValueError(f"test must be one of {sorted(TESTS)}; got {test!r}")
+    if test == "random_sets" and n_random_sets < 5:
+        raise ValueError(f"test='random_sets' needs n_random_sets >= 5; got {n_random_sets}")
+
+
 def tcav(probe, params, images, target, concepts, random, *, layer: str, key,
          n_runs: int = 20, n_random_runs: int | None = None, n_negative: int | None = None,
          alpha: float = 0.05, l2: float = cav_lib.DEFAULT_L2,
@@ -278,15 +317,7 @@ def tcav(probe, params, images, target, concepts, random, *, layer: str, key,
       TCAVResult (print it for the table; `.to_json()`).
     """
     n_random_runs = n_runs if n_random_runs is None else n_random_runs
-    for name, v, lo in (("n_runs", n_runs, 2), ("n_random_runs", n_random_runs, 2)):
-        if int(v) < lo:
-            raise ValueError(f"{name} must be >= {lo} (the t-test needs a spread); got {v!r}")
-    if not 0 < alpha < 1:
-        raise ValueError(f"alpha must lie in (0, 1); got {alpha!r}")
-    if test not in TESTS:
-        raise ValueError(f"test must be one of {sorted(TESTS)}; got {test!r}")
-    if test == "random_sets" and n_random_sets < 5:
-        raise ValueError(f"test='random_sets' needs n_random_sets >= 5; got {n_random_sets}")
+    _check_options(n_runs, n_random_runs, alpha, test, n_random_sets)
     analysis.check_chunk_size(chunk_size)
     shape = probe.input_shape
     rng = probe.input_range if probe.range_declared else None
@@ -301,28 +332,13 @@ def tcav(probe, params, images, target, concepts, random, *, layer: str, key,
     bank, rows, pool_rows = _bank(probe, params, concept_sets, pool, layer, chunk_size)
     sizes = [len(r) for r in rows.values()]
     n_neg = max(sizes) if n_negative is None else int(n_negative)
-    n_pos = max(2, round(concept_fraction * int(np.median(sizes))))
-    sets_rows, pool_rest = _random_sets(k_rand, pool_rows, n_random_sets,
-                                        int(np.median(sizes)), n_neg)
-    targets = [*rows.values(), *sets_rows]
-    keys = jax.random.split(k_runs, len(targets))
-    runs = [cav_lib.concept_runs(k, r, pool_rows if i < len(rows) else pool_rest,
-                                 n_runs=n_runs, n_negative=n_neg, size=len(bank),
-                                 test_fraction=test_fraction, concept_fraction=concept_fraction)
-            for i, (k, r) in enumerate(zip(keys, targets))]
-    runs.append(cav_lib.random_runs(jax.random.fold_in(k_rand, 1), pool_rows,
-                                    n_runs=n_random_runs, n_positive=n_pos, n_negative=n_neg,
-                                    size=len(bank), test_fraction=test_fraction))
-    cavs = cav_lib.fit_cavs(bank, _stack(runs), l2=l2, steps=steps)
-    dd = directional_derivatives(grads, cavs.vectors)  # (N, all runs)
-    score = np.asarray((dd > 0).mean(0), np.float64)
-    mag = np.asarray(dd.mean(0), np.float64)
-    acc = np.asarray(cavs.accuracy, np.float64)
-    c, cut, cut2 = len(rows), len(rows) * n_runs, len(targets) * n_runs
-    set_scores = score[cut:cut2].reshape(n_random_sets, n_runs)
-    ref = set_scores.mean(1) if test == "random_sets" else score[cut2:]
+    score, mag, acc, set_scores = _score_runs(
+        grads, bank, rows, pool_rows, k_runs, k_rand, n_runs=n_runs,
+        n_random_runs=n_random_runs, n_random_sets=n_random_sets, n_neg=n_neg, l2=l2,
+        steps=steps, test_fraction=test_fraction, concept_fraction=concept_fraction)
+    c, cut = len(rows), len(rows) * n_runs
+    ref = set_scores.mean(1) if test == "random_sets" else score[cut:]
     p, adj, sig = significance(score[:cut].reshape(c, n_runs), ref, alpha, test)
-    score, mag, acc = (np.concatenate([v[:cut], v[cut2:]]) for v in (score, mag, acc))
     return TCAVResult(
         tuple(rows), layer, obj.name, score[:cut].reshape(c, n_runs),
         mag[:cut].reshape(c, n_runs), acc[:cut].reshape(c, n_runs), score[cut:], mag[cut:],

@@ -87,7 +87,8 @@ def discovered_concepts(images, heat, patches, *, importance=None, visualization
     fig = new_figure(0.75 * cols, 0.8 * k + 0.4)
     axes = fig.subplots(k, cols, squeeze=False)
     lo, hi = vrange
-    show = lambda a: np.clip((np.asarray(a, np.float32) - lo) / (hi - lo), 0, 1).squeeze()  # noqa: E731
+    def show(a):
+        return np.clip((np.asarray(a, np.float32) - lo) / (hi - lo), 0, 1).squeeze()
     big_h, big_w = images.shape[1:3]
     for j in range(k):
         col = 0
