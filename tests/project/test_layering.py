@@ -16,7 +16,8 @@ import jaxviz
 
 PACKAGE = Path(jaxviz.__file__).parent
 COMPUTE = ("attribution", "propagation", "occlusion", "maximize", "arch", "filters", "models",
-           "data", "train", "sharding", "registry", "evaluate", "cluttered", "user_data")
+           "data", "train", "sharding", "registry", "evaluate", "cluttered", "user_data",
+           "concepts")
 LAYERS = {"": 0, "core": 0, "io": 0, **{name: 1 for name in COMPUTE}, "plot": 2, "report": 3,
           "cli": 4}
 # Only these write files, always through jaxviz.io: downloads, checkpoints, figures and pages.
