@@ -71,7 +71,8 @@ class RoarConfig:
     def validate(self) -> None:
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown or not self.methods:
-            raise ValueError(f"methods must be a non-empty subset of {METHODS}; got {unknown or self.methods}")
+            raise ValueError(f"methods must be a non-empty subset of {METHODS}; "
+                             f"got {unknown or self.methods}")
         if not all(0 < f < 1 for f in self.fractions) or not self.fractions:
             raise ValueError(f"fractions must be in (0, 1); got {self.fractions}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
@@ -373,7 +374,8 @@ def time_sequential(cfg, names, ranks, sets, vmapped: dict, log) -> dict:
     times = dict(models=int(seq["accuracy"].size), vmapped_seconds=vmapped["seconds"],
                  sequential_seconds=seq["seconds"],
                  ratio=seq["seconds"] / vmapped["seconds"],
-                 max_accuracy_difference=float(np.max(np.abs(seq["accuracy"] - vmapped["accuracy"]))),
+                 max_accuracy_difference=float(np.max(np.abs(seq["accuracy"]
+                                                              - vmapped["accuracy"]))),
                  max_train_loss_difference=float(np.max(np.abs(seq["train_loss"]
                                                                - vmapped["train_loss"]))))
     log(f"[timing] {times['models']} models: one vmapped program {times['vmapped_seconds']:.1f}s, "
@@ -465,7 +467,8 @@ def table(results: dict) -> str:
     fr = results["config"]["fractions"]
     lines = ["| method | " + " | ".join(f"{f:.0%}" for f in fr) + " |",
              "|---|" + "---|" * len(fr),
-             f"| (no removal: base model) | {results['base_accuracy']:.4f} |" + " |" * (len(fr) - 1)]
+             f"| (no removal: base model) | {results['base_accuracy']:.4f} |"
+             + " |" * (len(fr) - 1)]
     for name, r in results["methods"].items():
         acc = np.asarray(r["accuracy"])
         cells = [f"{m:.3f} ± {s:.3f}" for m, s in zip(acc.mean(-1), acc.std(-1))]

@@ -58,17 +58,20 @@ class Target:
         self.kinds, self.layers, self.source, self.n = frozenset(kinds), layers, source, n
 
     def _aux(self):
-        return (self.node, self.count, self.names, self.needs_acts, self.kinds, self.layers,
-                self.source, self.n)
+        # What a compiled program depends on: the form, not the names or which class
+        # indices were given (so class 3 and classes [0, 3] share one program).
+        return (self.node, self.count, self.needs_acts, self.kinds, self.layers,
+                self.source == "all", self.n)
 
     def tree_flatten(self):
         return (self.args, self.shared, self.classes), self._aux()
 
     @classmethod
     def tree_unflatten(cls, aux, children):
-        node, count, names, needs_acts, kinds, layers, source, n = aux
-        return cls(node, *children, count=count, names=names, needs_acts=needs_acts,
-                   kinds=kinds, layers=layers, source=source, n=n)
+        node, count, needs_acts, kinds, layers, every, n = aux
+        return cls(node, *children, count=count, names=("target",) * count,
+                   needs_acts=needs_acts, kinds=kinds, layers=layers,
+                   source="all" if every else "traced", n=n)
 
     @property
     def many(self) -> bool:

@@ -136,7 +136,8 @@ def _padded(tree, m_to: int):
     """Every leaf (M, ...) padded to m_to rows with copies of its last row (dropped later)."""
     def one(a):
         a = jnp.asarray(a)
-        return a if a.shape[0] == m_to else jnp.concatenate([a, jnp.repeat(a[-1:], m_to - a.shape[0], 0)])
+        extra = m_to - a.shape[0]
+        return a if extra == 0 else jnp.concatenate([a, jnp.repeat(a[-1:], extra, 0)])
     return jax.tree.map(one, tree)
 
 

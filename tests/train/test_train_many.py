@@ -42,11 +42,13 @@ def runs(data):
     stack = many.stack_models([Tiny(nnx.Rngs(s)) for s in range(3)])
     scale = jnp.asarray([1.0, 0.5, 2.0])
     kw = dict(seeds=[0, 1, 2], variants=scale, view=scaled)
-    return stack, many.fit_many(stack, CONFIG, data, **kw), many.fit_sequential(stack, CONFIG, data, **kw)
+    return (stack, many.fit_many(stack, CONFIG, data, **kw),
+            many.fit_sequential(stack, CONFIG, data, **kw))
 
 
 def _max_diff(a, b):
-    return max(float(jnp.max(jnp.abs(p - q))) for p, q in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+    pairs = zip(jax.tree.leaves(a), jax.tree.leaves(b))
+    return max(float(jnp.max(jnp.abs(p - q))) for p, q in pairs)
 
 
 def test_vmapped_equals_one_after_another(runs):
@@ -97,7 +99,8 @@ def test_evaluate_many_counts_correct_predictions(data, runs):
                                    view=scaled, chunk_size=10)  # 24 rows: a padded last chunk
     for m, scale in enumerate((1.0, 0.5, 2.0)):
         params, rest = jax.tree.map(lambda a: a[m], (together.stack.params, together.stack.rest))
-        logits = np.asarray(step.infer(together.stack.graphdef, params, rest, jnp.asarray(x * scale)))
+        logits = np.asarray(step.infer(together.stack.graphdef, params, rest,
+                                       jnp.asarray(x * scale)))
         assert round(float(acc[m]) * len(y)) == np.sum(logits.argmax(-1) == y)
         assert 0 < acc[m] < 1  # not a trivial case
         expect = -np.mean(jax.nn.log_softmax(logits)[np.arange(len(y)), y])
