@@ -84,7 +84,10 @@ def _resolve_layer(fn, layer, x_shape, method):
 
 def layer_grad(probe, params, x, t, layer):
     """(A, dscore/dA): the layer's activation and the target's score's gradient there, for
-    ONE target t (a `targets.Target`)."""
+    ONE target t (a `targets.Target`, or class indices)."""
+    if not isinstance(t, targets.Target):
+        t = targets.resolve(probe, params, x, t)
+
     def run(params, x, delta):
         return probe.run(params, x, edits={layer: lambda a: a + delta})
 

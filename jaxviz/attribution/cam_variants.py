@@ -57,7 +57,7 @@ import jax.numpy as jnp
 from jaxviz.attribution.cam import _finish, _is_spatial, layer_grad, resolve_layer
 from jaxviz.core import adapters, analysis
 from jaxviz.core import compile as compile_lib
-from jaxviz.core import method
+from jaxviz.core import method, targets
 from jaxviz.core.result import Attribution, attribution_method, cam_cause
 
 GRAD_VARIANTS = ("hires", "xgrad", "layercam")
@@ -243,6 +243,8 @@ def full_gradients(probe, params, x, t):
     """FullGrad's raw parts, traced inline: (dS/dx * x (N, H, W, C), {layer: dS/dA_l * b_l
     (N, h, w, K)}). For a piecewise-linear net their sum plus the non-spatial layers' bias
     terms is the target logit (the full-gradient decomposition)."""
+    if not isinstance(t, targets.Target):  # class indices, as this helper always took
+        t = targets.resolve(probe, params, x, t)
     biases = bias_layers(probe, params, x)
 
     def run(params, x, deltas):

@@ -47,7 +47,8 @@ class Target:
     node: the objective's static form; args: its arrays (stacked over T units when
     count > 1); shared: arguments common to every unit (mixed forms) or None;
     classes: (N,) int32 or None; source: "class" (indices given), "predicted" (None),
-    "all", or "objective"; kinds: the objective kinds it is made of; layers: the layer
+    "all", "objective", or "traced" (rebuilt inside a compiled program, where only the
+    form is known); kinds: the objective kinds it is made of; layers: the layer
     names it reads (None: unknown, a custom objective)."""
 
     def __init__(self, node, args, shared=None, classes=None, *, count: int = 1,

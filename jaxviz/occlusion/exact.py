@@ -245,8 +245,8 @@ def _run(fn, params, x, t, window, stride, baseline, by_score, chunk_size, metho
                              f"method='exact'")
         from jaxviz.occlusion import incremental
         method = incremental.check_supported(fn, params, x.shape[1:], win)
-    out = _occlusion(fn, params, x, t, base, by_score, window=win, stride=std, batch=batch,
-                     method=method)
+    out = _occlusion(fn, params, x, t, base, by_score=by_score, window=win, stride=std,
+                     batch=batch, method=method)
     channel_window = not (isinstance(window, (int, np.integer)) or len(tuple(window)) == 2)
 
     def finish(res):

@@ -23,6 +23,6 @@ def test_every_no_has_a_reason_and_every_method_a_row():
     for name, m in registry.METHODS.items():
         assert f"| `{name}` |" in table
         row = registry.support_of(m)
-        assert set(row) == {key for _, key in registry.COLUMNS}
+        assert {key for _, key in registry.COLUMNS} <= set(row)
         if m.targets is not None:  # a declared Support refuses only with a reason
             assert set(targets.KINDS) <= set(m.targets.kinds) | set(m.targets.refused)

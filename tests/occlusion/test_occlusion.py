@@ -300,7 +300,7 @@ def test_occlusion_stage_writes_both_figures(cnn_random, digits, tmp_path, monke
     sweeps, real = [], exact._occlusion
 
     def counted(*args, **kwargs):
-        sweeps.append(kwargs["score"])
+        sweeps.append(kwargs["by_score"])  # the score names' targets, one per name
         return real(*args, **kwargs)
 
     monkeypatch.setattr(exact, "_occlusion", counted)
@@ -308,7 +308,7 @@ def test_occlusion_stage_writes_both_figures(cnn_random, digits, tmp_path, monke
                            jax.random.key(0))
     stage = report.OcclusionStage(window=4, stride=3, n=3)
     done = report.run_stage(stage, inputs, tmp_path)
-    assert sweeps == [("logit", "prob")]  # one set of occluded forward passes for both figures
+    assert len(sweeps) == 1 and len(sweeps[0]) == 2  # one set of passes for both figures
     assert [p.name for p in done.paths] == ["occlusion.png", "occlusion_seed.png"]
     assert all(p.stat().st_size > 0 for p in done.paths)
     m = stage.metrics(done.result)["occlusion"]
