@@ -13,7 +13,7 @@ Does:     trains a base model, ranks every training and test image's pixels by e
 Result:   OUT/methods/<method>.json as each method finishes (a rerun skips those, same
           numbers), OUT/results.json (all of it), OUT/roar.png (accuracy against the
           fraction removed, one line per method, the seeds' range shaded).
-Time:     docs/roar.md (defaults: minutes on a 2-core CPU).
+Time:     docs/roar.md (defaults on a loaded 2-core CPU: about 30 minutes with --models-at-once 1).
 """
 from __future__ import annotations
 
@@ -456,10 +456,12 @@ def figure(results: dict):
 
 
 def _colour(name: str, i: int):
-    """The baselines in black and grey, every other method its own tab10 colour."""
+    """The baselines in black and grey, every other method its own colour (tab10 without
+    its grey, then navy)."""
     import matplotlib  # noqa: PLC0415
 
-    return {"random": "black", "sobel": "0.55"}.get(name) or matplotlib.colormaps["tab10"](i % 10)
+    palette = [matplotlib.colormaps["tab10"](j) for j in (0, 1, 2, 3, 4, 5, 6, 8, 9)] + ["navy"]
+    return {"random": "black", "sobel": "0.55"}.get(name) or palette[i % len(palette)]
 
 
 def table(results: dict) -> str:
