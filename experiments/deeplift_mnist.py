@@ -178,6 +178,23 @@ def log_odds_drop(fn, params, x, diff, *, counts, source, target):
     return log_odds(x)[:, None] - jax.lax.map(at, jnp.asarray(counts)).T
 
 
+
+def per_method(names, out: Path, compute, summary, log) -> dict:
+    """{name: result} for each method: read back from out/methods/NAME.json when an earlier
+    run wrote it, else compute(name), written atomically as soon as it is done, so an
+    interrupted run resumes where it stopped. summary(result) -> the line logged."""
+    methods = {}
+    for name in names:
+        path = out / "methods" / f"{name}.json"
+        if path.exists():
+            methods[name] = json.loads(path.read_text())
+            log(f"[{name}] reused {path}")
+            continue
+        methods[name] = compute(name)
+        io.write_json(path, methods[name])
+        log(f"[{name}] {summary(methods[name])}")
+    return methods
+
 def run_method(name: str, cfg: DeepLiftConfig, probe, x, key) -> dict:
     """{"drop": {target: (N, K) list}, "seconds"} for one method."""
     t0 = time.perf_counter()
@@ -227,18 +244,14 @@ def run(cfg: DeepLiftConfig, out, *, overwrite: bool = False, log=print) -> dict
     x = jnp.asarray(ds.x_val[idx])
     right = " classified right" if cfg.only_correct else ""
     log(f"[data] {len(idx)} test {cfg.source}s{right}")
-    methods, key = {}, jax.random.key(cfg.seed)
-    for name in cfg.methods:
-        path = out / "methods" / f"{name}.json"
-        if path.exists():
-            methods[name] = json.loads(path.read_text())
-            log(f"[{name}] reused {path}")
-            continue
-        methods[name] = run_method(name, cfg, probe, x, key)
-        io.write_json(path, methods[name])
-        log(f"[{name}] mean log-odds drop at {cfg.max_pixels} pixels: " + ", ".join(
+    key = jax.random.key(cfg.seed)
+
+    def summary(r):
+        return (f"mean log-odds drop at {cfg.max_pixels} pixels: " + ", ".join(
             f"{cfg.source}->{t} {np.mean(np.asarray(d)[:, -1]):.3f}"
-            for t, d in methods[name]["drop"].items()) + f" ({methods[name]['seconds']:.1f}s)")
+            for t, d in r["drop"].items()) + f" ({r['seconds']:.1f}s)")
+    methods = per_method(cfg.methods, out, lambda n: run_method(n, cfg, probe, x, key),
+                         summary, log)
     acc = float(np.mean(np.asarray(jnp.argmax(probe(probe.params, jnp.asarray(ds.x_val)), -1))
                         == ds.y_val))
     results = dict(config=_jsonable(cfg), test_accuracy=acc, images=idx.tolist(),

@@ -92,24 +92,21 @@ def run(cfg: SensitivityNConfig, out, *, log=print) -> dict:
     te = np.sort(np.random.default_rng(cfg.seed).permutation(len(ds.y_val))[:cfg.n_images])
     x, y = jnp.asarray(ds.x_val[te]), jnp.asarray(ds.y_val[te])
     sizes = SN.check_sizes(None, x.shape[1] * x.shape[2])
-    methods, key = {}, jax.random.key(cfg.seed)
-    for name in cfg.methods:
-        path = out / "methods" / f"{name}.json"
-        if path.exists():
-            methods[name] = json.loads(path.read_text())
-            log(f"[{name}] reused {path}")
-            continue
+    key = jax.random.key(cfg.seed)
+
+    def compute(name):
         t1 = time.perf_counter()
         a = maps_of(name, probe, x, y, A.method_key(key, name))
         res = SN.sensitivity_n(probe, probe.params, x, y, a, key=jax.random.fold_in(key, 1),
                                sizes=sizes, n_runs=cfg.n_runs)
-        methods[name] = dict(method=name, sizes=list(sizes),
-                             correlation=np.asarray(res.curve).tolist(),
-                             seconds=time.perf_counter() - t1)
-        io.write_json(path, methods[name])
-        log(f"[{name}] mean correlation by n: " + ", ".join(
-            f"{n} {c:.3f}" for n, c in zip(sizes, np.asarray(res.curve).mean(0)))
-            + f" ({methods[name]['seconds']:.1f}s)")
+        return dict(method=name, sizes=list(sizes), correlation=np.asarray(res.curve).tolist(),
+                    seconds=time.perf_counter() - t1)
+
+    def summary(r):
+        return ("mean correlation by n: " + ", ".join(
+            f"{n} {c:.3f}" for n, c in zip(sizes, np.asarray(r["correlation"]).mean(0)))
+            + f" ({r['seconds']:.1f}s)")
+    methods = deeplift_mnist.per_method(cfg.methods, out, compute, summary, log)
     results = dict(config=dataclasses.asdict(cfg), images=te.tolist(), methods=methods,
                    seconds=time.perf_counter() - t0)
     io.write_json(out / "results.json", results)
