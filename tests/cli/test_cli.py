@@ -45,9 +45,10 @@ def test_errors_are_one_line_and_nonzero(tmp_path, capsys, user_run):
     assert "not writable" in capsys.readouterr().err
     assert cli.main(["train", "--model", "nowhere:thing", "--out", str(tmp_path / "t")]) == 1
     assert "cannot import" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main(["attribute"])  # argparse: missing --checkpoint
-    assert exit_info.value.code == 2
+    # --checkpoint is optional only for a trained PATH.keras model: without either, one line
+    assert cli.main(["attribute"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "--checkpoint DIR is required" in err and "PATH.keras" in err and "\n" not in err
 
 
 def test_debug_shows_the_traceback(tmp_path):
