@@ -159,7 +159,7 @@ class SeedRecipeStage:
                   "class_trace_rose": int((np.asarray(classes.trace)[:, -1]
                                            > np.asarray(classes.trace)[:, 0]).sum())}
         return SeedPanels(self.index, np.asarray(x[0]), int(y[0]), kernel[:, :, 0, 0],
-                          np.asarray(classes.images), np.asarray(kv.heatmap[0]),
+                          np.asarray(classes.images), np.asarray(kv.map[0]),
                           np.asarray(guided[0]).sum(-1), np.asarray(cam[0]), checks)
 
     def render(self, result: SeedPanels, out_dir: Path) -> list[Path]:

@@ -10,6 +10,7 @@ from flax import nnx
 from jaxviz.core import probe as probe_lib
 from jaxviz.data import load_bundled
 from jaxviz.models import MnistCNN, ResidualCNN
+from tests.helpers import xla
 
 
 @pytest.fixture(scope="session")
@@ -46,7 +47,8 @@ def trained_mnist(mnist):
     """
     from jaxviz.train import TrainConfig, fit
 
-    result = fit(TrainConfig(epochs=2, seed=0), mnist, run_dir=None, quiet=True)
+    with xla.optimized():  # hundreds of steps of one program: the passes pay off
+        result = fit(TrainConfig(epochs=2, seed=0), mnist, run_dir=None, quiet=True)
     p = probe_lib.from_model(result.model)
     return SimpleNamespace(probe=p, params=p.params, x_val=mnist.x_val, y_val=mnist.y_val,
                            accuracy=result.metrics[-1]["val_accuracy"])

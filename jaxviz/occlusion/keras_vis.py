@@ -1,9 +1,10 @@
 """The Keras recipe's occlusion, reproduced exactly: its `iter_occlusion` loop, vmapped.
 
-    res = keras_vis_occlusion(probe, params, x, y, size=8)
-    res.heatmap      # (N, H, W): p(target) with each cell's gray square, drawn per pixel
-    res.predicted    # (N, nH, nW): the class predicted with each cell occluded
-    res.counts       # (N, K): how many cells were predicted as each class
+    res = keras_vis_occlusion(probe, params, x, y, size=8)    # an Attribution
+    res.map                  # (N, H, W): p(target) with each cell's gray square, per pixel
+    res.extras["prob"]       # (N, nH, nW): p(target) per size x size cell
+    res.extras["predicted"]  # (N, nH, nW): the class predicted with each cell occluded
+    res.extras["counts"]     # (N, K): how many cells were predicted as each class
 
 For Captum's definition (any window, stride and baseline) use `jaxviz.occlusion.occlusion`.
 """
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -20,16 +20,8 @@ import numpy as np
 from jaxviz.core import analysis, checks
 from jaxviz.core import compile as compile_lib
 from jaxviz.core import probe as probe_lib
+from jaxviz.core.result import Attribution
 from jaxviz.occlusion.exact import occluded_logits
-
-
-class KerasVisOcclusion(NamedTuple):
-    """The recipe's tallies. prob, predicted: (N, nH, nW) per size x size cell; counts: (N, K)
-    positions predicted as each class; heatmap: (N, H, W) the cell probabilities drawn per pixel."""
-    prob: jax.Array
-    predicted: jax.Array
-    counts: jax.Array
-    heatmap: jax.Array
 
 
 @functools.partial(compile_lib.jit, kind="forward", static_argnames=("fn", "size", "batch"))
@@ -47,11 +39,11 @@ def _keras_vis(fn, params, x, target, *, size, batch):
     grid_shape = (x.shape[0], len(ys), len(xs))
     prob, pred = prob.reshape(grid_shape), pred.reshape(grid_shape)
     heat = jnp.repeat(jnp.repeat(prob, size, 1), size, 2)[:, :h, :w]
-    return KerasVisOcclusion(prob, pred, counts, heat)
+    return Attribution(heat, {"prob": prob, "predicted": pred, "counts": counts})
 
 
 def keras_vis_occlusion(fn, params, images, target, *, size: int = 8,
-                        chunk_size: int | None = None) -> KerasVisOcclusion:
+                        chunk_size: int | None = None) -> Attribution:
     """The recipe's `iter_occlusion(image, size)` loop, vmapped: same occluded images, same
     tallies.
 
@@ -62,8 +54,9 @@ def keras_vis_occlusion(fn, params, images, target, *, size: int = 8,
     numpy slice assignment fails where that square overruns the padded image (size 8 on
     28 x 28); here the square is simply clipped at the edge, as the crop would do.
     chunk_size: forward passes per step (default: one image's cells).
-    Returns KerasVisOcclusion: prob of `target` per cell, predicted class per cell, per-class
-    counts over cells, and the per-pixel heat map the recipe draws.
+    Returns an `Attribution`, like every method: map (N, H, W) float32, the per-pixel heat
+    map the recipe draws; extras "prob" (N, nH, nW) p(target) per cell, "predicted"
+    (N, nH, nW) int32 the class predicted per cell, "counts" (N, K) int32 cells per class.
     """
     size = checks.positive_int(size, "size")
     x, t = analysis.check_inputs(fn, params, images, target)

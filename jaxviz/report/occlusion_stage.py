@@ -22,7 +22,7 @@ class OcclusionResult:
     labels: np.ndarray
     logit: Attribution
     prob: Attribution
-    keras_vis: occ.KerasVisOcclusion
+    keras_vis: Attribution  # map: the heat map; extras: prob, predicted, counts
     names: tuple[str, ...] = ()  # the labels' class names
     class_names: tuple[str, ...] = ()  # every class's name, where the data has them
 
@@ -63,18 +63,18 @@ class OcclusionStage:
                   f"(attribution: true-class logit drop)")
         paths = save(fig, out_dir, "occlusion.png", self.formats)
         kv = result.keras_vis
-        fig = plot_occ.keras_vis_occlusion_figure(result.images, kv.heatmap, kv.predicted,
-                                                  kv.counts, names, size=self.size,
+        fig = plot_occ.keras_vis_occlusion_figure(result.images, kv.map, kv.extras["predicted"],
+                                                  kv.extras["counts"], names, size=self.size,
                                                   class_names=result.class_names)
         return paths + save(fig, out_dir, "occlusion_seed.png", self.formats)
 
     def metrics(self, result: OcclusionResult) -> dict:
         # Key names kept from earlier runs' metrics.json: "seed_*" are the Keras recipe's.
         kv = result.keras_vis
-        correct = np.asarray(kv.predicted) == result.labels[:, None, None]
+        correct = np.asarray(kv.extras["predicted"]) == result.labels[:, None, None]
         return {"occlusion": {"mean_prob_drop": float(np.asarray(result.prob.extras["scores"]).mean()),
                               "seed_correct_cells": float(correct.mean()),
-                              "seed_counts": np.asarray(kv.counts).tolist()}}
+                              "seed_counts": np.asarray(kv.extras["counts"]).tolist()}}
 
     def section(self, result: OcclusionResult, figures) -> Section:
         h, w = result.images.shape[1:3]

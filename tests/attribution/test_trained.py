@@ -8,7 +8,7 @@ import optax
 from jaxviz import filters, report
 from jaxviz.attribution import sanity
 from jaxviz.occlusion import occlusion
-from test_attribution import _relative_delta
+from tests.helpers.completeness import relative_delta
 
 KEY = jax.random.key(42)
 KEY_MAXIMIZE = jax.random.key(0)
@@ -17,7 +17,7 @@ KEY_MAXIMIZE = jax.random.key(0)
 def test_ig_completeness_trained(trained_mnist):
     p, params = trained_mnist.probe, trained_mnist.params
     x, t = trained_mnist.x_val[:8], trained_mnist.y_val[:8]
-    rel = {n: _relative_delta(p, params, x, t, n_steps=n) for n in (4, 64)}
+    rel = {n: relative_delta(p, params, x, t, n_steps=n) for n in (4, 64)}
     assert rel[64].max() <= 0.01, rel[64]
     assert rel[64].mean() < rel[4].mean()
 
