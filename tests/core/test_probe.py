@@ -129,13 +129,16 @@ def _fresh_cnn(seed, **kwargs):
     return probe.from_model(MnistCNN(rngs=nnx.Rngs(seed)), **kwargs)
 
 
-def test_probes_compare_by_structure_not_weights(resnet_random):
-    a, b = _fresh_cnn(0), _fresh_cnn(1)
+def test_probes_compare_by_structure_not_weights(cnn_random, resnet_random):
+    # cnn_random is _fresh_cnn(0); one seed-1 model serves both b and the other input spec
+    # (building a 1.2M-parameter MnistCNN is most of this test's time).
+    seed1 = MnistCNN(rngs=nnx.Rngs(1))
+    a, b = cnn_random, probe.from_model(seed1)
     assert not np.array_equal(jax.tree.leaves(a.params)[-1], jax.tree.leaves(b.params)[-1])
     assert a == b and hash(a) == hash(b)
     assert a != probe.from_model(MnistCNN(num_classes=5, rngs=nnx.Rngs(0)))  # architecture
     assert a != resnet_random                                                # NNX vs Linen
-    assert a != _fresh_cnn(0, input_range=(-1.0, 1.0))                       # input spec
+    assert a != probe.from_model(seed1, input_range=(-1.0, 1.0))             # input spec
     x = np.zeros((1, 28, 28, 1), np.float32)
     other = ResidualCNN(width=8)
     same = probe.from_model(other, other.init(jax.random.key(5), x), input_shape=(28, 28, 1))
@@ -145,8 +148,8 @@ def test_probes_compare_by_structure_not_weights(resnet_random):
                             input_shape=(28, 28, 1)) != resnet_random
 
 
-def test_static_view_is_equal_and_holds_no_arrays(digits):
-    a = _fresh_cnn(0)
+def test_static_view_is_equal_and_holds_no_arrays(cnn_random, digits):
+    a = cnn_random
     v = probe.static_view(a)
     assert v == a and hash(v) == hash(a) and probe.static_view(v) is v
     assert all(isinstance(leaf, jax.ShapeDtypeStruct) for leaf in jax.tree.leaves(v.params))
@@ -159,8 +162,8 @@ def test_static_view_is_equal_and_holds_no_arrays(digits):
     assert probe.static_view(fn) is fn
 
 
-def test_input_spec_from_model_or_arguments(resnet_random):
-    cnn = _fresh_cnn(0)  # MnistCNN declares its input_shape
+def test_input_spec_from_model_or_arguments(cnn_random):
+    cnn = cnn_random  # MnistCNN declares its input_shape
     assert (cnn.input_shape, cnn.input_range, cnn.num_classes) == ((28, 28, 1), (0.0, 1.0), 10)
     module = ResidualCNN(width=8)
     variables = module.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
@@ -205,7 +208,7 @@ def test_factories_give_the_probe_its_spec(made, shape, input_range, classes, mo
     assert p.num_classes == classes
 
 
-def test_fresh_probe_of_the_same_model_compiles_nothing(compiles):
+def test_fresh_probe_of_the_same_model_compiles_nothing(cnn_random, compiles):
     """New weights, same structure: the analyses reuse their compiled code. A different
     architecture compiles (the counting can fail)."""
     from jaxviz import maximize as mx
@@ -217,7 +220,7 @@ def test_fresh_probe_of_the_same_model_compiles_nothing(compiles):
         mx.maximize(p, p.params, mx.class_logit(3), key=jax.random.key(0), steps=2)
         occlusion.occlusion(p, p.params, x, 3, window=14, stride=14)
 
-    analyses(_fresh_cnn(0))
+    analyses(cnn_random)  # MnistCNN, seed 0
     assert compiles(lambda: analyses(_fresh_cnn(1)), "") == []
     assert compiles(lambda: analyses(probe.from_model(MnistCNN(num_classes=5,
                                                                 rngs=nnx.Rngs(0)))), "") != []

@@ -87,7 +87,9 @@ def test_every_method_gives_the_same_map(plain, name):
 
 def test_occlusion_exact_and_incremental(plain):
     twins, x, t = plain
-    kw = dict(window=(4, 4), stride=(2, 2))
+    # occlusion's quick settings, as in test_every_method_gives_the_same_map: the exact
+    # sweeps compiled there are reused here.
+    kw = dict(A.get("occlusion").quick)
     runs = {fw: (O.occlusion(tw_.probe, tw_.probe.params, x, t, **kw).extras["scores"],
                  O.occlusion(tw_.probe, tw_.probe.params, x, t, method="incremental",
                              **kw).extras["scores"]) for fw, tw_ in twins.items()}

@@ -7,13 +7,17 @@ from jaxviz import occlusion
 from jaxviz.occlusion import grouped_occlusion
 
 
+# 40 digits in groups of 16: two full groups and a padded one (8 real images), which is all
+# the grouping distinguishes; more digits or positions would only add forward passes.
+N, GROUP, KW = 40, 16, dict(window=4, stride=3)
+
+
 def test_grouped_occlusion_equals_one_call(cnn_random, mnist):
-    """70 digits in padded groups of 32 (one compiled shape) == all 70 in one call."""
-    x, y = mnist.x_val[:70], mnist.y_val[:70]
-    grouped = grouped_occlusion(cnn_random, cnn_random.params, x, y, group=32,
-                                window=4, stride=2)
-    whole = occlusion.occlusion(cnn_random, cnn_random.params, x, y, window=4, stride=2)
-    assert grouped.map.shape == (70, 28, 28)
+    """40 digits in padded groups of 16 (one compiled shape) == all 40 in one call."""
+    x, y = mnist.x_val[:N], mnist.y_val[:N]
+    grouped = grouped_occlusion(cnn_random, cnn_random.params, x, y, group=GROUP, **KW)
+    whole = occlusion.occlusion(cnn_random, cnn_random.params, x, y, **KW)
+    assert grouped.map.shape == (N, 28, 28)
     np.testing.assert_allclose(grouped.map, np.asarray(whole.map),
                                rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(grouped.extras["scores"], np.asarray(whole.extras["scores"]), rtol=1e-5, atol=1e-5)
@@ -21,13 +25,12 @@ def test_grouped_occlusion_equals_one_call(cnn_random, mnist):
 
 
 def test_grouped_occlusion_groups_a_per_image_baseline(cnn_random, mnist):
-    """Each image keeps its own baseline: group 32 of 70 == one call with the same baselines."""
-    x, y = mnist.x_val[:70], mnist.y_val[:70]
+    """Each image keeps its own baseline: group 16 of 40 == one call with the same baselines."""
+    x, y = mnist.x_val[:N], mnist.y_val[:N]
     baseline = np.random.default_rng(0).uniform(0, 1, x.shape).astype(np.float32)
-    grouped = grouped_occlusion(cnn_random, cnn_random.params, x, y, group=32, window=4,
-                                stride=2, baseline=baseline)
-    whole = occlusion.occlusion(cnn_random, cnn_random.params, x, y, window=4, stride=2,
-                                baseline=baseline)
+    grouped = grouped_occlusion(cnn_random, cnn_random.params, x, y, group=GROUP,
+                                baseline=baseline, **KW)
+    whole = occlusion.occlusion(cnn_random, cnn_random.params, x, y, baseline=baseline, **KW)
     np.testing.assert_allclose(grouped.map, np.asarray(whole.map),
                                rtol=1e-5, atol=1e-5)
 
