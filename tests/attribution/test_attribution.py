@@ -140,7 +140,7 @@ def _relative_delta(probe, params, x, t, **kw):
     delta = A.integrated_gradients(probe, params, x, t, **kw).extras["delta"]
     b = kw.get("baselines")
     b = jnp.zeros_like(x) if b is None else A.blur_baseline(x)
-    both = probe(params, jnp.concatenate([x, b]))
+    both = jax.jit(probe)(params, jnp.concatenate([x, b]))  # one program, not op by op
     fx, fb = np.split(np.asarray(both)[np.arange(2 * len(t)), np.tile(t, 2)], 2)
     return np.abs(np.asarray(delta)) / np.abs(fx - fb)
 
@@ -177,10 +177,12 @@ def test_no_negative_gradient_through_relu(rule, cnn_random, digits):
         logits = p.run(params, x, edits=edits)[0]
         return jnp.take_along_axis(logits, t[:, None], 1).sum()
 
-    plain = jax.grad(score, argnums=2)(p.params, x, zeros)
+    # jit: each reference one compiled program, not the CNN's ops dispatched one by one
+    plain = jax.jit(jax.grad(score, argnums=2))(p.params, x, zeros)
     assert any(float(g.min()) < 0 for g in plain.values())
     modified = A.with_relu_rule(score, rule)
-    np.testing.assert_allclose(modified(p.params, x, zeros), score(p.params, x, zeros), rtol=1e-6)
+    np.testing.assert_allclose(jax.jit(modified)(p.params, x, zeros),
+                               jax.jit(score)(p.params, x, zeros), rtol=1e-6)
     grads = jax.jit(jax.grad(modified, argnums=2))(p.params, x, zeros)
     for k, g in grads.items():
         assert float(g.min()) >= 0, k
@@ -217,8 +219,8 @@ def test_bare_maximum_inside_jit_is_swapped():
     inner = jax.jit(lambda h: jnp.maximum(h, 0.0))
     fn = lambda w, h: (inner(h @ w) * jnp.arange(-2.0, 2.0)).sum()  # noqa: E731
     h = jax.random.normal(jax.random.key(4), (3, 5))
-    g_plain = jax.grad(fn, argnums=1)(w, h)
-    g_guided = jax.grad(A.with_relu_rule(fn, "guided"), argnums=1)(w, h)
+    g_plain = jax.jit(jax.grad(fn, argnums=1))(w, h)
+    g_guided = jax.jit(jax.grad(A.with_relu_rule(fn, "guided"), argnums=1))(w, h)
     assert not np.allclose(g_plain, g_guided)  # the rule changed something
     expect = ((h @ w > 0) * (jnp.arange(-2.0, 2.0) > 0) * jnp.arange(-2.0, 2.0)) @ w.T
     np.testing.assert_allclose(g_guided, expect, rtol=1e-5, atol=1e-6)
@@ -279,12 +281,12 @@ class _TwoBranches(linen.Module):
 def test_default_cam_layer_of_blocks_and_of_branches_only():
     x = np.zeros((1, 8, 8, 1), np.float32)
     net = _BlockNet()
-    p = probe_lib.from_model(net, net.init(jax.random.key(0), x))
+    p = probe_lib.from_model(net, jax.jit(net.init)(jax.random.key(0), x))
     assert cam.resolve_layer(p, None, x.shape) == "block2"
     assert [n for n, _, m in cam.suggest_layers(p, x.shape) if not m] == ["block1.conv",
                                                                           "block2.conv"]
     two = _TwoBranches()
-    q = probe_lib.from_model(two, two.init(jax.random.key(0), x))
+    q = probe_lib.from_model(two, jax.jit(two.init)(jax.random.key(0), x))
     with pytest.raises(ValueError, match=r"no layer output .* every path.*a \(8, 8\), b \(8, 8\)"):
         cam.resolve_layer(q, None, x.shape)
 
@@ -370,6 +372,6 @@ def test_guided_backprop_warns_without_relus(cnn_random, digits):
         gb = A.guided_backprop(p, p.params, x, 0).map
     np.testing.assert_allclose(gb, A.saliency(p, p.params, x, 0, abs=False).map, rtol=1e-5,
                                atol=1e-7)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings():  # two digits: the shared table's shapes, compiled there
         warnings.simplefilter("error", RuntimeWarning)
-        A.guided_backprop(cnn_random, cnn_random.params, digits[0][:1], digits[1][:1])
+        A.guided_backprop(cnn_random, cnn_random.params, digits[0][:2], digits[1][:2])

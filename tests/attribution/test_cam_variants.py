@@ -115,7 +115,7 @@ def test_full_grad_matches_hand_computation(tiny):
         h = jax.nn.relu(z + params["conv"]["bias"]).mean((1, 2))
         return (h @ params["head"]["kernel"] + params["head"]["bias"])[np.arange(3), t].sum()
 
-    gx = np.asarray(jax.grad(plain)(x))
+    gx = np.asarray(jax.jit(jax.grad(plain))(x))  # one program, not op by op
     bias = np.asarray(params["conv"]["bias"])
     hand = _psi(np.abs(gx * np.asarray(x))).sum(-1) + _psi(np.abs(g * bias)).sum(-1)
     np.testing.assert_allclose(A.full_grad(p, p.params, x, t).map, hand, rtol=1e-4, atol=1e-5)
@@ -160,7 +160,7 @@ def test_full_gradient_decomposition_sums_to_the_logit():
     assert sorted(layers) == ["bn", "conv1", "conv2"]
     total = inputs.sum((1, 2, 3)) + sum(v.sum((1, 2, 3)) for v in layers.values())
     total = total + m.head.bias[...][t]  # the dense head's bias is not spatial
-    logits = p(p.params, x)[jnp.arange(4), t]
+    logits = jax.jit(p)(p.params, x)[jnp.arange(4), t]
     np.testing.assert_allclose(total, logits, rtol=1e-4, atol=1e-5)
     without_bn = total - layers["bn"].sum((1, 2, 3))
     assert np.abs(np.asarray(without_bn - logits)).max() > 1e-2  # the BN term matters

@@ -45,7 +45,7 @@ def test_many_targets_equal_one_call_each(name):
 def test_neuron_saliency_is_the_units_gradient_by_hand():
     probe, x = tiny()
     got = A.saliency(probe, probe.params, x, O.neuron("conv2", 3, 2, 5), abs=False).map
-    want = jax.grad(lambda x: conv2_by_hand(probe.params, x)[:, 2, 5, 3].sum())(x)
+    want = jax.jit(jax.grad(lambda x: conv2_by_hand(probe.params, x)[:, 2, 5, 3].sum()))(x)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
     assert np.abs(want).max() > 1e-3
 
