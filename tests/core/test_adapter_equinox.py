@@ -145,3 +145,49 @@ def test_a_call_requiring_a_key_runs_in_inference_mode():
     no_dropout = eqx.filter_jit(jax.vmap(lambda xi: model.conv(xi).mean((1, 2))))(
         x.transpose(0, 3, 1, 2))
     np.testing.assert_allclose(_run(probe, x)[0], no_dropout, rtol=1e-5, atol=1e-6)
+
+
+class Layers(eqx.Module):
+    """Equinox's convolutions and pools in the options the adapter's channels-last forms
+    must reproduce (1-D and 3-D ones on reshaped activations): strides, dilation, groups,
+    "SAME" and circular padding, no bias, ceil pooling, average pooling."""
+
+    c1: eqx.nn.Conv2d
+    c2: eqx.nn.Conv2d
+    pool: eqx.nn.MaxPool2d
+    c3: eqx.nn.Conv1d
+    c4: eqx.nn.Conv3d
+    avg: eqx.nn.AvgPool2d
+
+    def __init__(self, key):
+        k = jax.random.split(key, 4)
+        self.c1 = eqx.nn.Conv2d(2, 6, 3, stride=(2, 1), dilation=(1, 2), padding="SAME",
+                                key=k[0])
+        self.c2 = eqx.nn.Conv2d(6, 6, 3, groups=3, padding=1, padding_mode="CIRCULAR",
+                                use_bias=False, key=k[1])
+        self.pool = eqx.nn.MaxPool2d(3, 2, use_ceil=True)
+        self.c3 = eqx.nn.Conv1d(6, 4, 2, key=k[2])
+        self.c4 = eqx.nn.Conv3d(1, 2, (1, 2, 2), padding=((0, 0), (1, 0), (0, 1)), key=k[3])
+        self.avg = eqx.nn.AvgPool2d(2, 1)
+
+    def __call__(self, x):
+        h = self.pool(self.c2(jax.nn.relu(self.c1(x))))  # (6, 2, 4)
+        h1 = self.c3(h.reshape(6, -1))  # (4, 7)
+        h3 = self.c4(h.reshape(1, 6, 2, 4))  # (2, 6, 2, 4)
+        h2 = self.avg(h3.reshape(12, 2, 4))  # (12, 1, 3)
+        return jnp.concatenate([h1.ravel(), h2.ravel()])
+
+
+def test_channels_last_convs_and_pools_equal_equinox_own():
+    model = Layers(jax.random.key(3))
+    x = jax.random.normal(jax.random.key(4), (2, *SHAPE))
+    probe = probe_lib.from_model(model)
+    want = jax.vmap(model)(jnp.transpose(x, (0, 3, 1, 2)))
+    assert float(jnp.abs(want).max()) > 0
+    np.testing.assert_allclose(probe(probe.params, x), want, rtol=1e-5, atol=1e-5)
+    # one image alone (occlusion's passes) runs without the batch vmap: the same values
+    np.testing.assert_allclose(probe(probe.params, x[:1]), want[:1], rtol=1e-5, atol=1e-5)
+    # and its gradient, as the analyses take it
+    g = jax.grad(lambda x: probe(probe.params, x).sum())(x)
+    g_own = jax.grad(lambda x: jax.vmap(model)(jnp.transpose(x, (0, 3, 1, 2))).sum())(x)
+    np.testing.assert_allclose(g, g_own, rtol=1e-5, atol=1e-5)
