@@ -12,15 +12,10 @@ from flax import linen, nnx
 
 from jaxviz import attribution as A
 from jaxviz.core import probe as probe_lib
-from jaxviz.attribution import cam, gradients, integrated, sanity
+from jaxviz.attribution import cam, integrated, sanity
+from tests.helpers.method_checks import check_shared_table
 
 KEY = jax.random.key(42)
-
-
-def call_method(method, probe, xs, ts, keys):
-    """The registered method with its quick options. -> (N, ...) map."""
-    return method(probe, probe.params, xs, ts, key=keys if method.needs_key else None,
-                  **method.quick).map
 
 
 class _Tiny(nnx.Module):
@@ -32,24 +27,6 @@ class _Tiny(nnx.Module):
 
     def __call__(self, x):
         return self.head(nnx.relu(self.conv(x)).mean(axis=(1, 2)))
-
-
-def check_shared_table(method, probe, digits, compiles):
-    """Shape, finite, jit(vmap(one image)) == batched call, deterministic, no retrace."""
-    x, t = jnp.asarray(digits[0][:2]), jnp.asarray(digits[1][:2])
-    keys = jax.random.split(KEY, 2)
-    out = call_method(method, probe, x, t, keys)
-    assert out.shape == ((2, 28, 28) if method.kind in ("layer", "occlusion") else (2, 28, 28, 1))
-    assert out.dtype == jnp.float32 and bool(jnp.isfinite(out).all())
-    assert float(jnp.abs(out).max()) > 0
-    again = []
-    assert not compiles(lambda: again.append(call_method(method, probe, x, t, keys)),
-                        "float32[2,28,28,1]", "int32[2]"), "second call with the same shapes retraced"
-    np.testing.assert_array_equal(np.asarray(again[0]), np.asarray(out))
-    single = jax.jit(jax.vmap(
-        lambda xi, ti, ki: call_method(method, probe, xi[None], ti, ki[None])[0]))(x, t, keys)
-    scale = float(jnp.abs(out).max())
-    np.testing.assert_allclose(np.asarray(single), np.asarray(out), rtol=1e-4, atol=1e-4 * scale)
 
 
 @pytest.mark.parametrize("model", ["cnn_random", "resnet_random"])

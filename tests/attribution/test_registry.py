@@ -4,12 +4,11 @@ import jax
 import numpy as np
 import pytest
 
-import test_attribution
-import test_trust
 from jaxviz import attribution as A
 from jaxviz.cli import build_parser
 from jaxviz.core.records import Records
 from jaxviz.report import attribution_stage
+from tests.helpers import method_checks as checks
 
 TOY = "toy_squared_saliency"
 
@@ -36,13 +35,13 @@ def _attribute_choices():
 def test_toy_method_reaches_every_consumer(toy, cnn_random, digits, compiles, tmp_path,
                                            monkeypatch):
     assert TOY in _attribute_choices()
-    test_attribution.check_shared_table(toy, cnn_random, digits, compiles)
+    checks.check_shared_table(toy, cnn_random, digits, compiles)
     # The trust checks take any registered name (pytest parametrizes them over METHODS).
-    bn, images = test_trust.make_bn(), test_trust.make_images()
-    test_trust.test_uint8_is_divided_by_255(bn, images, TOY)
-    test_trust.test_nan_pixels_are_refused(bn, images, TOY)
-    test_trust.test_target_forms_agree_and_range_is_checked(bn, images, TOY)
-    test_trust.test_batch_of_one_equals_inside_a_batch(bn, images, TOY)
+    bn, images = checks.make_bn(), checks.make_images()
+    checks.check_uint8_is_divided_by_255(bn, images, TOY)
+    checks.check_nan_pixels_are_refused(bn, images, TOY)
+    checks.check_target_forms_agree_and_range_is_checked(bn, images, TOY)
+    checks.check_batch_of_one_equals_inside_a_batch(bn, images, TOY)
     x, y = digits[0][:2], digits[1][:2]
     quick = {name: dict(m.quick) for name, m in A.METHODS.items() if m.quick}
     # The report's default columns are whatever the registry holds: a registry of three

@@ -16,39 +16,13 @@ from jaxviz import attribution as A
 from jaxviz import occlusion as O
 from jaxviz.core import probe as probe_lib
 from jaxviz.attribution import normalize
-
-
-class BNNet(nnx.Module):
-    """conv -> BatchNorm -> relu -> dropout -> conv -> global mean -> dense; any H x W."""
-
-    def __init__(self, rngs):
-        self.conv1 = nnx.Conv(1, 6, (3, 3), rngs=rngs)
-        self.bn = nnx.BatchNorm(6, rngs=rngs)
-        self.drop = nnx.Dropout(0.5, rngs=rngs)
-        self.conv2 = nnx.Conv(6, 8, (3, 3), rngs=rngs)
-        self.head = nnx.Linear(8, 4, rngs=rngs)
-
-    def __call__(self, x):
-        h = self.drop(nnx.relu(self.bn(self.conv1(x))))
-        return self.head(nnx.relu(self.conv2(h)).mean(axis=(1, 2)))
-
-
-def make_bn():
-    """BNNet as a Probe, with non-trivial running statistics (as after training)."""
-    model = BNNet(nnx.Rngs(0))
-    # Non-trivial running statistics, as after training.
-    model.bn.mean[...] = jnp.linspace(-0.2, 0.2, 6)
-    model.bn.var[...] = jnp.linspace(0.5, 2.0, 6)
-    return probe_lib.from_model(model)
+from tests.helpers import method_checks as checks
+from tests.helpers.method_checks import BNNet, make_bn, make_images, run
 
 
 @pytest.fixture(scope="module")
 def bn():
     return make_bn()
-
-
-def make_images():
-    return np.asarray(jax.random.uniform(jax.random.key(1), (64, 12, 12, 1)), np.float32)
 
 
 @pytest.fixture(scope="module")
@@ -62,31 +36,10 @@ ANALYSES = list(A.METHODS)
 CHUNKED = [n for n in A.METHODS if A.get(n).chunk_option]
 
 
-def run(name, probe, x, t, idx=None, chunk=None):
-    """The registered method's map. Keyed methods get one key per image, derived from the
-    image's index (`idx`, default 0..N-1), so subsets see the same noise."""
-    method = A.get(name)
-    opts = dict(method.quick)
-    if chunk is not None:
-        opts[method.chunk_option] = chunk
-    key = None
-    if method.needs_key:
-        ids = jnp.arange(np.shape(x)[0]) if idx is None else jnp.asarray(idx)
-        key = jax.vmap(lambda i: jax.random.fold_in(KEY, i))(ids)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-zero CAMs are fine here
-        return np.asarray(method(probe, getattr(probe, "params", None), x, t, key=key,
-                                 **opts).map)
-
-
 # 1. uint8 images: one rule everywhere, x / 255.
 @pytest.mark.parametrize("name", ANALYSES)
 def test_uint8_is_divided_by_255(bn, images, name):
-    u8 = np.round(images[:3] * 255).astype(np.uint8)
-    # Tolerance: XLA's divide and numpy's may differ in the last bit (unoptimised XLA does),
-    # which an SVD (EigenCAM) amplifies; a wrong rule (no division, / 256) is off by far more.
-    np.testing.assert_allclose(run(name, bn, u8, 1), run(name, bn, u8 / np.float32(255), 1),
-                               rtol=1e-4, atol=1e-5)
+    checks.check_uint8_is_divided_by_255(bn, images, name)
 
 
 # 2. float64 without x64: accepted, outputs float32 (and the float32 values).
@@ -130,10 +83,7 @@ def test_non_square_cam_shape(bn):
 # 5. NaN / inf pixels are refused before any work, naming how many and where.
 @pytest.mark.parametrize("name", ANALYSES)
 def test_nan_pixels_are_refused(bn, images, name):
-    x = images[:2].copy()
-    x[1, 3, 4, 0] = np.inf
-    with pytest.raises(ValueError, match=r"1 NaN/inf value\(s\), the first at index \(1, 3, 4, 0\)"):
-        run(name, bn, x, 0)
+    checks.check_nan_pixels_are_refused(bn, images, name)
 
 
 # 6. A baseline outside the inputs' range warns.
@@ -151,25 +101,7 @@ def test_baseline_outside_input_range_warns(bn, images):
 # predicted class (required where a method takes only given classes).
 @pytest.mark.parametrize("name", ANALYSES)
 def test_target_forms_agree_and_range_is_checked(bn, images, name):
-    x = images[:3]
-    as_array = run(name, bn, x, np.array([2, 0, 3]))
-    np.testing.assert_allclose(run(name, bn, x, [2, 0, 3]), as_array, rtol=1e-5, atol=1e-6)
-    one_by_one = np.concatenate([run(name, bn, x[i:i + 1], t, idx=[i])
-                                 for i, t in enumerate([2, 0, 3])])
-    np.testing.assert_allclose(one_by_one, as_array, rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(run(name, bn, x, 3), run(name, bn, x, [3, 3, 3]), rtol=1e-5, atol=1e-6)
-    with pytest.raises(ValueError, match=r"target must lie in \[0, 4\)"):
-        run(name, bn, x, 4)
-    method = A.get(name)
-    if method.targets is None:  # a user's own method: None means what it makes of it
-        return
-    if A.registry.support_of(method)["predicted"]:  # a reason: None is refused
-        with pytest.raises(ValueError, match="target is required"):
-            run(name, bn, x, None)
-    else:  # None is the predicted class
-        predicted = np.asarray(bn(bn.params, x)).argmax(1)
-        np.testing.assert_allclose(run(name, bn, x, None), run(name, bn, x, predicted),
-                                   rtol=1e-5, atol=1e-6)
+    checks.check_target_forms_agree_and_range_is_checked(bn, images, name)
 
 
 # 8. A model returning a tuple needs an explicit output selector.
@@ -198,10 +130,7 @@ def test_tuple_output_needs_a_selector(bn, images):
 # larger one, and reuses the programs the other checks compile.
 @pytest.mark.parametrize("name", ANALYSES)
 def test_batch_of_one_equals_inside_a_batch(bn, images, name):
-    targets = np.array([3, 1, 2])
-    full = run(name, bn, images[:3], targets)
-    single = run(name, bn, images[1:2], targets[1:2], idx=[1])
-    np.testing.assert_allclose(single[0], full[1], rtol=1e-4, atol=1e-5)
+    checks.check_batch_of_one_equals_inside_a_batch(bn, images, name)
 
 
 # 11. Constant maps normalise to zeros; an all-zero Grad-CAM warns.

@@ -110,3 +110,30 @@ def test_compute_and_plot_modules_write_no_files():
 def test_the_import_reader_sees_every_form(source, module, expected):
     is_package = module == "jaxviz.occlusion"
     assert [m for _, m in _imports(ast.parse(source), module, is_package)] == expected
+
+
+TESTS = Path(__file__).resolve().parents[1]
+
+
+def _test_module_imports(tree: ast.AST, test_names: set) -> list:
+    """(line, name) of every import of a test module (`test_*`, bare or `tests.x.test_*`)."""
+    found = []
+    for node in ast.walk(tree):
+        names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                 else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+        found += [(node.lineno, n) for n in names if n.split(".")[-1] in test_names]
+    return found
+
+
+def test_no_test_imports_another_test_module():
+    """Shared checks and models live in tests/helpers/: a test module imported by another
+    runs its module-level code twice and ties the two files' schedules together."""
+    files = sorted(TESTS.rglob("test_*.py"))
+    stems = {p.stem for p in files}
+    bad = [f"{p.relative_to(TESTS)}:{line} imports {name}" for p in files
+           for line, name in _test_module_imports(ast.parse(p.read_text()), stems)]
+    assert not bad, "\n".join(bad)
+    # the reader sees both forms
+    tree = ast.parse("import test_a\nfrom tests.x.test_b import f\nimport tests.helpers.y")
+    assert [n for _, n in _test_module_imports(tree, {"test_a", "test_b"})] == \
+        ["test_a", "tests.x.test_b"]
