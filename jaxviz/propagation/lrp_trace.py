@@ -9,7 +9,9 @@ value, is the LRP map of the input. Rules attach to primitives:
 - canonizer: add/sub/mul/div by constants and neg right after such a layer (its bias, a
   BatchNorm in inference mode, a mean's division) are folded into it as
   z = s * op(x, w) + t, so the rule sees one affine layer (canonize=False: they pass
-  relevance through, Zennit's Pass rule for an unfolded BatchNorm);
+  relevance through, Zennit's Pass rule for an unfolded BatchNorm); the fold carries
+  through reshapes that only add or drop size-1 axes (vmap's batching of a per-example
+  conv puts one between the conv and its bias);
 - add/sub of two input-dependent values (residual connections): split in proportion to
   the addends (Zennit's Norm rule);
 - elementwise functions of one input-dependent value (relu, tanh, ..., and calls that
@@ -69,6 +71,15 @@ class Fold:
     t: Any
     rule: Rule
     bounds: Any
+    shape: tuple | None = None  # the value's shape after size-1 reshapes (None: op's own)
+
+    @property
+    def base(self) -> tuple:
+        return tuple(self.eqn.outvars[0].aval.shape)
+
+    @property
+    def current(self) -> tuple:
+        return self.base if self.shape is None else self.shape
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,6 +170,36 @@ def _folded_weights(eqn, index: int, w, s):
     return w * jnp.reshape(per_feature, bshape), None
 
 
+_UNIT_RESHAPES = ("reshape", "broadcast_in_dim", "squeeze", "expand_dims")
+
+
+def _unit_reshape(eqn) -> bool:
+    """Whether eqn only adds or drops size-1 axes: the same data in the same order."""
+    if eqn.primitive.name not in _UNIT_RESHAPES or len(eqn.invars) != 1:
+        return False
+    if eqn.primitive.name == "reshape" and eqn.params.get("dimensions") is not None:
+        return False
+    if eqn.primitive.name == "broadcast_in_dim" and list(
+            eqn.params["broadcast_dimensions"]) != sorted(eqn.params["broadcast_dimensions"]):
+        return False
+
+    def core(shape):
+        return [d for d in shape if d != 1]
+    return core(eqn.invars[0].aval.shape) == core(eqn.outvars[0].aval.shape)
+
+
+def _to_base(c, shape: tuple, base: tuple):
+    """A constant broadcastable against `shape` (a size-1 reshape of `base`), as one
+    broadcastable against `base`: its size-1 axes are moved as the reshape moves them."""
+    if c is None or jnp.ndim(c) == 0 or shape == base:
+        return c
+    c = jnp.asarray(c)
+    if c.ndim != len(shape):
+        c = jnp.reshape(c, (1,) * (len(shape) - c.ndim) + c.shape)
+    core = iter([c.shape[k] for k, d in enumerate(shape) if d != 1])
+    return jnp.reshape(c, [next(core) if d != 1 else 1 for d in base])
+
+
 def _redistribute(fold: Fold, raw):
     """raw, whose VJP is fold's rule: relevance at the output -> relevance at x."""
     lo, hi = fold.bounds if fold.bounds is not None else (None, None)
@@ -179,7 +220,8 @@ def _redistribute(fold: Fold, raw):
         return rx.astype(xa.dtype), jnp.zeros_like(raw), jax.tree.map(jnp.zeros_like, c)
 
     layer.defvjp(lambda xa, raw, c: (raw, (xa, raw, c)), bwd)
-    return layer(fold.x.a, raw, consts)
+    out = layer(fold.x.a, jnp.reshape(raw, fold.base), consts)
+    return jnp.reshape(out, fold.current)
 
 
 def _one(v):
@@ -217,6 +259,7 @@ class _Evaluation:
             a = _op_fn(fold.eqn, fold.index)(fold.x.a, fold.w)
             a = a if fold.s is None else fold.s * a
             a = a if fold.t is None else a + fold.t
+            a = jnp.reshape(a, fold.current)
         else:
             a = _redistribute(fold, raw)
         return Live(a, fold=fold if self.canonize else None, stat=stat, parent=parent)
@@ -256,6 +299,7 @@ class _Evaluation:
             raise self.no_rule(eqn, "a constant broadcasts the input-dependent value")
         c = invals[1 - i] if len(invals) == 2 else None
         if x.fold is not None:
+            c = _to_base(c, x.fold.current, x.fold.base)
             fold = _refold(x.fold, eqn.primitive.name, c, i == 0)
             return self.emit(fold, program.bind(eqn, _sg(invals))[0], x.stat, x)
         lo_hi = None
@@ -326,7 +370,10 @@ class _Evaluation:
                                or program.is_literal(eqn.invars[1], nonneg=True))
         bounds = [None] * len(outs) if x.bounds is None else list(zip(
             *(program.bind(eqn, [b, *invals[1:]]) for b in x.bounds)))
-        return [Live(o, nonneg, b, stat=x.stat) for o, b in zip(outs, bounds)]
+        fold = None
+        if x.fold is not None and _unit_reshape(eqn):  # the bias may come after it
+            fold = dataclasses.replace(x.fold, shape=tuple(eqn.outvars[0].aval.shape))
+        return [Live(o, nonneg, b, fold=fold, stat=x.stat) for o, b in zip(outs, bounds)]
 
     def call(self, eqn, invals):
         """Claims a call that is one elementwise activation; other calls are inlined."""

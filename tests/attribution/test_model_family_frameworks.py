@@ -28,7 +28,7 @@ ROWS = [(a, fw) for a in ("bn_res", "dw_gelu") for fw in ("equinox", "keras")]
 PROGRAM = ("saliency", "guided_backprop", "deeplift", "lrp", "full_grad")
 LAYER = ("grad_cam", "eigen_cam")
 # (framework, method) -> the known defect (strict: fails once fixed, so the entry goes).
-KNOWN = {("equinox", "lrp"): "Equinox conv biases are not seen as biases by LRP"}
+KNOWN = {}
 
 
 @pytest.fixture(scope="module")

@@ -332,3 +332,45 @@ def test_an_unsupported_primitive_names_the_layer_before_it_and_the_source_line(
                                               rf"code, outside its layers\) at "
                                               rf".*test_propagation_rules.py"):
             method(p, p.params, x, 0)
+
+
+# ---- the canonizer's bias fold through size-1 reshapes ------------------------------
+
+def test_a_bias_after_a_size1_reshape_is_folded_as_the_layers_bias():
+    """vmap's batching of a per-example conv leaves a reshape that only adds or drops
+    size-1 axes between the conv and its bias add: the map must be the one without it,
+    where the biases absorb relevance (so the map no longer sums to the logit)."""
+    k1, k2, k3, k4, k5 = jax.random.split(KEY, 5)
+    w = jax.random.normal(k1, (3, 3, 1, 4)) * 0.5
+    b = jax.random.normal(k2, (4,))
+    scale = jax.random.uniform(k5, (4,), minval=0.5, maxval=1.5)  # a BatchNorm's scale
+    v = jax.random.normal(k3, (36 * 4, 3)) * 0.2
+    c = jax.random.normal(k4, (3,))
+
+    def conv(x):
+        return lax.conv_general_dilated(x, w, (1, 1), "VALID",
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    def plain(p, x):
+        h = jax.nn.relu(conv(x) * scale + b)
+        return h.reshape(x.shape[0], -1) @ v + c
+
+    def reshaped(p, x):
+        z = conv(x)[:, None]                                   # (N, 1, H, W, O)
+        z = z * scale.reshape(1, 1, 1, 1, 4)
+        z = jnp.squeeze(z + b.reshape(1, 1, 1, 1, 4), 1)       # drops the unit axis
+        h = jax.nn.relu(z).reshape(x.shape[0], -1)
+        y = jnp.expand_dims(h @ v, 1)                          # (N, 1, K)
+        return (y + c[None, None]).reshape(x.shape[0], -1)
+
+    x = jax.random.uniform(jax.random.key(5), (2, 8, 8, 1))
+    want = A.lrp(plain, None, x, 1, composite=EXACT)
+    got = A.lrp(reshaped, None, x, 1, composite=EXACT)
+    np.testing.assert_allclose(np.asarray(reshaped(None, x)), np.asarray(plain(None, x)),
+                               rtol=1e-5, atol=1e-5)
+    scale_ = float(np.abs(np.asarray(want.map)).max())
+    np.testing.assert_allclose(np.asarray(got.map), np.asarray(want.map), rtol=0,
+                               atol=1e-4 * scale_)
+    logit = np.asarray(plain(None, x))[:, 1]
+    sums = np.asarray(want.map).reshape(2, -1).sum(-1)
+    assert np.abs(sums - logit).max() > 1e-2 * np.abs(logit).max()  # the biases took some

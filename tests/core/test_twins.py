@@ -27,8 +27,7 @@ RTOL = 1e-4
 OTHERS = ("linen", "equinox", "keras")
 # (framework, method) -> why the twin differs today: a known defect, reported, kept
 # visible (strict: the test fails once it is fixed, so the entry goes).
-KNOWN = {("equinox", "lrp"): "Equinox conv biases ((O, 1, 1), added after the conv) are "
-                             "not seen as biases: no relevance is absorbed there"}
+KNOWN = {}
 
 
 @pytest.fixture(scope="module")
