@@ -142,9 +142,16 @@ def attribution_method(name: str, cause=None, *, targets=None):
     arguments as given (a method that checks them itself)."""
     def wrap(fn):
         body = fn if targets is None else _ritual(name, fn, targets)
+        # A method that checks its own arguments still gets layer= as every method does:
+        # its layer form, or an error naming the methods that have one.
+        own_layer = targets is None and "layer" not in inspect.signature(fn).parameters
 
         @functools.wraps(fn)
         def method(*args, **options):
+            if own_layer and options.get("layer", None) is not None:
+                return method_lib.layer_form(name)(*args, **options)
+            if own_layer:
+                options.pop("layer", None)  # layer=None: the method itself
             return run_method(name, body, args, options, cause)
         method.method_name = name
         method.blank_cause = cause

@@ -11,6 +11,7 @@ compute) to BF16_RTOL of the map's largest magnitude: bfloat16 keeps 8 significa
 (relative step 2**-8 ~ 0.4%), and three layers of bfloat16 rounding compound to a few
 percent.
 """
+import inspect
 import warnings
 
 import jax
@@ -22,7 +23,8 @@ from flax import nnx
 from tests.helpers import family_models as fm
 from jaxviz import arch, attribution as A
 from jaxviz import occlusion as O
-from jaxviz.core import checks, probe as probe_lib
+from jaxviz.attribution import layer as L
+from jaxviz.core import checks, objectives as O, probe as probe_lib
 from jaxviz.maximize import api as maximize_api
 from jaxviz.models import count_params
 
@@ -251,3 +253,31 @@ def test_default_chunk_bounds_memory_and_keeps_results(monkeypatch):
     assert analysis.default_chunk(None, fn, w, (6, 5, 4, 2), 3) is None
     np.testing.assert_allclose(A.integrated_gradients(fn, w, x, 1, n_steps=10).map, whole,
                                rtol=1e-5, atol=1e-7)
+
+
+# ---- any unit: a neuron target, and layer= where a method has a layer form -----------------
+
+@pytest.mark.parametrize("label", ["nnx_bn_dropout", "linen_resnet_bn"])  # NNX and Linen taps
+def test_every_method_takes_a_neuron_target_and_its_layer(label):
+    """Every registered method explains one unit of the deepest spatial layer (the Probe's
+    tap of that layer, NNX and Linen), and each layer form returns that layer's shape. (That
+    a neuron's saliency is the unit's gradient by hand is test_targets_methods.py's.)"""
+    m = fm.FAMILY[label]()
+    shapes = m.probe.layer_shapes((1, *m.shape))
+    layer = [k for k, s in shapes.items() if len(s) == 4][-1]
+    h, w, c = shapes[layer][1:]
+    x = jax.random.uniform(KEY, (N, *m.shape))
+    unit = O.neuron(layer, 0, h // 2, w // 2)
+    for name, method in A.METHODS.items():
+        out = _run(name, m.probe, x, unit)[0].map
+        want = (N, *m.shape[:2]) if method.kind in ("layer", "occlusion") else (N, *m.shape)
+        assert out.shape == want and out.dtype == jnp.float32, (label, name, out.shape)
+        assert bool(jnp.isfinite(out).all()) and float(jnp.abs(out).max()) > 0, (label, name)
+    for name, form in L.LAYER_FORMS.items():
+        method = A.get(name)
+        key = jax.random.split(KEY, N) if method.needs_key else None
+        # the quick options the layer form has (a pixel grid means nothing at a layer)
+        quick = {k: v for k, v in method.quick.items()
+                 if k in inspect.signature(form).parameters}
+        res = method(m.probe, m.probe.params, x, np.zeros(N, int), key=key, layer=layer, **quick)
+        assert res.map.shape == (N, h, w, c) and bool(jnp.isfinite(res.map).all()), (label, name)

@@ -92,3 +92,11 @@ def test_layer_dispatches_to_the_layer_form(monkeypatch):
     np.testing.assert_allclose(via.map, direct.map, rtol=1e-6)
     with pytest.raises(ValueError, match=r"deconvnet has no layer form.*methods with one"):
         A.deconvnet(probe, probe.params, x, 0, layer="conv2")
+    # the propagation methods, which check their own arguments, dispatch the same way
+    for name in ("deeplift", "lrp"):
+        via = A.get(name)(probe, probe.params, x, 1, layer="conv2")
+        direct = L.LAYER_FORMS[name](probe, probe.params, x, 1, layer="conv2")
+        assert via.map.shape == (4, 8, 8, 5), name
+        np.testing.assert_allclose(via.map, direct.map, rtol=1e-6, err_msg=name)
+        np.testing.assert_allclose(A.get(name)(probe, probe.params, x, 1, layer=None).map,
+                                   A.get(name)(probe, probe.params, x, 1).map, rtol=1e-6)
