@@ -24,7 +24,7 @@ from tests.helpers import family_models as fm
 from jaxviz import arch, attribution as A
 from jaxviz import occlusion as O
 from jaxviz.attribution import layer as L
-from jaxviz.core import checks, objectives as O, probe as probe_lib
+from jaxviz.core import checks, objectives, probe as probe_lib
 from jaxviz.maximize import api as maximize_api
 from jaxviz.models import count_params
 
@@ -267,7 +267,7 @@ def test_every_method_takes_a_neuron_target_and_its_layer(label):
     layer = [k for k, s in shapes.items() if len(s) == 4][-1]
     h, w, c = shapes[layer][1:]
     x = jax.random.uniform(KEY, (N, *m.shape))
-    unit = O.neuron(layer, 0, h // 2, w // 2)
+    unit = objectives.neuron(layer, 0, h // 2, w // 2)
     for name, method in A.METHODS.items():
         out = _run(name, m.probe, x, unit)[0].map
         want = (N, *m.shape[:2]) if method.kind in ("layer", "occlusion") else (N, *m.shape)

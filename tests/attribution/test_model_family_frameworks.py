@@ -27,8 +27,11 @@ RTOL = 1e-4
 ROWS = [(a, fw) for a in ("bn_res", "dw_gelu") for fw in ("equinox", "keras")]
 PROGRAM = ("saliency", "guided_backprop", "deeplift", "lrp", "full_grad")
 LAYER = ("grad_cam", "eigen_cam")
-# (framework, method) -> the known defect (strict: fails once fixed, so the entry goes).
-KNOWN = {}
+# (architecture, framework, method) -> the known defect (strict: fails once fixed, so the
+# entry goes).
+KNOWN = {("bn_res", "equinox", "lrp"): "LRP's canonizer does not fold an Equinox BatchNorm "
+         "into the conv before it (the map differs from the NNX twin's by ~30% of its largest "
+         "value; a conv's own bias behind a size-1 reshape is folded)"}
 
 
 @pytest.fixture(scope="module")
@@ -71,14 +74,14 @@ def test_logits(row):
 def test_program_and_layer_methods(row):
     twin, ref, x, t = row
     for name in PROGRAM + LAYER:
-        known = (twin.framework, name) in KNOWN
+        known = (twin.arch, twin.framework, name) in KNOWN
         try:
             close(_map(name, twin, x, t), _map(name, ref, x, t), f"{twin.framework}: {name}")
         except AssertionError:
             if not known:
                 raise
             continue
-        assert not known, f"fixed? remove {(twin.framework, name)} from KNOWN"
+        assert not known, f"fixed? remove {(twin.arch, twin.framework, name)} from KNOWN"
 
 
 def test_occlusion_maximize_summary(row):
