@@ -142,16 +142,14 @@ def attribution_method(name: str, cause=None, *, targets=None):
     arguments as given (a method that checks them itself)."""
     def wrap(fn):
         body = fn if targets is None else _ritual(name, fn, targets)
-        # A method that checks its own arguments still gets layer= as every method does:
-        # its layer form, or an error naming the methods that have one.
-        own_layer = targets is None and "layer" not in inspect.signature(fn).parameters
+        # layer= on a method without its own layer option is its layer form, whether or not
+        # the method runs the ritual (an error names the methods that have one).
+        if "layer" not in inspect.signature(fn).parameters and (
+                targets is None or targets.layer == "form"):
+            body = _with_layer_form(name, body)
 
         @functools.wraps(fn)
         def method(*args, **options):
-            if own_layer and options.get("layer", None) is not None:
-                return method_lib.layer_form(name)(*args, **options)
-            if own_layer:
-                options.pop("layer", None)  # layer=None: the method itself
             return run_method(name, body, args, options, cause)
         method.method_name = name
         method.blank_cause = cause
@@ -160,14 +158,18 @@ def attribution_method(name: str, cause=None, *, targets=None):
     return wrap
 
 
-def _ritual(name: str, fn: Callable, support) -> Callable:
-    takes_layer = "layer" in inspect.signature(fn).parameters
+def _with_layer_form(name: str, body: Callable) -> Callable:
+    """body, with layer=L dispatched to method `name`'s layer form; layer=None: body."""
+    def dispatch(*args, **options):
+        layer = options.pop("layer", None)
+        if layer is not None:
+            return method_lib.layer_form(name)(*args, layer=layer, **options)
+        return body(*args, **options)
+    return dispatch
 
+
+def _ritual(name: str, fn: Callable, support) -> Callable:
     def body(*args, **options):
-        if not takes_layer and support.layer == "form" and "layer" in options:
-            if options["layer"] is not None:
-                return method_lib.layer_form(name)(*args, **options)
-            del options["layer"]  # layer=None: the method itself, as without it
         model, params, x, t = method_lib.prepare(name, fn, support, args, options)
         return method_lib.finish(as_attribution(fn(model, params, x, t, **options), name), t)
     return body
