@@ -15,6 +15,22 @@ PYTEST_ARGS ?= -n 2 --dist loadfile
 TEST_XLA_OPT ?= 0
 TEST_ENV = JAX_DISABLE_MOST_OPTIMIZATIONS=$(if $(filter 1,$(TEST_XLA_OPT)),0,1) \
 	JAX_COMPILATION_CACHE_DIR=$(CURDIR)/$(TEST_CACHE) JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0
+# XLA CPU's older loop emitters (its fusion emitters off), codegen in one piece and a
+# single-threaded runtime compile the suite's small programs in about two thirds of the time
+# (tests/attribution/test_model_family.py alone: 110 s -> 65 s) and keep each worker on one
+# core, so two workers stop contending for two cores. Values are XLA's either way (every
+# tolerance allows the reordered float work); TEST_XLA_OPT=1 keeps XLA's defaults. A jaxlib
+# that does not know one of these flags (XLA aborts on an unknown flag) is tested without
+# them, with a line saying so.
+TEST_XLA_FLAGS := --xla_cpu_use_fusion_emitters=false --xla_cpu_parallel_codegen_split_count=1 \
+	--xla_cpu_multi_thread_eigen=false
+# $(call RUN_TESTS,python): the suite on that interpreter, with TEST_ENV and the flags above.
+RUN_TESTS = flags=""; if [ "$(TEST_XLA_OPT)" != 1 ]; then \
+	if XLA_FLAGS="$(TEST_XLA_FLAGS)" $(1) -c 'import jax; jax.numpy.zeros(1)' >/dev/null 2>&1; \
+	then flags="$(TEST_XLA_FLAGS)"; \
+	else echo "make: this jaxlib does not take $(TEST_XLA_FLAGS); testing with XLA's own" >&2; fi; fi; \
+	echo "XLA_FLAGS=\"$$flags\" $(TEST_ENV) $(1) -m pytest $(PYTEST_ARGS)"; \
+	XLA_FLAGS="$$flags $${XLA_FLAGS:-}" $(TEST_ENV) $(1) -m pytest $(PYTEST_ARGS)
 # The two workers compile many of the same programs (the reference CNN's analyses appear in
 # most files): a compilation cache shared between them, emptied before every run so no run
 # reuses another's programs, cut a quiet 2-core run from 6 min 29 s to 5 min 54 s.
@@ -75,7 +91,7 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed-test
 	rm -rf $(TEST_CACHE)
-	$(TEST_ENV) $(BIN)/python -m pytest $(PYTEST_ARGS)
+	@$(call RUN_TESTS,$(BIN)/python)
 
 # `make lock` keeps the pins already in the lock files and only resolves what pyproject.toml
 # changed; `make lock LOCK_FLAGS=--upgrade` moves every pin to the newest allowed release
@@ -124,7 +140,7 @@ test-latest:
 	$(LATEST)/bin/python --version
 	grep -i -E '^(jax|jaxlib|flax|optax|orbax-checkpoint|numpy|scipy|matplotlib)==' $(LATEST)/versions.txt
 	rm -rf $(TEST_CACHE)
-	$(TEST_ENV) $(LATEST)/bin/python -m pytest $(PYTEST_ARGS)
+	@$(call RUN_TESTS,$(LATEST)/bin/python)
 
 clean:
 	rm -rf $(VENV) $(LATEST) $(LOCK_VENV) $(TEST_CACHE) runs build *.egg-info

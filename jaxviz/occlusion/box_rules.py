@@ -166,25 +166,42 @@ def _dot(eqn, base_ins, chs, base_out):
 
 def _dot_flat(eqn, flat, w, base_out):
     """Dense layer on a flattened box: the box's delta goes into a band (the box's extent
-    along the first merged axis, the later merged axes whole), so the weight rows of each
-    band are one contiguous slice, without first gathering the band's base values."""
+    along the first merged axis it does not cover whole, the later merged axes whole), so
+    the weight rows of each band are one slice, without first gathering the band's base
+    values. Merged axes before the band that the box covers whole (the channels of a
+    channel-first (C, H, W) flatten) become a contracting axis of their own, over W's rows
+    seen as (their size, the rest)."""
     box, src = flat.box, flat.base
     first = len(flat.out_shape) - 1  # merged axes of src start here (kept axes are 1:1)
     if any(box.size[d] != src.shape[d] for d in range(first)):
         return None
+    band = first
+    while band < src.ndim - 1 and box.size[band] == src.shape[band]:
+        band += 1
     delta = box.crop - vslice(src, box.lo, box.size)
-    band_size = tuple(box.size[:first + 1]) + tuple(src.shape[first + 1:])
-    offset = box.lo.at[:, :first + 1].set(0)  # the box's place inside its band
-    band = place(jnp.zeros((delta.shape[0],) + band_size, delta.dtype), delta, offset)
-    inner = math.prod(src.shape[first + 1:])
-    rows = band.reshape(band.shape[:first + 1] + (-1,))
-    return _grouped_dot(eqn, rows, box.lo_np[:, [first]] * inner, [rows.shape[-1]], w, base_out)
+    band_size = tuple(box.size[:band + 1]) + tuple(src.shape[band + 1:])
+    offset = box.lo.at[:, :band + 1].set(0)  # the box's place inside its band
+    rows = place(jnp.zeros((delta.shape[0],) + band_size, delta.dtype), delta, offset)
+    inner = math.prod(src.shape[band + 1:])
+    lead = math.prod(src.shape[first:band])
+    rows = rows.reshape(rows.shape[:first + 1] + (lead, -1))
+    starts = box.lo_np[:, [band]] * inner
+    if lead == 1:
+        return _grouped_dot(eqn, rows.reshape(rows.shape[:-2] + (-1,)), starts,
+                            [rows.shape[-1]], w, base_out)
+    (_, (rd,)), batch = eqn.params["dimension_numbers"]
+    w = w.reshape(w.shape[:rd] + (lead, -1) + w.shape[rd + 1:])
+    numbers = (((first, first + 1), (rd, rd + 1)), batch)
+    return _grouped_dot(eqn, rows, np.concatenate([np.zeros_like(starts), starts], 1),
+                        [lead, rows.shape[-1]], w, base_out, numbers)
 
 
-def _grouped_dot(eqn, delta, starts, sizes, w, base_out):
+def _grouped_dot(eqn, delta, starts, sizes, w, base_out, numbers=None):
     """base_out + delta @ W rows [starts, starts + sizes) per position; positions sharing
-    starts share one weight slice. delta: (P, *box); starts: (P, contracting dims), static."""
-    (l_con, r_con), _ = eqn.params["dimension_numbers"]
+    starts share one weight slice. delta: (P, *box); starts: (P, contracting dims), static;
+    numbers: dimension numbers in place of the eqn's (delta and w reshaped to fit them)."""
+    params = eqn.params if numbers is None else {**eqn.params, "dimension_numbers": numbers}
+    (l_con, r_con), _ = params["dimension_numbers"]
     groups, inverse = np.unique(starts, axis=0, return_inverse=True)
     if len(groups) > 64:  # too many weight slices for one program; full products instead
         return None
@@ -196,7 +213,7 @@ def _grouped_dot(eqn, delta, starts, sizes, w, base_out):
             start[rd], stop[rd] = int(s), int(s) + n
         return lax.slice(w, start, stop)
 
-    dot = lambda d, w_g: eqn.primitive.bind(d, w_g, **eqn.params)  # noqa: E731
+    dot = lambda d, w_g: eqn.primitive.bind(d, w_g, **params)  # noqa: E731
     in_order = np.array_equal(np.concatenate(members), np.arange(len(inverse)))
     parts = []
     for g, idx in enumerate(members):

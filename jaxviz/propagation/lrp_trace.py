@@ -11,7 +11,8 @@ value, is the LRP map of the input. Rules attach to primitives:
   z = s * op(x, w) + t, so the rule sees one affine layer (canonize=False: they pass
   relevance through, Zennit's Pass rule for an unfolded BatchNorm); the fold carries
   through reshapes that only add or drop size-1 axes (vmap's batching of a per-example
-  conv puts one between the conv and its bias);
+  conv puts one between the conv and its bias) and through transposes (a channels-last
+  conv whose output a channel-first model moves back before its BatchNorm);
 - add/sub of two input-dependent values (residual connections): split in proportion to
   the addends (Zennit's Norm rule);
 - elementwise functions of one input-dependent value (relu, tanh, ..., and calls that
@@ -45,6 +46,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from jaxviz.core import interpret
@@ -71,15 +73,22 @@ class Fold:
     t: Any
     rule: Rule
     bounds: Any
-    shape: tuple | None = None  # the value's shape after size-1 reshapes (None: op's own)
+    # The data-preserving ops since the layer's op, ("reshape", shape) for one that only
+    # adds or drops size-1 axes and ("transpose", permutation): the value is the op's
+    # output viewed through them.
+    view: tuple = ()
 
     @property
     def base(self) -> tuple:
         return tuple(self.eqn.outvars[0].aval.shape)
 
     @property
-    def current(self) -> tuple:
-        return self.base if self.shape is None else self.shape
+    def shapes(self) -> list:
+        """The value's shape before each step of `view`, then after the last."""
+        out = [self.base]
+        for kind, arg in self.view:
+            out.append(tuple(arg) if kind == "reshape" else tuple(out[-1][p] for p in arg))
+        return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,16 +197,54 @@ def _unit_reshape(eqn) -> bool:
     return core(eqn.invars[0].aval.shape) == core(eqn.outvars[0].aval.shape)
 
 
-def _to_base(c, shape: tuple, base: tuple):
-    """A constant broadcastable against `shape` (a size-1 reshape of `base`), as one
-    broadcastable against `base`: its size-1 axes are moved as the reshape moves them."""
-    if c is None or jnp.ndim(c) == 0 or shape == base:
-        return c
-    c = jnp.asarray(c)
-    if c.ndim != len(shape):
-        c = jnp.reshape(c, (1,) * (len(shape) - c.ndim) + c.shape)
+def _view_step(eqn) -> tuple | None:
+    """eqn as a step of a Fold's view, or None where it changes which values go where."""
+    if eqn.primitive.name == "transpose":
+        return ("transpose", tuple(eqn.params["permutation"]))
+    if _unit_reshape(eqn):
+        return ("reshape", tuple(eqn.outvars[0].aval.shape))
+    return None
+
+
+def _viewed(a, view: tuple):
+    """The op's output `a` through the fold's view."""
+    for kind, arg in view:
+        a = jnp.reshape(a, arg) if kind == "reshape" else jnp.transpose(a, arg)
+    return a
+
+
+def _unviewed(a, fold: Fold):
+    """A value of the fold's viewed shape back in the op's output layout."""
+    shapes = fold.shapes
+    for k in reversed(range(len(fold.view))):
+        kind, arg = fold.view[k]
+        a = (jnp.transpose(a, tuple(int(i) for i in np.argsort(arg))) if kind == "transpose"
+             else jnp.reshape(a, shapes[k]))
+    return a
+
+
+def _unreshaped(c, shape: tuple, base: tuple):
+    """c (full rank against `shape`, a size-1 reshape of `base`) as one broadcastable
+    against `base`: its size-1 axes move as the reshape moves them."""
     core = iter([c.shape[k] for k, d in enumerate(shape) if d != 1])
     return jnp.reshape(c, [next(core) if d != 1 else 1 for d in base])
+
+
+def _to_base(c, fold: Fold):
+    """A constant broadcastable against the fold's viewed value, as one broadcastable
+    against the op's output: the view's steps undone in reverse."""
+    if c is None or jnp.ndim(c) == 0 or not fold.view:
+        return c
+    shapes = fold.shapes
+    c = jnp.asarray(c)
+    c = jnp.reshape(c, (1,) * (len(shapes[-1]) - c.ndim) + c.shape)
+    for k in reversed(range(len(fold.view))):
+        kind, arg = fold.view[k]
+        if kind == "transpose":
+            c = jnp.transpose(c, tuple(int(i) for i in np.argsort(arg)))
+        else:
+            c = _unreshaped(c, shapes[k + 1], shapes[k])
+    return c
 
 
 def _redistribute(fold: Fold, raw):
@@ -220,8 +267,8 @@ def _redistribute(fold: Fold, raw):
         return rx.astype(xa.dtype), jnp.zeros_like(raw), jax.tree.map(jnp.zeros_like, c)
 
     layer.defvjp(lambda xa, raw, c: (raw, (xa, raw, c)), bwd)
-    out = layer(fold.x.a, jnp.reshape(raw, fold.base), consts)
-    return jnp.reshape(out, fold.current)
+    out = layer(fold.x.a, _unviewed(raw, fold), consts)
+    return _viewed(out, fold.view)
 
 
 def _one(v):
@@ -259,7 +306,7 @@ class _Evaluation:
             a = _op_fn(fold.eqn, fold.index)(fold.x.a, fold.w)
             a = a if fold.s is None else fold.s * a
             a = a if fold.t is None else a + fold.t
-            a = jnp.reshape(a, fold.current)
+            a = _viewed(a, fold.view)
         else:
             a = _redistribute(fold, raw)
         return Live(a, fold=fold if self.canonize else None, stat=stat, parent=parent)
@@ -299,7 +346,7 @@ class _Evaluation:
             raise self.no_rule(eqn, "a constant broadcasts the input-dependent value")
         c = invals[1 - i] if len(invals) == 2 else None
         if x.fold is not None:
-            c = _to_base(c, x.fold.current, x.fold.base)
+            c = _to_base(c, x.fold)
             fold = _refold(x.fold, eqn.primitive.name, c, i == 0)
             return self.emit(fold, program.bind(eqn, _sg(invals))[0], x.stat, x)
         lo_hi = None
@@ -370,9 +417,9 @@ class _Evaluation:
                                or program.is_literal(eqn.invars[1], nonneg=True))
         bounds = [None] * len(outs) if x.bounds is None else list(zip(
             *(program.bind(eqn, [b, *invals[1:]]) for b in x.bounds)))
-        fold = None
-        if x.fold is not None and _unit_reshape(eqn):  # the bias may come after it
-            fold = dataclasses.replace(x.fold, shape=tuple(eqn.outvars[0].aval.shape))
+        fold, step = None, None if x.fold is None else _view_step(eqn)
+        if step is not None:  # the bias or a BatchNorm may come after it
+            fold = dataclasses.replace(x.fold, view=x.fold.view + (step,))
         return [Live(o, nonneg, b, fold=fold, stat=x.stat) for o, b in zip(outs, bounds)]
 
     def call(self, eqn, invals):

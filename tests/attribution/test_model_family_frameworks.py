@@ -29,9 +29,7 @@ PROGRAM = ("saliency", "guided_backprop", "deeplift", "lrp", "full_grad")
 LAYER = ("grad_cam", "eigen_cam")
 # (architecture, framework, method) -> the known defect (strict: fails once fixed, so the
 # entry goes).
-KNOWN = {("bn_res", "equinox", "lrp"): "LRP's canonizer does not fold an Equinox BatchNorm "
-         "into the conv before it (the map differs from the NNX twin's by ~30% of its largest "
-         "value; a conv's own bias behind a size-1 reshape is folded)"}
+KNOWN: dict = {}  # none today
 
 
 @pytest.fixture(scope="module")

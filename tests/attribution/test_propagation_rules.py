@@ -334,7 +334,7 @@ def test_an_unsupported_primitive_names_the_layer_before_it_and_the_source_line(
             method(p, p.params, x, 0)
 
 
-# ---- the canonizer's bias fold through size-1 reshapes ------------------------------
+# ---- the canonizer's bias fold through size-1 reshapes and transposes ---------------
 
 def test_a_bias_after_a_size1_reshape_is_folded_as_the_layers_bias():
     """vmap's batching of a per-example conv leaves a reshape that only adds or drops
@@ -374,3 +374,41 @@ def test_a_bias_after_a_size1_reshape_is_folded_as_the_layers_bias():
     logit = np.asarray(plain(None, x))[:, 1]
     sums = np.asarray(want.map).reshape(2, -1).sum(-1)
     assert np.abs(sums - logit).max() > 1e-2 * np.abs(logit).max()  # the biases took some
+
+
+def test_a_batchnorm_behind_a_transpose_is_folded_into_the_conv():
+    """A channel-first model running a channels-last conv moves its output back before
+    the BatchNorm (inference: subtract, divide, scale, shift per channel): the fold must
+    carry through the transposes, giving the map of the same net written channels-last."""
+    k1, k2, k3, k4, k5 = jax.random.split(KEY, 5)
+    w = jax.random.normal(k1, (3, 3, 1, 4)) * 0.5
+    mean, var = jax.random.normal(k2, (4,)), jax.random.uniform(k3, (4,), minval=0.5)
+    gamma, beta = jax.random.uniform(k4, (4,), minval=0.5, maxval=1.5), jnp.arange(4.0) / 4
+    v = jax.random.normal(k5, (36 * 4, 3)) * 0.2
+
+    def conv(x):
+        return lax.conv_general_dilated(x, w, (1, 1), "VALID",
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    def bn(z, axis):  # z's channels on `axis`
+        shape = [1] * z.ndim
+        shape[axis] = 4
+        r = lambda a: a.reshape(shape)  # noqa: E731
+        return (z - r(mean)) / jnp.sqrt(r(var) + 1e-5) * r(gamma) + r(beta)
+
+    def channels_last(p, x):
+        return jax.nn.relu(bn(conv(x), 3)).reshape(x.shape[0], -1) @ v
+
+    def channel_first(p, x):
+        z = bn(jnp.transpose(conv(x), (0, 3, 1, 2)), 1)       # (N, O, H, W)
+        return jax.nn.relu(jnp.transpose(z, (0, 2, 3, 1))).reshape(x.shape[0], -1) @ v
+
+    x = jax.random.uniform(jax.random.key(6), (2, 8, 8, 1))
+    np.testing.assert_allclose(np.asarray(channel_first(None, x)),
+                               np.asarray(channels_last(None, x)), rtol=1e-5, atol=1e-5)
+    want = np.asarray(A.lrp(channels_last, None, x, 1, composite=EXACT).map)
+    got = np.asarray(A.lrp(channel_first, None, x, 1, composite=EXACT).map)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-4 * float(np.abs(want).max()))
+    unfolded = np.asarray(A.lrp(channel_first, None, x, 1, composite=EXACT,
+                                canonize=False).map)
+    assert np.abs(unfolded - want).max() > 1e-2 * np.abs(want).max()  # the fold matters
