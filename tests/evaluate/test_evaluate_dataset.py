@@ -75,7 +75,8 @@ def _child(*args, env=None, **kw):
 
 
 def test_four_simulated_devices_give_one_devices_numbers():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+    env = dict(os.environ, XLA_FLAGS=os.environ.get("XLA_FLAGS", "")
+               + " --xla_force_host_platform_device_count=4",
                JAX_PLATFORMS="cpu")
     proc = _child("sharded", env=env)
     out, err = proc.communicate(timeout=600)

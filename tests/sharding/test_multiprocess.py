@@ -23,7 +23,8 @@ def _free_port() -> int:
 
 def test_two_processes_four_devices_equal_one_device():
     port = _free_port()
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+    env = dict(os.environ, XLA_FLAGS=os.environ.get("XLA_FLAGS", "")
+               + " --xla_force_host_platform_device_count=2",
                JAX_PLATFORMS="cpu")
     procs = [subprocess.Popen([sys.executable, str(ROOT / "tests" / "helpers" /
                                                    "multiprocess_child.py"), str(i), str(port)],

@@ -8,7 +8,8 @@ from pathlib import Path
 
 
 def test_sharded_analyses_equal_single_device():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+    env = dict(os.environ, XLA_FLAGS=os.environ.get("XLA_FLAGS", "")
+               + " --xla_force_host_platform_device_count=4",
                JAX_PLATFORMS="cpu")
     root = Path(__file__).resolve().parents[2]
     proc = subprocess.run([sys.executable, str(root / "tests" / "helpers" / "sharded_check.py")], env=env,
