@@ -213,11 +213,23 @@ def _shared_dense(x, w):
     return x @ w
 
 
+def _conv_relu(params, x):
+    return jax.nn.relu(jax.lax.conv_general_dilated(
+        x, params["k"], (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")))
+
+
+def _incremental_equals_exact_without_fallback(fn, params, x):
+    a = occlusion(fn, params, x, 1, window=3, stride=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no fallback to the exact path
+        b = occlusion(fn, params, x, 1, window=3, stride=2, method="incremental")
+    np.testing.assert_allclose(b.extras["scores"], a.extras["scores"], atol=1e-4)
+
+
 def test_incremental_with_one_jitted_layer_called_on_two_weights():
     """A jitted layer called twice shares its jaxpr; each call must use its own weights."""
     def fn(params, x):
-        h = jax.nn.relu(jax.lax.conv_general_dilated(
-            x, params["k"], (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")))
+        h = _conv_relu(params, x)
         f = h.reshape(h.shape[0], -1)
         return _shared_dense(f, params["w1"]) + 2.0 * _shared_dense(f, params["w2"])
 
@@ -225,11 +237,7 @@ def test_incremental_with_one_jitted_layer_called_on_two_weights():
     params = {"k": jax.random.normal(k[0], (3, 3, 1, 4)),
               "w1": jax.random.normal(k[1], (400, 5)), "w2": jax.random.normal(k[2], (400, 5))}
     x = jax.random.uniform(k[3], (1, 12, 12, 1))
-    a = occlusion(fn, params, x, 1, window=3, stride=2)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", RuntimeWarning)  # no fallback to the exact path
-        b = occlusion(fn, params, x, 1, window=3, stride=2, method="incremental")
-    np.testing.assert_allclose(b.extras["scores"], a.extras["scores"], atol=1e-4)
+    _incremental_equals_exact_without_fallback(fn, params, x)
 
 
 @pytest.mark.parametrize("w_rows_first", [True, False])
@@ -238,8 +246,7 @@ def test_incremental_through_a_channel_first_flatten(w_rows_first):
     covers every channel but few rows, so its delta meets W's rows as (C, rows of H*W);
     W as (in, out) and as (out, in)."""
     def fn(params, x):
-        h = jax.nn.relu(jax.lax.conv_general_dilated(
-            x, params["k"], (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")))
+        h = _conv_relu(params, x)
         f = jnp.transpose(h, (0, 3, 1, 2)).reshape(h.shape[0], -1)
         w = params["w"]
         return jax.lax.dot_general(f, w, (((1,), (0 if w_rows_first else 1,)), ((), ())))
@@ -248,11 +255,7 @@ def test_incremental_through_a_channel_first_flatten(w_rows_first):
     w = jax.random.normal(k[1], (400, 5))
     params = {"k": jax.random.normal(k[0], (3, 3, 1, 4)), "w": w if w_rows_first else w.T}
     x = jax.random.uniform(k[2], (1, 12, 12, 1))
-    a = occlusion(fn, params, x, 1, window=3, stride=2)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", RuntimeWarning)  # no fallback to the exact path
-        b = occlusion(fn, params, x, 1, window=3, stride=2, method="incremental")
-    np.testing.assert_allclose(b.extras["scores"], a.extras["scores"], atol=1e-4)
+    _incremental_equals_exact_without_fallback(fn, params, x)
 
 
 def test_unsupported_model_falls_back_with_one_warning(monkeypatch):
