@@ -136,6 +136,8 @@ def widen(box, base=None, out_shape=None, groups=None):
     n_size = list(base_out.shape)
     for gi, gj in groups:
         if len(gi) == 1:  # one axis split into several: align to the inner block
+            # leading size-1 axes hold no index, so the block is under the first real axis
+            gj = gj[next((n for n, k in enumerate(gj) if base_out.shape[k] != 1), len(gj) - 1):]
             d, inner = gi[0], math.prod(base_out.shape[k] for k in gj[1:])
             outer = base_out.shape[gj[0]]
             hi = -(-(box.lo_np[:, d] + box.size[d]) // inner)
@@ -144,13 +146,16 @@ def widen(box, base=None, out_shape=None, groups=None):
             q = jnp.minimum(box.lo[:, d] // inner, outer - m)
             r_lo_np[:, d], r_lo, r_size[d] = q_np * inner, r_lo.at[:, d].set(q * inner), m * inner
             n_lo_np[:, gj[0]], n_lo, n_size[gj[0]] = q_np, n_lo.at[:, gj[0]].set(q), m
-        elif len(gj) == 1:  # several axes merged: contiguous only if inner axes are whole
-            inner = math.prod(base.shape[k] for k in gi[1:])
-            for k in gi[1:]:
+        elif len(gj) == 1:  # several axes merged: contiguous if, before the first axis the
+            # box spans by more than one index, it holds single indices, and after it, whole axes
+            at = next((n for n, k in enumerate(gi) if box.size[k] > 1), len(gi) - 1)
+            strides = [math.prod(base.shape[k] for k in gi[n + 1:]) for n in range(len(gi))]
+            for k in gi[at + 1:]:
                 r_lo_np[:, k], r_lo, r_size[k] = 0, r_lo.at[:, k].set(0), base.shape[k]
-            d = gi[0]
-            n_lo_np[:, gj[0]] = box.lo_np[:, d] * inner
-            n_lo, n_size[gj[0]] = n_lo.at[:, gj[0]].set(box.lo[:, d] * inner), box.size[d] * inner
+            n_lo_np[:, gj[0]] = sum(box.lo_np[:, k] * strides[n] for n, k in enumerate(gi[:at + 1]))
+            n_lo = n_lo.at[:, gj[0]].set(sum(box.lo[:, k] * strides[n]
+                                             for n, k in enumerate(gi[:at + 1])))
+            n_size[gj[0]] = box.size[gi[at]] * strides[at]
         else:
             return None
     vals = region(base, box, r_lo_np, r_lo, tuple(r_size))

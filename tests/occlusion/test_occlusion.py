@@ -258,6 +258,43 @@ def test_incremental_through_a_channel_first_flatten(w_rows_first):
     _incremental_equals_exact_without_fallback(fn, params, x)
 
 
+@pytest.mark.parametrize("old, new, lo, size, want_size", [
+    ((1, 1, 28, 28), (1, 28, 28), (0, 0, 10, 6), (1, 1, 4, 4), (1, 4, 4)),  # merge
+    ((28, 28, 1), (1, 28, 28, 1), (10, 6, 0), (4, 4, 1), (1, 4, 4, 1)),  # split off a 1
+    ((2, 3, 8), (48,), (1, 2, 2), (1, 1, 4), (4,)),  # single indices, then a band
+    ((2, 3, 8), (48,), (1, 0, 2), (1, 3, 4), (24,)),  # after a multi-index axis: whole
+])
+def test_a_reshape_of_size_1_axes_keeps_the_box(old, new, lo, size, want_size):
+    """Axes of size 1 (a vmapped model's batch of one, added and dropped) hold no index, so
+    a box passes them unchanged instead of spreading over a whole neighbouring axis; the
+    box's values are the reshaped array's at the box's place."""
+    from jaxviz.occlusion.boxes import Box, to_full, widen  # noqa: PLC0415
+
+    base = jnp.asarray(np.random.default_rng(0).random(old), jnp.float32)
+    crop = jnp.asarray(np.random.default_rng(1).random(size), jnp.float32)
+    box = Box(np.array([lo]), jnp.array([lo], jnp.int32), size, crop[None], True)
+    got = widen(box, base, new)
+    assert got.size == want_size
+    np.testing.assert_array_equal(to_full(base.reshape(new), got).vals[0],
+                                  to_full(base, box).vals[0].reshape(new))
+
+
+def test_incremental_through_a_vmapped_channel_first_model():
+    """Equinox's shape of a model: vmapped over images, each image (C, H, W) with its
+    batch axis of one added and dropped by reshapes around every layer."""
+    def one(params, xi):  # xi: (C, H, W)
+        h = jax.lax.conv_general_dilated(xi[None], params["k"], (1, 1), "VALID")[0]
+        return jax.nn.relu(h).ravel() @ params["w"]
+
+    def fn(params, x):
+        return jax.vmap(lambda xi: one(params, xi))(jnp.transpose(x, (0, 3, 1, 2)))
+
+    k = jax.random.split(jax.random.key(2), 3)
+    params = {"k": jax.random.normal(k[0], (4, 1, 3, 3)), "w": jax.random.normal(k[1], (400, 5))}
+    x = jax.random.uniform(k[2], (1, 12, 12, 1))
+    _incremental_equals_exact_without_fallback(fn, params, x)
+
+
 def test_unsupported_model_falls_back_with_one_warning(monkeypatch):
     def broken(*args):
         raise NotImplementedError("no rule")
