@@ -17,9 +17,10 @@ Writes, under --out:
   feature inversion and caricature of a validation image at <layer>;
 - summary.json: settings, seconds, probabilities, the high-frequency share of each row.
 
-Time: 13-16 minutes each on the 2-core machine at load ~20 (mostly compiling the seven
-ascents); a log of both runs: docs/bench/feature_vis.log, the figures described in
-docs/maximize.md.
+Time on the 2-core machine (docs/bench/feature_vis.log): 81 s for the reference CNN, 69 s
+for the colour model, mostly compiling the seven ascents (13-16 minutes each when the
+machine was loaded ~20); the figures are described in docs/maximize.md and committed under
+docs/figures/feature_vis/.
 """
 from __future__ import annotations
 
