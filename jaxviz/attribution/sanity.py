@@ -32,7 +32,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from scipy.stats import rankdata
 
 from jaxviz.attribution import registry
 from jaxviz.core import analysis
@@ -45,6 +44,8 @@ def rank_correlation(a, b) -> np.ndarray:
     """Spearman correlation per map, ties given their average rank. (N, ...) x2 -> (N,).
     A constant map correlates 0 with anything (a blank CAM is a map that lost everything);
     a map with any NaN or inf gives NaN (never a number)."""
+    from scipy.stats import rankdata  # noqa: PLC0415 - scipy.stats costs every CLI start 0.9 s
+
     a = np.asarray(a, np.float64).reshape(len(a), -1)
     b = np.asarray(b, np.float64).reshape(len(b), -1)
     finite = np.isfinite(a).all(1) & np.isfinite(b).all(1)

@@ -1,5 +1,6 @@
-"""Attribution: one table of checks over every method x {NNX MnistCNN, Linen ResidualCNN},
-then behaviour (linear model, completeness, guided ReLU rule, hand-computed Grad-CAM),
+"""Attribution: one table of checks over every method on the NNX MnistCNN and the methods
+that meet a model's values on the Linen ResidualCNN, then behaviour (linear model, completeness,
+guided ReLU rule, hand-computed Grad-CAM),
 the randomization sanity check and bad input."""
 import functools
 import warnings
@@ -13,7 +14,7 @@ from flax import linen, nnx
 from jaxviz import attribution as A
 from jaxviz.core import probe as probe_lib
 from jaxviz.attribution import cam, integrated, sanity
-from tests.helpers.method_checks import check_shared_table
+from tests.helpers.method_checks import MODEL_VALUES, check_shared_table
 
 KEY = jax.random.key(42)
 
@@ -29,8 +30,10 @@ class _Tiny(nnx.Module):
         return self.head(nnx.relu(self.conv(x)).mean(axis=(1, 2)))
 
 
-@pytest.mark.parametrize("model", ["cnn_random", "resnet_random"])
-@pytest.mark.parametrize("name", list(A.METHODS))
+# Every method on the NNX MnistCNN; on the Linen ResidualCNN (a residual add, a framework of
+# its own) the methods that meet its values and ops (MODEL_VALUES, tests/helpers/method_checks.py).
+@pytest.mark.parametrize("model, name", [("cnn_random", n) for n in A.METHODS]
+                         + [("resnet_random", n) for n in MODEL_VALUES])
 def test_shared_table(name, model, request, digits, compiles):
     check_shared_table(A.get(name), request.getfixturevalue(model), digits, compiles)
 

@@ -8,7 +8,7 @@ that read the program (guided backprop's ReLUs, DeepLIFT's and LRP's rules, Full
 biases), the methods that read a layer (Grad-CAM, Eigen-CAM, at the same named layer),
 exact and incremental occlusion, class maximization and the summary. The methods that see
 only the function (perturbation and plain gradient methods) agree once logits and the
-input gradient do; the plain row runs every registered method.
+input gradient do; the plain row runs one method per way of reaching the model.
 """
 import warnings
 

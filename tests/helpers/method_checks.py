@@ -18,6 +18,28 @@ from jaxviz.core import probe as probe_lib
 KEY = jax.random.key(0)
 SHARED_TABLE_KEY = jax.random.key(42)
 
+# The second and later models of a method x model table. Every method reaches a model in one
+# of a few ways, and the model's own code (its framework, its output selector, its layers)
+# is met only there: a gradient, a path, noise, a CAM's activations, a CAM's forward passes,
+# occlusion, a surrogate's samples, and the two jaxpr-tracing rule rewrites. One method per
+# way catches a model a method cannot reach, at a third of the compile time of all 26; the
+# first model of each table runs every method (what each method computes on the values it
+# reached). Dropped, each the same code as one kept on the same path: gradient x input and
+# GradientSHAP (saliency's and IG's gradients), Grad-CAM++, HiRes-/XGrad-/Layer-CAM (Grad-CAM's
+# layer_grad with another product), Guided Grad-CAM (two kept maps multiplied), Eigen-CAM
+# (Grad-CAM's activations), Ablation-CAM (Score-CAM's forward passes at the layer, with an
+# edit), deconvnet and DeepLIFT-SHAP (the rule rewrites kept), and the samplers that score
+# masked copies as occlusion and LIME do.
+REACH = ("saliency", "integrated_gradients", "smoothgrad", "grad_cam", "score_cam",
+         "full_grad", "occlusion", "lime", "guided_backprop", "deeplift", "lrp")
+# ... plus every method whose own code, not only the way it reaches the model, meets the
+# model's values and ops: the rule rewrites read the model's program (deconvnet, DeepLIFT-SHAP
+# besides the three above; a depthwise conv, a LayerNorm, average pooling are rules of their
+# own), Grad-CAM++ weighs the layer's activations by gradient powers, Eigen-CAM runs an SVD of
+# them (LAPACK, float32 only), Ablation-CAM writes a value into the layer.
+MODEL_VALUES = REACH + ("deconvnet", "deeplift_shap", "grad_cam_plus_plus", "eigen_cam",
+                        "ablation_cam")
+
 
 class BNNet(nnx.Module):
     """conv -> BatchNorm -> relu -> dropout -> conv -> global mean -> dense; any H x W."""
