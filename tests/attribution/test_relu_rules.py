@@ -10,9 +10,9 @@ from flax import nnx
 
 from jaxviz.propagation import relu_rules
 
-X = jax.random.normal(jax.random.key(0), (8, 6))
-W1 = jax.random.normal(jax.random.key(1), (6, 6))
-W2 = jax.random.normal(jax.random.key(2), (6, 3))
+# One compiled program for the module's data, not one eager program per array at collection.
+X, W1, W2 = jax.jit(lambda: tuple(jax.random.normal(jax.random.key(k), s)
+                                  for k, s in enumerate([(8, 6), (6, 6), (6, 3)])))()
 LN = nnx.LayerNorm(6, rngs=nnx.Rngs(0))
 
 

@@ -108,8 +108,8 @@ def _params(seed=0):
             "preds": {"w": n(ks[3], (32, 10)) * 0.3, "b": jnp.zeros((10,))}}
 
 
-PARAMS = _params()
-X = jax.random.uniform(jax.random.key(7), (3, 12, 12, 1))
+# One compiled program for the module's data, not a dozen eager ones at collection.
+PARAMS, X = jax.jit(lambda: (_params(), jax.random.uniform(jax.random.key(7), (3, 12, 12, 1))))()
 T = jnp.array([1, 4, 7])
 
 
