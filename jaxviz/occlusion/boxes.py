@@ -152,9 +152,8 @@ def widen(box, base=None, out_shape=None, groups=None):
             strides = [math.prod(base.shape[k] for k in gi[n + 1:]) for n in range(len(gi))]
             for k in gi[at + 1:]:
                 r_lo_np[:, k], r_lo, r_size[k] = 0, r_lo.at[:, k].set(0), base.shape[k]
-            n_lo_np[:, gj[0]] = sum(box.lo_np[:, k] * strides[n] for n, k in enumerate(gi[:at + 1]))
-            n_lo = n_lo.at[:, gj[0]].set(sum(box.lo[:, k] * strides[n]
-                                             for n, k in enumerate(gi[:at + 1])))
+            merged = lambda lo: sum(lo[:, k] * strides[n] for n, k in enumerate(gi[:at + 1]))  # noqa: E731
+            n_lo_np[:, gj[0]], n_lo = merged(box.lo_np), n_lo.at[:, gj[0]].set(merged(box.lo))
             n_size[gj[0]] = box.size[gi[at]] * strides[at]
         else:
             return None

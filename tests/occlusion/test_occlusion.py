@@ -12,6 +12,7 @@ from hypothesis import given, settings, strategies as st
 
 from jaxviz import occlusion as occ
 from jaxviz.occlusion import incremental
+from jaxviz.occlusion.boxes import Box, to_full, widen
 from jaxviz.core import probe as probe_lib
 from jaxviz.core.result import Attribution
 from jaxviz.occlusion import axis_starts, keras_vis_occlusion, occlusion, occlusion_by_score
@@ -268,8 +269,6 @@ def test_a_reshape_of_size_1_axes_keeps_the_box(old, new, lo, size, want_size):
     """Axes of size 1 (a vmapped model's batch of one, added and dropped) hold no index, so
     a box passes them unchanged instead of spreading over a whole neighbouring axis; the
     box's values are the reshaped array's at the box's place."""
-    from jaxviz.occlusion.boxes import Box, to_full, widen  # noqa: PLC0415
-
     base = jnp.asarray(np.random.default_rng(0).random(old), jnp.float32)
     crop = jnp.asarray(np.random.default_rng(1).random(size), jnp.float32)
     box = Box(np.array([lo]), jnp.array([lo], jnp.int32), size, crop[None], True)
